@@ -1,0 +1,33 @@
+"""FastAPI app factory."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.routers import artifacts, catalog, health, jobs, models
+from api.settings import Settings, get_settings
+from workers.reaper import Reaper
+from workers.runtime import make_runtime
+
+
+def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    runtime = make_runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        reaper = Reaper(runtime) if run_reaper else None
+        if reaper:
+            reaper.start()
+        yield
+        if reaper:
+            reaper.stop()
+        runtime.engine.dispose()
+
+    app = FastAPI(title="modelpress", version="0.1.0", lifespan=lifespan,
+                  description="Model compression as a service for PyTorch.")
+    app.state.runtime = runtime
+    for router in (health.router, models.router, jobs.router, artifacts.router, catalog.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,116 @@
+"""`modelpress` command line: up (API + worker), api, worker, migrate."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+
+from api.settings import get_settings
+
+
+def _migrate() -> None:
+    from storage.migrate import upgrade
+
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+
+
+def _worker_argv(concurrency: int, queues: str | None) -> list[str]:
+    settings = get_settings()
+    if queues is None:
+        import torch
+
+        kinds = ["gpu", "cpu"] if torch.cuda.is_available() else ["cpu"]
+        queues = ",".join(settings.queue_name(k) for k in kinds)
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker",
+            "-Q", queues, "-c", str(concurrency), "--loglevel", "INFO", "-n", f"worker-{os.getpid()}@%h"]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(host: str, port: int) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    print(f"modelpress API on http://{host}:{port}  (docs: http://{host}:{port}/docs)", flush=True)
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if not _is_loopback(args.host) and not args.allow_remote:
+        print("refusing to listen on a non-loopback address: this version has no authentication. "
+              "Pass --allow-remote only behind a trusted proxy.", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    _migrate()
+    print(f"data in {settings.home}", flush=True)
+    worker = subprocess.Popen(_worker_argv(args.concurrency, None))
+    try:
+        _serve(args.host, args.port)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    _serve(args.host, args.port)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    argv = _worker_argv(args.concurrency, args.queues)
+    os.execv(argv[0], argv)
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    _migrate()
+    print("database is at the latest revision")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="modelpress", description="Model compression as a service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="migrate, then start the API and one worker (embedded default)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--concurrency", type=int, default=1, help="worker processes")
+    up.add_argument("--allow-remote", action="store_true", help="listen on a non-loopback address")
+    up.set_defaults(func=cmd_up)
+
+    api = sub.add_parser("api", help="start only the API (production: run migrate first)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="start a Celery worker")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--queues", default=None, help="default: gpu,cpu with CUDA, else cpu")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=cmd_migrate)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Artifact downloads: streamed from the blob store, Range supported, checksum in headers."""
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse
+
+from api.deps import BlobsDep, OwnerDep, SessionDep
+from api.schemas import ArtifactOut
+from storage.models import Artifact
+
+router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+
+
+def get_owned_artifact(session, owner: str, artifact_id: str) -> Artifact:
+    art = session.get(Artifact, artifact_id)
+    if art is None or art.owner != owner:
+        raise HTTPException(404, f"artifact {artifact_id} not found")
+    return art
+
+
+@router.get("/{artifact_id}", response_model=ArtifactOut, responses={404: {"description": "unknown id"}})
+def get_artifact(artifact_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> ArtifactOut:
+    art = get_owned_artifact(session, owner, artifact_id)
+    return ArtifactOut.model_validate(art).model_copy(
+        update={"download_url": str(request.url_for("download_artifact", artifact_id=art.id))})
+
+
+@router.get("/{artifact_id}/download", name="download_artifact",
+            response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Range"},
+                       404: {"description": "unknown id"}})
+def download_artifact(artifact_id: str, session: SessionDep, owner: OwnerDep, blobs: BlobsDep) -> FileResponse:
+    """The artifact's bytes; `X-Checksum-SHA256` and `Repr-Digest` carry its sha256."""
+    art = get_owned_artifact(session, owner, artifact_id)
+    path = blobs.local_path(art.blob_key)
+    if not path.is_file():
+        raise HTTPException(410, f"artifact {artifact_id} is listed but its bytes are gone")
+    digest_b64 = base64.b64encode(bytes.fromhex(art.sha256)).decode()
+    return FileResponse(
+        path, filename=art.name, media_type="application/octet-stream",
+        headers={"X-Checksum-SHA256": art.sha256, "Repr-Digest": f"sha-256=:{digest_b64}:",
+                 "ETag": f'"{art.sha256}"'},
+    )

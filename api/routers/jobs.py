@@ -1,0 +1,153 @@
+"""Jobs: submit, poll, list, cancel, metrics, artifacts."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from api.deps import OwnerDep, RuntimeDep, SessionDep
+from api.pagination import paginate
+from api.routers.models import get_owned_model
+from api.schemas import ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut
+from compression.pipeline import check_pipeline_against_model, parse_pipeline
+from compression.registry import RECIPES
+from storage import jobs as job_state
+from storage.models import Artifact, Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+NOT_FOUND = {404: {"description": "unknown id"}}
+
+
+def _validated_pipeline(body: JobCreate, model_summary: dict) -> dict:
+    if body.recipe is not None:
+        recipe = RECIPES.get(body.recipe)
+        if recipe is None:
+            raise RequestValidationError([{
+                "loc": ("body", "recipe"), "type": "value_error", "input": body.recipe,
+                "msg": f"unknown recipe; known: {', '.join(sorted(RECIPES))}",
+            }])
+        data, where = {"stages": recipe.stages}, ("body", "recipe")
+    else:
+        data, where = body.pipeline, ("body", "pipeline")
+    try:
+        spec = parse_pipeline(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**err, "loc": (*where, *err["loc"])} for err in exc.errors(include_url=False)]
+        ) from None
+    problems = check_pipeline_against_model(spec, model_summary)
+    if problems:
+        raise RequestValidationError([{"loc": where, "type": "value_error", "msg": p} for p in problems])
+    return spec.model_dump(mode="json")
+
+
+def _request_hash(body: JobCreate) -> str:
+    return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut,
+             responses={**NOT_FOUND, 200: {"description": "an earlier submit with the same Idempotency-Key",
+                                          "model": JobOut},
+                        409: {"description": "Idempotency-Key reused with a different body"}})
+def submit_job(
+    body: JobCreate, response: Response, session: SessionDep, owner: OwnerDep, rt: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Job:
+    """Validate the whole pipeline against the model, store the job, queue its id."""
+    request_hash = _request_hash(body)
+    if idempotency_key:
+        earlier = _job_for_key(session, owner, idempotency_key, request_hash)
+        if earlier is not None:
+            response.status_code = status.HTTP_200_OK
+            return earlier
+    model = get_owned_model(session, owner, body.model_id)
+    pipeline = _validated_pipeline(body, model.summary)
+    job = Job(owner=owner, model_id=model.id, recipe=body.recipe, pipeline=pipeline,
+              queue=rt.settings.queue_name(body.device or rt.settings.default_queue),
+              idempotency_key=idempotency_key, request_hash=request_hash, enqueued_at=utcnow())
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent submit with the same key won the race
+        session.rollback()
+        earlier = _job_for_key(session, owner, idempotency_key, request_hash)
+        if earlier is None:
+            raise
+        response.status_code = status.HTTP_200_OK
+        return earlier
+    try:
+        rt.enqueue(job.id, job.queue)
+    except Exception:
+        # The job is safe in the DB; the reaper re-sends queued jobs the broker never got.
+        log.warning("broker unavailable while queueing %s; the reaper will retry", job.id, exc_info=True)
+    return job
+
+
+def _job_for_key(session, owner: str, key: str | None, request_hash: str) -> Job | None:
+    if not key:
+        return None
+    job = session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
+    if job is not None and job.request_hash != request_hash:
+        raise HTTPException(409, "this Idempotency-Key was already used for a different request")
+    return job
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    session: SessionDep, owner: OwnerDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    model_id: str | None = None,
+    limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+) -> dict:
+    stmt = select(Job).where(Job.owner == owner)
+    if status_filter is not None:
+        stmt = stmt.where(Job.status == status_filter.value)
+    if model_id is not None:
+        stmt = stmt.where(Job.model_id == model_id)
+    return paginate(session, stmt.order_by(Job.created_at.desc(), Job.id), limit, offset)
+
+
+def get_owned_job(session, owner: str, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.owner != owner:
+        raise HTTPException(404, f"job {job_id} not found")
+    return job
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
+def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Job:
+    return get_owned_job(session, owner, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut,
+             responses={**NOT_FOUND, 409: {"description": "job already finished"}})
+def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Job:
+    """Cancel a queued job at once, or ask a running one to stop at its next check."""
+    job = get_owned_job(session, owner, job_id)
+    if JobStatus(job.status).finished:
+        raise HTTPException(409, f"job {job_id} is already {job.status}")
+    return job_state.request_cancel(session, job)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsOut, responses=NOT_FOUND)
+def job_metrics(job_id: str, session: SessionDep, owner: OwnerDep) -> dict:
+    """Sizes, parameters and output fidelity; null until the job succeeds."""
+    job = get_owned_job(session, owner, job_id)
+    return dict(job_id=job.id, status=job.status, metrics=job.metrics)
+
+
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], responses=NOT_FOUND)
+def job_artifacts(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> list[ArtifactOut]:
+    job = get_owned_job(session, owner, job_id)
+    rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)).all()
+    return [ArtifactOut.model_validate(a).model_copy(update={
+        "download_url": str(request.url_for("download_artifact", artifact_id=a.id))}) for a in rows]

@@ -1,0 +1,95 @@
+"""Model uploads."""
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from api.pagination import paginate
+from api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep
+from api.schemas import ModelOut, ModelPage
+from api.upload import receive_upload
+from compression.formats import ModelFormatError, sniff
+from storage.models import Model
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelOut,
+    responses={413: {"description": "too large"}, 415: {"description": "not a model file"},
+               422: {"description": "recognised but refused"}},
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "architecture": {"type": "string", "description": "built-in architecture for bare weights"},
+            "options": {"type": "string", "description": "JSON object of loader options, e.g. {\"input_shape\": [1, 3, 32, 32]}"},
+        }}}}}},
+)
+async def upload_model(request: Request, session: SessionDep, blobs: BlobsDep, settings: SettingsDep,
+                       owner: OwnerDep) -> Model:
+    """Upload a model file (multipart field `file`). The format is detected from content."""
+    upload = await receive_upload(request, blobs, "file", settings.max_upload_bytes)
+    pending = upload.blob
+    try:
+        options = _parse_options(upload.fields)
+        try:
+            info = await run_in_threadpool(sniff, pending.path, architecture=options.get("architecture"))
+        except ModelFormatError as exc:
+            raise HTTPException(exc.status_code, exc.message) from None
+        key = blobs.commit(owner, pending)
+    except BaseException:
+        blobs.discard(pending)
+        raise
+    model = Model(owner=owner, filename=upload.filename, format=info.format, size_bytes=pending.size,
+                  sha256=pending.sha256, blob_key=key, options=options, summary=info.summary)
+    session.add(model)
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        if session.scalar(select(Model.id).where(Model.blob_key == key).limit(1)) is None:
+            blobs.delete(key)
+        raise
+    return model
+
+
+def _parse_options(fields: dict[str, str]) -> dict:
+    unknown = set(fields) - {"architecture", "options"}
+    if unknown:
+        raise HTTPException(422, f"unknown form field(s): {', '.join(sorted(unknown))}")
+    options: dict = {}
+    if "options" in fields:
+        try:
+            options = json.loads(fields["options"])
+        except json.JSONDecodeError as exc:
+            raise HTTPException(422, f"'options' must be a JSON object: {exc}") from None
+        if not isinstance(options, dict):
+            raise HTTPException(422, "'options' must be a JSON object")
+    if fields.get("architecture"):
+        options["architecture"] = fields["architecture"]
+    return options
+
+
+@router.get("", response_model=ModelPage)
+def list_models(session: SessionDep, owner: OwnerDep, limit: int = Query(50, ge=1, le=500),
+                offset: int = Query(0, ge=0)) -> dict:
+    stmt = select(Model).where(Model.owner == owner).order_by(Model.created_at.desc(), Model.id)
+    return paginate(session, stmt, limit, offset)
+
+
+def get_owned_model(session, owner: str, model_id: str) -> Model:
+    model = session.get(Model, model_id)
+    if model is None or model.owner != owner:
+        raise HTTPException(404, f"model {model_id} not found")
+    return model
+
+
+@router.get("/{model_id}", response_model=ModelOut, responses={404: {"description": "unknown id"}})
+def get_model(model_id: str, session: SessionDep, owner: OwnerDep) -> Model:
+    return get_owned_model(session, owner, model_id)

@@ -1,0 +1,102 @@
+"""Request and response bodies."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    @field_serializer("*", when_used="json")
+    def _utc(self, value: Any) -> Any:
+        # SQLite hands datetimes back naive; they are stored as UTC.
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc).isoformat()
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc).isoformat()
+        return value
+
+
+class ModelOut(_Out):
+    id: str
+    filename: str
+    format: str
+    size_bytes: int
+    sha256: str
+    options: dict
+    summary: dict
+    created_at: datetime
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str
+    pipeline: dict | None = Field(default=None, description="{'stages': [...], 'seed': 0}; see GET /v1/methods")
+    recipe: str | None = Field(default=None, description="a preset name from GET /v1/recipes")
+    device: Literal["cpu", "gpu"] | None = Field(default=None, description="worker queue; default from settings")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "JobCreate":
+        if (self.pipeline is None) == (self.recipe is None):
+            raise ValueError("give exactly one of 'pipeline' or 'recipe'")
+        return self
+
+
+class JobOut(_Out):
+    id: str
+    model_id: str
+    status: str
+    recipe: str | None
+    pipeline: dict
+    queue: str
+    stage: str | None
+    progress: float
+    error: str | None
+    attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Page(BaseModel):
+    items: list
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class JobPage(Page):
+    items: list[JobOut]
+
+
+class ModelPage(Page):
+    items: list[ModelOut]
+
+
+class ArtifactOut(_Out):
+    id: str
+    job_id: str
+    name: str
+    kind: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+    download_url: str = ""
+
+
+class MetricsOut(BaseModel):
+    job_id: str
+    status: str
+    metrics: dict | None
+
+
+class RecipeOut(BaseModel):
+    name: str
+    description: str
+    stages: list[dict]

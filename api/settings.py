@@ -1,0 +1,79 @@
+"""One Settings object, read from MODELPRESS_* environment variables.
+
+The embedded default (SQLite file, local blob folder, filesystem broker) lives
+under MODELPRESS_HOME so a fresh machine needs no servers at all.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".modelpress"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPRESS_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    # Empty means "the embedded default under home"; see the resolved_* properties.
+    database_url: str = ""
+    broker_url: str = ""
+    storage_dir: Path | None = None
+
+    queue_prefix: str = "modelpress"
+    default_queue: str = "cpu"
+
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    upload_chunk_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    # A running job whose worker stops heartbeating for this long is re-run
+    # (up to max_attempts) or failed with a reason.
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    stale_job_after_s: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=2, ge=1)
+    # A queued job not picked up for this long is sent to the broker again
+    # (covers a broker that lost its messages).
+    requeue_queued_after_s: float = Field(default=600.0, gt=0)
+    reaper_interval_s: float = Field(default=10.0, gt=0)
+    job_time_limit_s: int = Field(default=3600, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.stale_job_after_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                "MODELPRESS_STALE_JOB_AFTER_S must exceed twice MODELPRESS_HEARTBEAT_INTERVAL_S, "
+                "or healthy jobs would be declared lost"
+            )
+        db = self.resolved_database_url
+        if not (db.startswith("sqlite") or db.startswith("postgresql")):
+            raise ValueError(f"unsupported MODELPRESS_DATABASE_URL scheme: {db.split(':', 1)[0]!r}")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'modelpress.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return self.storage_dir or self.home / "blobs"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.home / "broker"
+
+    def queue_name(self, kind: str) -> str:
+        return f"{self.queue_prefix}.{kind}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

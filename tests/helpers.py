@@ -1,0 +1,73 @@
+"""Test helpers: real model files, a real worker process, polling."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from compression.architectures import build_architecture
+
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+def make_lenet_safetensors(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = build_architecture("lenet-300-100")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def upload(client, path: Path, architecture: str | None = "lenet-300-100", **extra):
+    data = {"architecture": architecture} if architecture else {}
+    data.update(extra)
+    with open(path, "rb") as f:
+        return client.post("/v1/models", files={"file": (path.name, f, "application/octet-stream")}, data=data)
+
+
+def wait_for(client, job_id: str, predicate, timeout: float = 120.0, interval: float = 0.1) -> dict:
+    deadline = time.monotonic() + timeout
+    job = None
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if predicate(job):
+            return job
+        time.sleep(interval)
+    raise AssertionError(f"job {job_id} did not reach the expected state in {timeout}s; last: {job}")
+
+
+def wait_finished(client, job_id: str, timeout: float = 120.0) -> dict:
+    return wait_for(client, job_id, lambda j: j["status"] in FINISHED, timeout)
+
+
+def start_worker(env: dict, queues: str, log_path: Path) -> subprocess.Popen:
+    """A real Celery worker process (prefork pool, not eager mode)."""
+    log = open(log_path, "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker", "-Q", queues,
+         "-c", "1", "--loglevel", "INFO", "-n", f"test-{time.monotonic_ns()}@%h"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def download_and_check(client, artifact: dict) -> bytes:
+    resp = client.get(artifact["download_url"])
+    assert resp.status_code == 200, resp.text
+    body = resp.content
+    assert len(body) == artifact["size_bytes"]
+    assert hashlib.sha256(body).hexdigest() == artifact["sha256"] == resp.headers["x-checksum-sha256"]
+    return body

@@ -1,0 +1,48 @@
+"""Finds jobs whose worker died and queued jobs the broker lost, and acts on them.
+
+Runs as a thread beside the API (every API replica may run one: each state
+change is a conditional UPDATE, so they cannot double-act)."""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from storage import jobs
+from storage.models import Job
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def reap_once(rt: Runtime) -> jobs.ReapResult:
+    s = rt.settings
+    with rt.sessions() as session:
+        result = jobs.reap(
+            session,
+            stale_after=timedelta(seconds=s.stale_job_after_s),
+            max_attempts=s.max_attempts,
+            requeue_queued_after=timedelta(seconds=s.requeue_queued_after_s),
+        )
+        for job_id in result.requeued + result.resent:
+            rt.enqueue(job_id, session.get(Job, job_id).queue)
+    if result.requeued or result.failed or result.resent:
+        log.warning("reaper: requeued %s, failed %s, resent %s", result.requeued, result.failed, result.resent)
+    return result
+
+
+class Reaper(threading.Thread):
+    def __init__(self, rt: Runtime):
+        super().__init__(name="modelpress-reaper", daemon=True)
+        self.rt = rt
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.rt.settings.reaper_interval_s):
+            try:
+                reap_once(self.rt)
+            except Exception:  # DB or broker blip: try again next round
+                log.warning("reaper round failed", exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -1,0 +1,42 @@
+"""Per-process resources shared by the API and the workers: engine, sessions, blobs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.settings import Settings, get_settings
+from storage.blobs import LocalBlobStore
+from storage.db import make_engine, make_sessionmaker
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    blobs: LocalBlobStore
+
+    @cached_property
+    def celery(self):
+        from workers.celery_app import make_celery
+
+        return make_celery(self.settings)
+
+    def enqueue(self, job_id: str, queue: str) -> None:
+        """Only the job id travels; the worker reads everything else from the DB."""
+        from workers.celery_app import RUN_JOB
+
+        self.celery.send_task(RUN_JOB, args=[job_id], queue=queue)
+
+
+def make_runtime(settings: Settings) -> Runtime:
+    engine = make_engine(settings.resolved_database_url)
+    return Runtime(settings, engine, make_sessionmaker(engine), LocalBlobStore(settings.resolved_storage_dir))
+
+
+@lru_cache
+def runtime() -> Runtime:
+    return make_runtime(get_settings())

@@ -1,0 +1,103 @@
+"""The one task: run a job by id. Idempotent: a redelivered or duplicate message
+finds the job already claimed or finished and does nothing."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select
+
+from compression.formats import ModelFormatError
+from compression.job import CompressionError, JobCancelled, JobHooks, run_compression_job
+from compression.pipeline import parse_pipeline
+from storage import jobs
+from storage.models import Artifact, Job, JobStatus, Model
+from workers.celery_app import RUN_JOB, app
+from workers.runtime import Runtime, runtime
+
+log = logging.getLogger(__name__)
+
+
+class _Progress:
+    """Progress reported by the pipeline, flushed to the DB by the heartbeat."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.fraction = 0.0
+        self.cancelled = threading.Event()
+
+    def update(self, stage: str | None, fraction: float) -> None:
+        self.stage, self.fraction = stage, max(0.0, min(1.0, fraction))
+
+
+def _heartbeat_loop(rt: Runtime, job_id: str, worker: str, progress: _Progress, stop: threading.Event) -> None:
+    while not stop.wait(rt.settings.heartbeat_interval_s):
+        try:
+            with rt.sessions() as s:
+                if jobs.heartbeat(s, job_id, worker, progress.stage, progress.fraction):
+                    progress.cancelled.set()
+        except Exception:  # a DB blip must not kill the job; the next beat retries
+            log.warning("heartbeat for %s failed", job_id, exc_info=True)
+
+
+def execute(rt: Runtime, job: Job, model: Model, worker: str) -> JobStatus:
+    progress = _Progress()
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat_loop, args=(rt, job.id, worker, progress, stop), daemon=True)
+    beat.start()
+    stored: list[Artifact] = []
+    status, error, metrics = JobStatus.failed, None, None
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"{job.id}-") as tmp:
+            hooks = JobHooks(on_progress=progress.update, is_cancelled=progress.cancelled.is_set)
+            output = run_compression_job(
+                rt.blobs.local_path(model.blob_key), model.format, model.options or {},
+                parse_pipeline(job.pipeline), Path(tmp) / "out", hooks,
+            )
+            for art in output.artifacts:
+                key, size, sha = rt.blobs.put_file(job.owner, art.path)
+                stored.append(Artifact(owner=job.owner, job_id=job.id, name=art.name, kind=art.kind,
+                                       size_bytes=size, sha256=sha, blob_key=key))
+            status, metrics = JobStatus.succeeded, output.metrics
+    except JobCancelled:
+        status, error = JobStatus.cancelled, "cancelled by user"
+    except (CompressionError, ModelFormatError) as exc:
+        error = getattr(exc, "message", None) or str(exc)
+    except SoftTimeLimitExceeded:
+        error = f"time limit of {rt.settings.job_time_limit_s} s exceeded"
+    except Exception as exc:
+        log.exception("job %s crashed", job.id)
+        error = f"internal error: {type(exc).__name__}: {exc}"
+    finally:
+        stop.set()
+        beat.join()
+    with rt.sessions() as s:
+        if not jobs.finish(s, job.id, worker, status, error=error, metrics=metrics, artifacts=stored):
+            log.warning("job %s was taken away from %s before it finished", job.id, worker)
+            _drop_unreferenced(rt, s, [a.blob_key for a in stored])
+    return status
+
+
+def _drop_unreferenced(rt: Runtime, session, keys: list[str]) -> None:
+    for key in keys:
+        if session.scalar(select(Artifact.id).where(Artifact.blob_key == key).limit(1)) is None:
+            rt.blobs.delete(key)
+
+
+@app.task(name=RUN_JOB, bind=True)
+def run_job(self, job_id: str) -> str | None:
+    rt = runtime()
+    # The pid tells a restarted worker apart from the one that died under the same name.
+    worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
+    with rt.sessions() as s:
+        job = jobs.claim(s, job_id, worker)
+        if job is None:
+            log.info("job %s not claimable (finished, cancelled or taken); skipping", job_id)
+            return None
+        model = s.get(Model, job.model_id)
+    return execute(rt, job, model, worker).value
