@@ -12,12 +12,9 @@ import tempfile
 os.environ.setdefault("MODELPRESS_HOME", tempfile.mkdtemp(prefix="modelpress-test-home-"))
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
 from api.settings import Settings
 from storage.migrate import upgrade
-from tests.helpers import make_lenet_safetensors
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("MODELPRESS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -52,13 +49,19 @@ def embedded_settings(tmp_path) -> Settings:
 
 
 @pytest.fixture
-def client(embedded_settings) -> TestClient:
+def client(embedded_settings):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
     with TestClient(create_app(embedded_settings, run_reaper=False)) as c:
         yield c
 
 
 @pytest.fixture
 def lenet_file(tmp_path):
+    from tests.helpers import make_lenet_safetensors
+
     return make_lenet_safetensors(tmp_path / "lenet.safetensors")
 
 
