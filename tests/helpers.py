@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,21 +49,27 @@ def wait_finished(client, job_id: str, timeout: float = 120.0) -> dict:
 def start_worker(env: dict, queues: str, log_path: Path) -> subprocess.Popen:
     """A real Celery worker process (prefork pool, not eager mode)."""
     log = open(log_path, "ab")
+    # Own session: a "killed worker" kills the whole group (main process and
+    # pool child), as a crashed container or OOM-killed pod would.
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker", "-Q", queues,
          "-c", "1", "--loglevel", "INFO", "-n", f"test-{time.monotonic_ns()}@%h"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+
+
+def kill_hard(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            kill_hard(proc)
 
 
 def download_and_check(client, artifact: dict) -> bytes:

@@ -1,0 +1,94 @@
+"""End to end on the real stack: PostgreSQL, Redis and real Celery worker processes."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import settings_env
+from tests.helpers import (download_and_check, kill_hard, make_slow_model, reload_container_and_check, start_worker, stop,
+                           upload, wait_finished, wait_for)
+
+
+@pytest.fixture
+def stack(stack_settings, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    env = settings_env(stack_settings)
+    queues = stack_settings.queue_name("cpu")
+    workers = []
+
+    def spawn():
+        proc = start_worker(env, queues, tmp_path / "worker.log")
+        workers.append(proc)
+        return proc
+
+    with TestClient(create_app(stack_settings)) as client:
+        yield client, spawn, tmp_path / "worker.log"
+    for proc in workers:
+        stop(proc)
+
+
+def test_upload_submit_poll_download_reload(stack, lenet_file, tmp_path):
+    client, spawn, log = stack
+    spawn()
+    assert client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
+    model = upload(client, lenet_file).json()
+    job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"}).json()
+    done = wait_finished(client, job["id"], timeout=180)
+    assert done["status"] == "succeeded", (done, log.read_text()[-3000:])
+    assert done["progress"] == 1.0 and done["attempts"] == 1
+
+    metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]
+    assert metrics["size_bytes_before"] == lenet_file.stat().st_size
+    assert metrics["size_bytes_after"] < metrics["size_bytes_before"] / 3
+    assert metrics["output_mean_cosine"] > 0.99
+
+    artifacts = client.get(f"/v1/jobs/{job['id']}/artifacts").json()
+    container = next(a for a in artifacts if a["kind"] == "container")
+    assert container["size_bytes"] == metrics["size_bytes_after"]
+    for art in artifacts:
+        body = download_and_check(client, art)
+        if art is container:
+            path = tmp_path / art["name"]
+            path.write_bytes(body)
+            reload_container_and_check(path)
+
+
+def test_range_download(stack, lenet_file):
+    client, spawn, _ = stack
+    spawn()
+    model = upload(client, lenet_file).json()
+    job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "fp16"}).json()
+    assert wait_finished(client, job["id"], timeout=180)["status"] == "succeeded"
+    art = client.get(f"/v1/jobs/{job['id']}/artifacts").json()[0]
+    whole = client.get(art["download_url"]).content
+    part = client.get(art["download_url"], headers={"Range": "bytes=10-99"})
+    assert part.status_code == 206 and part.content == whole[10:100]
+
+
+def test_worker_killed_mid_job_is_rerun(stack, tmp_path):
+    client, spawn, log = stack
+    first = spawn()
+    model = upload(client, make_slow_model(tmp_path), architecture=None).json()
+    job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"}).json()
+    wait_for(client, job["id"], lambda j: j["status"] == "running", timeout=120, interval=0.05)
+    kill_hard(first)
+    spawn()
+    done = wait_finished(client, job["id"], timeout=240)
+    assert done["status"] == "succeeded", (done, log.read_text()[-3000:])
+    assert done["attempts"] == 2
+    assert "stopped responding" in (done["error"] or "") or done["error"] is None
+
+
+def test_cancel_running_job_stops_it(stack, tmp_path):
+    client, spawn, _ = stack
+    spawn()
+    model = upload(client, make_slow_model(tmp_path), architecture=None).json()
+    job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"}).json()
+    wait_for(client, job["id"], lambda j: j["status"] == "running", timeout=120, interval=0.05)
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    done = wait_finished(client, job["id"], timeout=120)
+    assert done["status"] == "cancelled"
+    assert client.get(f"/v1/jobs/{job['id']}/artifacts").json() == []
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
