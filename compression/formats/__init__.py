@@ -1,0 +1,150 @@
+"""Model formats: cheap, non-executing detection (`sniff`) and safe loading (`load_model`).
+
+Detection is by content. Nothing here unpickles arbitrary objects: torch archives go through
+torch's weights_only unpickler, TorchScript through torch.jit.load, .pt2 through torch.export.load
+only after an allow-list check of the archive (see torch_export.py).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from compression.architectures import build_architecture, get_architecture
+from compression.formats import safetensors_file, state_dict, torch_export, torchscript
+from compression.formats._errors import REFUSED, UNSUPPORTED, ModelFormatError
+from compression.formats.inputs import SAMPLE_BATCH, inputs_from_options, random_input
+from compression.formats.limits import MAX_MODEL_BYTES
+from compression.formats.summary import build_summary, check_against_architecture, require_architecture
+from compression.formats.torch_zip import STATE_DICT, TORCH_EXPORT, TORCHSCRIPT, classify, open_archive
+
+SAFETENSORS = "safetensors"
+FORMATS = (SAFETENSORS, STATE_DICT, TORCHSCRIPT, TORCH_EXPORT)
+
+__all__ = ["FORMATS", "LoadedModel", "ModelFormatError", "ModelInfo", "REFUSED", "UNSUPPORTED",
+           "load_model", "load_program", "sniff"]
+
+
+@dataclass
+class ModelInfo:
+    format: str
+    summary: dict
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    format: str
+    architecture: str | None
+    sample_inputs: tuple
+
+
+def _detect(path: Path) -> str:
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ModelFormatError(f"model file is too large ({size} > {MAX_MODEL_BYTES} bytes)")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if safetensors_file.looks_like_safetensors(head, size):
+        return SAFETENSORS
+    if head[:1] == b"\x80":   # pickle protocol 2+ (also the legacy torch.save format)
+        raise ModelFormatError(f"this is a raw Python pickle: {state_dict.PICKLE_HINT}")
+    raise ModelFormatError("not a model file we recognise (expected safetensors, a torch.save state_dict, "
+                           "TorchScript or a torch.export .pt2 archive)", UNSUPPORTED)
+
+
+def sniff(path: Path, *, architecture: str | None = None) -> ModelInfo:
+    """Identify and summarise an upload from headers and archive indexes; never runs its code."""
+    path = Path(path)
+    kind = _detect(path)
+    if kind == SAFETENSORS:
+        arch = require_architecture(architecture, SAFETENSORS)
+        metas = check_against_architecture(safetensors_file.read_header(path), arch)
+        return ModelInfo(SAFETENSORS, build_summary(metas, arch))
+    zf, archive = open_archive(path)
+    with zf:
+        fmt = classify(archive)
+        if fmt == STATE_DICT:
+            arch = require_architecture(architecture, "torch state_dict")
+            metas = check_against_architecture(state_dict.metas(state_dict.load_state_dict(path, archive)), arch)
+            return ModelInfo(fmt, build_summary(metas, arch))
+        if fmt == TORCHSCRIPT:
+            storage = torchscript.check_archive(zf, archive)
+            return ModelInfo(fmt, build_summary(None, None, weight_bytes=storage))
+        metas = torch_export.check_archive(zf, archive)
+        return ModelInfo(fmt, build_summary(metas, None))
+
+
+def _eval(model: torch.nn.Module) -> torch.nn.Module:
+    with contextlib.suppress(NotImplementedError):   # unlifted exported modules refuse .eval()
+        model.eval()
+    return model
+
+
+def _builtin(tensors: dict[str, torch.Tensor], arch: str, seed: int) -> tuple[torch.nn.Module, tuple]:
+    model = build_architecture(arch)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, strict=True)
+    shape = (SAMPLE_BATCH, *get_architecture(arch).input_shape)
+    return model.float().eval(), (random_input(shape, torch.float32, seed),)
+
+
+def load_model(path: Path, format: str, options: dict, *, seed: int = 0) -> LoadedModel:
+    """Load for compression (worker side). Re-checks everything sniff checked: the file is untrusted."""
+    path, options = Path(path), options or {}
+    if format not in FORMATS:
+        raise ModelFormatError(f"unknown model format {format!r}")
+    detected = _detect(path)
+    if detected == SAFETENSORS:
+        if format != SAFETENSORS:
+            raise ModelFormatError(f"file is safetensors, not {format}")
+        arch = require_architecture(options.get("architecture"), SAFETENSORS)
+        check_against_architecture(safetensors_file.read_header(path), arch)
+        model, inputs = _builtin(load_file(str(path)), arch, seed)
+        return LoadedModel(model, format, arch, inputs)
+    zf, archive = open_archive(path)
+    with zf:
+        fmt = classify(archive)
+        if fmt != format:
+            raise ModelFormatError(f"file is {fmt}, not {format}")
+        if fmt == STATE_DICT:
+            arch = require_architecture(options.get("architecture"), "torch state_dict")
+            tensors = state_dict.load_state_dict(path, archive)
+            check_against_architecture(state_dict.metas(tensors), arch)
+            model, inputs = _builtin(tensors, arch, seed)
+            return LoadedModel(model, format, arch, inputs)
+    inputs = inputs_from_options(options, seed)
+    if fmt == TORCHSCRIPT:
+        if inputs is None:
+            raise ModelFormatError('a TorchScript model needs options {"input_shape": [batch, ...]} '
+                                   "to build example inputs")
+        return LoadedModel(load_program(path, fmt), fmt, None, inputs)
+    program = _checked_program(path, fmt)
+    if inputs is None:
+        args, kwargs = program.example_inputs or ((), {})
+        if not args or kwargs:
+            raise ModelFormatError('the .pt2 archive has no positional example inputs; pass options '
+                                   '{"input_shape": [batch, ...]}')
+        inputs = tuple(args)
+    return LoadedModel(_eval(program.module()), fmt, None, inputs)
+
+
+def _checked_program(path: Path, fmt: str):
+    zf, archive = open_archive(path)
+    with zf:
+        if classify(archive) != fmt:
+            raise ModelFormatError(f"file is not {fmt}")
+        (torchscript if fmt == TORCHSCRIPT else torch_export).check_archive(zf, archive)
+    return (torchscript if fmt == TORCHSCRIPT else torch_export).load_program(path)
+
+
+def load_program(path: Path, format: str) -> torch.nn.Module:
+    """A TorchScript or .pt2 file as a runnable module, after the same safety checks as load_model."""
+    if format not in (TORCHSCRIPT, TORCH_EXPORT):
+        raise ModelFormatError(f"{format} files hold no program")
+    program = _checked_program(Path(path), format)
+    return _eval(program if format == TORCHSCRIPT else program.module())

@@ -1,0 +1,208 @@
+"""The modelpress container (`.mpz`): one deterministic zip holding the compressed weights.
+
+Layout (all members ZIP_STORED, timestamp 1980-01-01, fixed attributes, fixed order):
+  manifest.json          UTF-8 JSON, sorted keys (see CONTAINER.md for every field)
+  parts/<tensor>/<path>  raw little-endian part bytes; int4/uint4 packed two per byte,
+                         element 2i in the low nibble
+
+Decoding validates the manifest's structure, each part's size against its storage type and
+element count, and each part's sha256, then rebuilds tensors with `encoding.decode`, the same
+function the pipeline used for the in-memory model (bitwise equal by construction).
+A runnable module needs the architecture (built-in origins, named in the manifest) or, for
+TorchScript/torch.export origins, the program file: the container keeps only the weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from compression.architectures import ARCHITECTURES, build_architecture
+from compression.encoding import CODECS, PACKED, STORAGE_DTYPES, Encoded, Part, decode, part_from_bytes, part_to_bytes
+
+FORMAT_NAME = "modelpress.container"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_CONTAINER_BYTES = 8 << 30
+MAX_TOTAL_ELEMENTS = 4 << 30
+MAX_DEPTH = 8
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+class ContainerError(ValueError):
+    """The file is not a valid modelpress container (corrupt, tampered or too new)."""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("modelpress")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_EPOCH)
+    info.compress_type = zipfile.ZIP_STORED
+    info.create_system = 3
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data)
+
+
+def write_container(path: Path, encodings: dict[str, Encoded], *, origin: dict, pipeline: dict) -> int:
+    """Write tensors (in the given order) and return the file's size in bytes."""
+    blobs: list[tuple[str, bytes]] = []
+
+    def node_json(node: Encoded, prefix: str) -> dict:
+        parts = {}
+        for key in sorted(node.parts):
+            part = node.parts[key]
+            if isinstance(part, Encoded):
+                parts[key] = node_json(part, f"{prefix}{key}.")
+                continue
+            data = part_to_bytes(part)
+            file = f"{prefix}{key}"
+            blobs.append((file, data))
+            parts[key] = {"file": file, "storage": part.storage, "numel": part.numel, "nbytes": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest()}
+        return {"codec": node.codec, "shape": list(node.shape), "dtype": node.dtype, "params": node.params,
+                "parts": parts}
+
+    tensors = [{"name": name, **node_json(enc, f"parts/{i:06d}/")} for i, (name, enc) in enumerate(encodings.items())]
+    manifest = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+        "writer": {"modelpress": _version(), "torch": torch.__version__},
+        "origin": origin,
+        "decode_requires": "architecture" if origin.get("architecture") else "program",
+        "pipeline": pipeline,
+        "tensors": tensors,
+    }
+    path = Path(path)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        _member(zf, MANIFEST, json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode())
+        for name, data in blobs:
+            _member(zf, name, data)
+    return path.stat().st_size
+
+
+# ---- reading (the file may be hostile) --------------------------------------------------------
+
+class _Reader:
+    def __init__(self, zf: zipfile.ZipFile):
+        self.zf = zf
+        self.infos = {i.filename: i for i in zf.infolist()}
+        self.elements = 0
+
+    def part(self, obj) -> Part:
+        if not isinstance(obj, dict):
+            raise ContainerError("part entry must be an object")
+        file, storage, numel = obj.get("file"), obj.get("storage"), obj.get("numel")
+        if storage not in STORAGE_DTYPES or type(numel) is not int or numel < 0:
+            raise ContainerError(f"part {file!r}: bad storage or element count")
+        self.elements += numel
+        if self.elements > MAX_TOTAL_ELEMENTS:
+            raise ContainerError("container holds too many elements")
+        info = self.infos.get(file) if isinstance(file, str) else None
+        if info is None or not file.startswith("parts/"):
+            raise ContainerError(f"part {file!r} is missing")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ContainerError(f"part {file!r} is compressed; containers store parts uncompressed")
+        expected = (numel + 1) // 2 if storage in PACKED else numel * STORAGE_DTYPES[storage].itemsize
+        if info.file_size != expected or obj.get("nbytes") != expected:
+            raise ContainerError(f"part {file!r} has {info.file_size} bytes, expected {expected}")
+        data = self.zf.read(info)
+        if hashlib.sha256(data).hexdigest() != obj.get("sha256"):
+            raise ContainerError(f"part {file!r} fails its sha256 check")
+        return Part(part_from_bytes(data, storage, numel), storage)
+
+    def node(self, obj, depth: int = 0) -> Encoded:
+        if depth > MAX_DEPTH or not isinstance(obj, dict):
+            raise ContainerError("malformed encoding node")
+        shape, dtype, params, parts = obj.get("shape"), obj.get("dtype"), obj.get("params"), obj.get("parts")
+        if obj.get("codec") not in CODECS:
+            raise ContainerError(f"unknown codec {obj.get('codec')!r} (written by a newer modelpress?)")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise ContainerError("bad tensor shape")
+        if dtype not in STORAGE_DTYPES or dtype in PACKED or not isinstance(params, dict) \
+                or not isinstance(parts, dict):
+            raise ContainerError("malformed encoding node")
+        built = {k: self.node(v, depth + 1) if isinstance(v, dict) and "codec" in v else self.part(v)
+                 for k, v in parts.items()}
+        return Encoded(obj["codec"], tuple(shape), dtype, params, built)
+
+
+def read_encodings(path: Path) -> tuple[dict[str, Encoded], dict]:
+    path = Path(path)
+    if path.stat().st_size > MAX_CONTAINER_BYTES:
+        raise ContainerError("container is too large")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ContainerError(f"not a modelpress container: {exc}") from None
+    with zf:
+        reader = _Reader(zf)
+        info = reader.infos.get(MANIFEST)
+        if info is None or info.file_size > MAX_MANIFEST_BYTES:
+            raise ContainerError("manifest.json is missing or too large")
+        try:
+            manifest = json.loads(zf.read(info))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ContainerError(f"manifest.json is not valid JSON: {exc}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+            raise ContainerError("not a modelpress container")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ContainerError(f"container format version {manifest.get('format_version')!r} is not supported "
+                                 f"(this modelpress reads version {FORMAT_VERSION})")
+        entries = manifest.get("tensors")
+        if not isinstance(entries, list):
+            raise ContainerError("manifest has no tensor list")
+        encodings = {}
+        for entry in entries:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or name in encodings:
+                raise ContainerError(f"bad or duplicate tensor name {name!r}")
+            encodings[name] = reader.node(entry)
+    return encodings, manifest
+
+
+def read_container(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """-> (state_dict, manifest). Raises ContainerError on anything malformed."""
+    encodings, manifest = read_encodings(path)
+    state = {}
+    for name, enc in encodings.items():
+        try:
+            tensor = decode(enc)
+        except Exception as exc:   # params or parts inconsistent with the codec
+            raise ContainerError(f"tensor {name!r} cannot be decoded: {type(exc).__name__}: {exc}") from None
+        if tuple(tensor.shape) != enc.shape or str(tensor.dtype) != f"torch.{enc.dtype}":
+            raise ContainerError(f"tensor {name!r} decodes to the wrong shape or dtype")
+        state[name] = tensor
+    return state, manifest
+
+
+def load_container_module(path: Path, *, program: Path | None = None) -> torch.nn.Module:
+    """A runnable module: the built-in architecture named in the manifest, or `program` (the
+    original TorchScript/.pt2 file, or the dense one a job produced) with the decoded weights."""
+    from compression.formats import load_program   # formats imports torch.export machinery lazily
+
+    state, manifest = read_container(path)
+    origin = manifest.get("origin") or {}
+    arch = origin.get("architecture")
+    if arch:
+        if arch not in ARCHITECTURES:
+            raise ContainerError(f"container needs architecture {arch!r}, unknown to this modelpress")
+        model = build_architecture(arch)
+    elif program is not None:
+        model = load_program(Path(program), origin.get("format", ""))
+    else:
+        raise ContainerError(f"this container holds weights for a {origin.get('format')} program; "
+                             "pass the program file (program=...) to rebuild a runnable module")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ContainerError(f"container weights do not fit the module: {exc}"[:500]) from None
+    return model

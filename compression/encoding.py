@@ -1,0 +1,149 @@
+"""Per-tensor encoding records: how one state_dict tensor is stored in the container.
+
+An `Encoded` node names a codec, the decoded tensor's shape and dtype, JSON-able params, and
+named parts. A part is either a `Part` (a flat array written as one container member) or
+another `Encoded` node, so methods compose: e.g. pruning -> "sparse" node whose `values`
+part is a "codebook" node whose `indices` part an entropy stage re-codes.
+
+Invariant: `decode(node)` is the only way tensors are rebuilt, both for the in-memory model
+after a stage and when reading a container, so the two are bitwise identical.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+assert sys.byteorder == "little", "container parts are little-endian"
+
+# storage name -> torch dtype of the logical values; int4/uint4 are packed two per byte
+STORAGE_DTYPES: dict[str, torch.dtype] = {
+    "float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8,
+    "uint8": torch.uint8, "bool": torch.bool, "int4": torch.int8, "uint4": torch.uint8,
+}
+PACKED = {"int4", "uint4"}
+
+
+@dataclass(frozen=True)
+class Part:
+    data: torch.Tensor   # logical values (int4 codes as int8 in [-8, 7])
+    storage: str
+
+    @property
+    def numel(self) -> int:
+        return self.data.numel()
+
+    @property
+    def nbytes(self) -> int:
+        return stored_nbytes(self.storage, self.numel)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    codec: str
+    shape: tuple[int, ...]
+    dtype: str                                   # torch dtype name of the decoded tensor
+    params: dict = field(default_factory=dict)   # JSON-able
+    parts: dict[str, Part | Encoded] = field(default_factory=dict)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts.values())
+
+    def bits_per_element(self) -> float:
+        """Stored bits per weight, scales/zero points/indices included."""
+        return 8 * self.nbytes / max(self.numel, 1)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def stored_nbytes(storage: str, numel: int) -> int:
+    if storage in PACKED:
+        return (numel + 1) // 2
+    return numel * STORAGE_DTYPES[storage].itemsize
+
+
+def part_to_bytes(part: Part) -> bytes:
+    flat = part.data.detach().contiguous().reshape(-1).cpu()
+    if part.storage in PACKED:
+        nibbles = (flat.to(torch.int16) & 0xF).to(torch.uint8)
+        if nibbles.numel() % 2:
+            nibbles = torch.cat([nibbles, nibbles.new_zeros(1)])
+        return (nibbles[0::2] | (nibbles[1::2] << 4)).numpy().tobytes()
+    flat = flat.to(STORAGE_DTYPES[part.storage])
+    if flat.dtype == torch.bfloat16:   # numpy has no bfloat16
+        flat = flat.view(torch.int16)
+    return flat.numpy().tobytes()
+
+
+def part_from_bytes(buf: bytes, storage: str, numel: int) -> torch.Tensor:
+    if len(buf) != stored_nbytes(storage, numel):
+        raise ValueError(f"part holds {len(buf)} bytes, expected {stored_nbytes(storage, numel)}")
+    raw = torch.frombuffer(bytearray(buf), dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
+    if storage in PACKED:
+        nibbles = torch.stack([raw & 0xF, raw >> 4], dim=1).reshape(-1)[:numel]
+        if storage == "int4":
+            return torch.where(nibbles >= 8, nibbles.to(torch.int8) - 16, nibbles.to(torch.int8))
+        return nibbles
+    return raw.view(STORAGE_DTYPES[storage]).clone()
+
+
+# ---- codecs -------------------------------------------------------------------------------
+
+Decoder = Callable[[Encoded, dict[str, torch.Tensor]], torch.Tensor]
+CODECS: dict[str, Decoder] = {}
+
+
+def codec(name: str):
+    def register(fn: Decoder) -> Decoder:
+        CODECS[name] = fn
+        return fn
+    return register
+
+
+@codec("raw")
+def _raw(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    return parts["values"].reshape(enc.shape)
+
+
+@codec("cast")
+def _cast(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Values stored in a narrower float type (fp16/bf16), widened on decode."""
+    return parts["values"].to(STORAGE_DTYPES[enc.dtype]).reshape(enc.shape)
+
+
+@codec("affine")
+def _affine(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Integer codes; value = (code - zero_point) * scale, per tensor or per slice along `axis`."""
+    codes = parts["codes"].reshape(enc.shape).to(torch.float32)
+    axis = enc.params.get("axis")
+    view = [1] * len(enc.shape)
+    if axis is not None:
+        view[axis] = enc.shape[axis]
+    scales = parts["scales"].to(torch.float32).reshape(view)
+    if "zero_points" in parts:
+        codes = codes - parts["zero_points"].to(torch.float32).reshape(view)
+    return (codes * scales).to(STORAGE_DTYPES[enc.dtype])
+
+
+def decode(enc: Encoded) -> torch.Tensor:
+    parts = {k: decode(p) if isinstance(p, Encoded) else p.data for k, p in enc.parts.items()}
+    return CODECS[enc.codec](enc, parts)
+
+
+def raw(tensor: torch.Tensor) -> Encoded:
+    """The identity encoding for tensors no stage touched."""
+    t = tensor.detach().cpu()
+    return Encoded("raw", tuple(t.shape), dtype_name(t.dtype), {}, {"values": Part(t.reshape(-1), dtype_name(t.dtype))})
