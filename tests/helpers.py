@@ -79,3 +79,16 @@ def download_and_check(client, artifact: dict) -> bytes:
     assert len(body) == artifact["size_bytes"]
     assert hashlib.sha256(body).hexdigest() == artifact["sha256"] == resp.headers["x-checksum-sha256"]
     return body
+
+
+def make_slow_model(tmp_path: Path, width: int = 2048, depth: int = 8) -> Path:
+    """A TorchScript MLP big enough (~34M params) that its job runs for seconds,
+    long enough to kill a worker or cancel it mid-job."""
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(depth):
+        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
+    scripted = torch.jit.script(torch.nn.Sequential(*layers).eval())
+    path = tmp_path / "slow.ts"
+    torch.jit.save(scripted, str(path))
+    return path

@@ -7,6 +7,8 @@ from tests.conftest import settings_env
 from tests.helpers import (download_and_check, kill_hard, make_slow_model, reload_container_and_check, start_worker, stop,
                            upload, wait_finished, wait_for)
 
+SLOW_OPTIONS = '{"input_shape": [4, 2048]}'
+
 
 @pytest.fixture
 def stack(stack_settings, tmp_path):
@@ -70,7 +72,7 @@ def test_range_download(stack, lenet_file):
 def test_worker_killed_mid_job_is_rerun(stack, tmp_path):
     client, spawn, log = stack
     first = spawn()
-    model = upload(client, make_slow_model(tmp_path), architecture=None).json()
+    model = upload(client, make_slow_model(tmp_path), architecture=None, options=SLOW_OPTIONS).json()
     job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"}).json()
     wait_for(client, job["id"], lambda j: j["status"] == "running", timeout=120, interval=0.05)
     kill_hard(first)
@@ -84,7 +86,7 @@ def test_worker_killed_mid_job_is_rerun(stack, tmp_path):
 def test_cancel_running_job_stops_it(stack, tmp_path):
     client, spawn, _ = stack
     spawn()
-    model = upload(client, make_slow_model(tmp_path), architecture=None).json()
+    model = upload(client, make_slow_model(tmp_path), architecture=None, options=SLOW_OPTIONS).json()
     job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"}).json()
     wait_for(client, job["id"], lambda j: j["status"] == "running", timeout=120, interval=0.05)
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
