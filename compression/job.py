@@ -1,0 +1,180 @@
+"""The one entry point the worker calls: load, compress, write, verify, measure."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from compression import export, verify
+from compression.architectures import build_architecture
+from compression.container import write_container
+from compression.encoding import raw
+from compression.errors import CompressionError, JobCancelled
+from compression.formats import LoadedModel, load_model
+from compression.methods.base import CompressionState
+from compression.outputs import max_abs_diff, mean_cosine, run
+from compression.pipeline import PipelineSpec
+from compression.registry import run_stage
+from compression.report import layer_report, parameter_counts
+
+__all__ = ["ArtifactFile", "CompressionError", "JobCancelled", "JobHooks", "JobOutput", "run_compression_job"]
+
+# overall progress at the start of each phase
+_LOAD, _STAGES, _EXPORT, _VERIFY, _DONE = 0.0, 0.05, 0.7, 0.85, 1.0
+CONTAINER_NAME = "model.mpz"
+
+
+@dataclass
+class JobHooks:
+    on_progress: Callable[[str | None, float], None] = lambda stage, fraction: None
+    is_cancelled: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class ArtifactFile:
+    name: str
+    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "report"
+    path: Path
+
+
+@dataclass
+class JobOutput:
+    artifacts: list[ArtifactFile]
+    metrics: dict
+
+
+@dataclass
+class _Run:
+    hooks: JobHooks
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def at(self, phase: str | None, fraction: float) -> None:
+        if self.hooks.is_cancelled():
+            raise JobCancelled()
+        self.hooks.on_progress(phase, fraction)
+
+    def timed(self, name: str, start: float) -> None:
+        self.timings[name] = round(time.perf_counter() - start, 4)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy(loaded: LoadedModel, path: Path, fmt: str, options: dict, seed: int) -> torch.nn.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # pytree deprecation noise from exported modules
+            return copy.deepcopy(loaded.model)
+    except Exception:   # some program modules refuse deepcopy: load a second instance instead
+        return load_model(path, fmt, options, seed=seed).model
+
+
+def _compress(spec: PipelineSpec, model: torch.nn.Module, progress: _Run) -> CompressionState:
+    state = CompressionState(model, {}, spec.seed)
+    width = (_EXPORT - _STAGES) / len(spec.stages)
+    for i, stage in enumerate(spec.stages):
+        base = _STAGES + width * i
+        progress.at(stage.kind, base)
+        state.checkpoint = lambda fraction, kind=stage.kind, base=base: progress.at(
+            kind, base + width * min(max(fraction, 0.0), 1.0))
+        start = time.perf_counter()
+        with torch.no_grad():
+            run_stage(stage, state)
+        progress.timed(f"stage {i} {stage.kind}", start)
+    return state
+
+
+def run_compression_job(model_path: Path, model_format: str, model_options: dict, pipeline: PipelineSpec,
+                        out_dir: Path, hooks: JobHooks = JobHooks()) -> JobOutput:
+    model_path, out_dir, options = Path(model_path), Path(out_dir), dict(model_options or {})
+    progress = _Run(hooks)
+    progress.at("load", _LOAD)
+    start = time.perf_counter()
+    loaded = load_model(model_path, model_format, options, seed=pipeline.seed)
+    inputs = loaded.sample_inputs
+    reference = run(loaded.model, inputs)
+    compressed = _copy(loaded, model_path, model_format, options, pipeline.seed)
+    progress.timed("load", start)
+
+    state = _compress(pipeline, compressed, progress)
+
+    progress.at("export", _EXPORT)
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach() for k, v in compressed.state_dict().items()}
+    encodings = {k: state.encodings.get(k) or raw(v) for k, v in weights.items()}
+    origin = {"format": model_format, "architecture": loaded.architecture,
+              "sha256": _sha256(model_path), "size_bytes": model_path.stat().st_size}
+    container = out_dir / CONTAINER_NAME
+    container_bytes = write_container(container, encodings, origin=origin, pipeline=pipeline.model_dump(mode="json"))
+    artifacts = [ArtifactFile(container.name, "container", container),
+                 ArtifactFile("model.safetensors", "safetensors", out_dir / "model.safetensors")]
+    export.write_safetensors(weights, artifacts[1].path, {
+        "format": "pt", "modelpress.architecture": loaded.architecture or "", "modelpress.origin_format": model_format})
+    notes = []
+    # programs are written before the compressed model ever runs, so forward-time mutation cannot leak in
+    if model_format == "torchscript":
+        artifacts.append(ArtifactFile("model.torchscript.pt", "torchscript", out_dir / "model.torchscript.pt"))
+        export.write_torchscript(compressed, inputs, artifacts[-1].path)
+    else:
+        try:
+            export.write_pt2(compressed, inputs, out_dir / "model.pt2")
+            artifacts.append(ArtifactFile("model.pt2", "torch-export", out_dir / "model.pt2"))
+        except Exception as exc:
+            if model_format == "torch-export":
+                raise CompressionError(f"re-exporting the compressed program failed: {exc}"[:500]) from None
+            notes.append(f"no .pt2 artifact: torch.export failed ({type(exc).__name__})")
+    progress.timed("export", start)
+
+    progress.at("verify", _VERIFY)
+    start = time.perf_counter()
+    compressed_out = run(compressed, inputs)
+    arch = loaded.architecture
+    checks = {container.name: verify.verify_container(container, weights, inputs, compressed_out,
+                                                      None if arch else model_path)}
+    checks["model.safetensors"] = verify.verify_safetensors(
+        artifacts[1].path, weights, (lambda: build_architecture(arch)) if arch else None, inputs, compressed_out)
+    for art in artifacts[2:]:
+        load = export.load_own_torchscript if art.kind == "torchscript" else export.load_own_pt2
+        checks[art.name] = verify.verify_program(art.path, load, inputs, compressed_out)
+        progress.at("verify", _VERIFY + (_DONE - _VERIFY) * 0.9 * len(checks) / (len(artifacts) + 1))
+    progress.timed("verify", start)
+
+    params_before, _ = parameter_counts(loaded.model)
+    params_after, nonzero_after = parameter_counts(compressed)
+    size_before = origin["size_bytes"]
+    metrics = {
+        "size_bytes_before": size_before,
+        "size_bytes_after": container_bytes,
+        "compression_ratio": round(size_before / container_bytes, 4),
+        "artifact_bytes": {a.name: a.path.stat().st_size for a in artifacts},
+        "parameters_before": params_before,
+        "parameters_after": params_after,
+        "nonzero_parameters_after": nonzero_after,
+        "output_max_abs_diff": max_abs_diff(compressed_out, reference),
+        "output_mean_cosine": round(mean_cosine(compressed_out, reference), 8),
+        "sample_inputs": [list(t.shape) for t in inputs if isinstance(t, torch.Tensor)],
+        "verification": checks,
+        "layers": layer_report(encodings, weights),
+        "seed": pipeline.seed,
+        "elapsed_seconds": progress.timings,
+        "notes": notes,
+    }
+    report = out_dir / "report.json"
+    report.write_text(json.dumps({"pipeline": pipeline.model_dump(mode="json"), "origin": origin,
+                                  "metrics": metrics}, indent=1, sort_keys=True))
+    artifacts.append(ArtifactFile(report.name, "report", report))
+    hooks.on_progress(None, _DONE)
+    return JobOutput(artifacts, metrics)

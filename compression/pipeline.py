@@ -1,0 +1,44 @@
+"""Pipeline specs: an ordered list of method stages, validated as a whole."""
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compression.methods.base import EXCLUSIVE_PHASES
+from compression.registry import STAGE_SPECS
+
+Stage = Annotated[Union[STAGE_SPECS], Field(discriminator="kind")]  # noqa: UP007 (built from a tuple)
+
+
+class PipelineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stages: list[Stage] = Field(min_length=1, max_length=16)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds sample inputs and any randomised method")
+
+    @model_validator(mode="after")
+    def _ordering(self):
+        for i, (a, b) in enumerate(zip(self.stages, self.stages[1:])):
+            if b.phase < a.phase:
+                raise ValueError(f"stage {i + 1} ({b.kind}, {b.phase.name.lower()} phase) cannot come after "
+                                 f"stage {i} ({a.kind}, {a.phase.name.lower()} phase)")
+        for phase in EXCLUSIVE_PHASES:
+            kinds = [s.kind for s in self.stages if s.phase == phase]
+            if len(kinds) > 1:
+                raise ValueError(f"at most one {phase.name.lower()}-phase stage per pipeline; got {', '.join(kinds)}")
+        return self
+
+
+def parse_pipeline(data: dict) -> PipelineSpec:
+    """Raises pydantic.ValidationError naming the offending field."""
+    return PipelineSpec.model_validate(data)
+
+
+def check_pipeline_against_model(spec: PipelineSpec, summary: dict) -> list[str]:
+    """Problems visible from a sniffed summary (e.g. exclude patterns matching no layer).
+    Checked only when the summary lists every tensor; the worker re-checks against the model."""
+    if not summary or not summary.get("layers_complete"):
+        return []
+    names = [layer["name"] for layer in summary.get("layers", [])]
+    return [f"stage {i} ({stage.kind}): {p}" for i, stage in enumerate(spec.stages) for p in stage.check_against(names)]

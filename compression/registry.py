@@ -1,0 +1,54 @@
+"""The allow-list of compression methods and the preset recipes.
+
+Stage specs are only ever rebuilt through `STAGE_SPECS` (via pipeline.parse_pipeline);
+adding a method means importing it here explicitly.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from compression.methods.base import CompressionState, MethodSpec
+from compression.methods.quantization import QuantizeSpec, quantize
+
+
+@dataclass(frozen=True)
+class Method:
+    spec: type[MethodSpec]
+    run: Callable[[MethodSpec, CompressionState], None]
+
+
+METHODS: dict[str, Method] = {
+    "quantize": Method(QuantizeSpec, quantize),
+}
+STAGE_SPECS: tuple[type[MethodSpec], ...] = tuple(m.spec for m in METHODS.values())
+
+
+def method_schemas() -> dict[str, dict]:
+    """kind -> JSON Schema of its stage spec (descriptions, defaults, enums)."""
+    return {kind: m.spec.model_json_schema() for kind, m in METHODS.items()}
+
+
+def run_stage(spec: MethodSpec, state: CompressionState) -> None:
+    METHODS[spec.kind].run(spec, state)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    stages: list[dict]
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("fp16", "Cast Linear/Conv/Embedding weights to float16 (~2x smaller, near-lossless).",
+           [{"kind": "quantize", "dtype": "fp16"}]),
+    Recipe("bf16", "Cast weights to bfloat16 (~2x smaller; float32 range, fewer mantissa bits).",
+           [{"kind": "quantize", "dtype": "bf16"}]),
+    Recipe("int8", "8-bit symmetric per-output-channel weight quantization (~4x smaller).",
+           [{"kind": "quantize", "dtype": "int8", "granularity": "per_channel"}]),
+    Recipe("int8-per-tensor", "8-bit symmetric weight quantization with one scale per tensor.",
+           [{"kind": "quantize", "dtype": "int8", "granularity": "per_tensor"}]),
+    Recipe("int4", "4-bit symmetric per-output-channel weight quantization (~7-8x smaller, lossy).",
+           [{"kind": "quantize", "dtype": "int4", "granularity": "per_channel"}]),
+)}

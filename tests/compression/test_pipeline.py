@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from compression.pipeline import PipelineSpec, check_pipeline_against_model, parse_pipeline
+from compression.registry import RECIPES, method_schemas
+
+
+def _error(data: dict) -> list[dict]:
+    with pytest.raises(ValidationError) as info:
+        parse_pipeline(data)
+    return info.value.errors()
+
+
+def test_every_recipe_parses():
+    assert {"fp16", "int8", "int8-per-tensor"} <= set(RECIPES)
+    for recipe in RECIPES.values():
+        assert isinstance(parse_pipeline({"stages": recipe.stages}), PipelineSpec)
+
+
+def test_defaults_and_json_round_trip():
+    spec = parse_pipeline({"stages": [{"kind": "quantize", "dtype": "int8"}]})
+    dumped = spec.model_dump(mode="json")
+    assert dumped["seed"] == 0 and dumped["stages"][0]["version"] == 1
+    assert parse_pipeline(dumped) == spec
+
+
+@pytest.mark.parametrize("stage, field", [
+    ({"kind": "quantize", "dtype": "int3"}, "dtype"),
+    ({"kind": "quantize", "dtype": "int8", "bits": 8}, "bits"),
+    ({"kind": "quantize", "dtype": "int8", "granularity": "per_row"}, "granularity"),
+    ({"kind": "quantize", "dtype": "int8", "version": 2}, "version"),
+    ({"kind": "quantize", "dtype": "int8", "exclude": [""]}, "exclude"),
+])
+def test_bad_fields_are_named(stage, field):
+    errors = _error({"stages": [stage]})
+    assert any(field in map(str, e["loc"]) for e in errors), errors
+
+
+def test_unknown_kind_and_structure():
+    assert _error({"stages": [{"kind": "no-such"}]})[0]["type"] == "union_tag_invalid"
+    assert _error({"stages": []})[0]["loc"] == ("stages",)
+    assert _error({"stages": [{"kind": "quantize", "dtype": "int8"}], "extra": 1})[0]["loc"] == ("extra",)
+    assert _error({"stages": [{"kind": "quantize", "dtype": "int8"}], "seed": -1})[0]["loc"] == ("seed",)
+
+
+def test_float_dtypes_reject_int_options():
+    assert "int8/int4 only" in _error({"stages": [{"kind": "quantize", "dtype": "fp16", "symmetric": False}]})[0]["msg"]
+
+
+def test_ordering_rule_one_values_stage():
+    errors = _error({"stages": [{"kind": "quantize", "dtype": "int8"}, {"kind": "quantize", "dtype": "fp16"}]})
+    assert "at most one values-phase stage" in errors[0]["msg"]
+
+
+def test_check_against_model_summary():
+    spec = parse_pipeline({"stages": [{"kind": "quantize", "dtype": "int8", "exclude": ["fc3", "nope*"]}]})
+    summary = {"layers": [{"name": n} for n in ("fc1.weight", "fc1.bias", "fc3.weight")], "layers_complete": True}
+    problems = check_pipeline_against_model(spec, summary)
+    assert len(problems) == 1 and "'nope*'" in problems[0]
+    assert check_pipeline_against_model(spec, {**summary, "layers_complete": False}) == []
+
+
+def test_method_schemas_are_json_schema_with_descriptions():
+    schemas = method_schemas()
+    q = schemas["quantize"]
+    json.dumps(schemas)
+    assert q["additionalProperties"] is False
+    assert set(q["properties"]["dtype"]["enum"]) == {"fp16", "bf16", "int8", "int4"}
+    assert q["properties"]["symmetric"]["default"] is True and "description" in q["properties"]["exclude"]
