@@ -92,3 +92,17 @@ def make_slow_model(tmp_path: Path, width: int = 2048, depth: int = 8) -> Path:
     path = tmp_path / "slow.ts"
     torch.jit.save(scripted, str(path))
     return path
+
+
+def reload_container_and_check(path: Path) -> torch.nn.Module:
+    """Rebuild a runnable model from a downloaded container with modelpress alone and run it."""
+    from compression.architectures import get_architecture
+    from compression.container import load_container_module, read_container
+
+    _, manifest = read_container(path)
+    module = load_container_module(path).eval()
+    shape = get_architecture(manifest["origin"]["architecture"]).input_shape
+    with torch.no_grad():
+        out = module(torch.randn(3, *shape))
+    assert out.shape[0] == 3 and torch.isfinite(out).all()
+    return module
