@@ -3,6 +3,7 @@ unpickles with its own restricted C++ unpickler; we still refuse code that touch
 from __future__ import annotations
 
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def check_archive(zf: zipfile.ZipFile, archive: TorchArchive) -> int:
 
 def load_program(path: Path) -> torch.jit.ScriptModule:
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # still the format users upload
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise ModelFormatError(f"torch.jit.load failed: {type(exc).__name__}: {exc}"[:500]) from None
