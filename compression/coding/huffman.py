@@ -122,15 +122,29 @@ def code_lengths(counts: np.ndarray, max_len: int = MAX_CODE_LEN) -> np.ndarray:
     if present.size > (1 << max_len):
         raise ValueError(f"{present.size} symbols cannot fit in {max_len}-bit codes")
     c = counts[present]
-    floor = 0
-    while True:
+
+    def depths(floor: int) -> np.ndarray:
         w = np.maximum(c, floor)
         order = np.argsort(w, kind="stable")
-        depth = np.empty(c.size, dtype=np.int64)
-        depth[order] = _huffman_depths(w[order].tolist())
-        if depth.max() <= max_len:
-            break
-        floor = max(2 * floor, (int(c.sum()) >> max_len) + 1)
+        d = np.empty(c.size, dtype=np.int64)
+        d[order] = _huffman_depths(w[order].tolist())
+        return d
+
+    depth = depths(0)
+    if depth.max() > max_len:
+        # Smallest power-of-two floor that fits, then bisect below it: the
+        # least distortion of the counts that meets the limit.
+        hi = 1
+        while (depth := depths(hi)).max() > max_len:
+            hi *= 2
+        lo = hi // 2  # does not fit (or is the unconstrained 0/1 case)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            d = depths(mid)
+            if d.max() <= max_len:
+                hi, depth = mid, d
+            else:
+                lo = mid
     lengths[present] = depth
     return lengths
 
