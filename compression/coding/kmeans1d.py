@@ -178,7 +178,7 @@ def _edges(c: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.searchsorted(s, thresholds(c), side="left"), [s.size]))
 
 
-def fit(values: np.ndarray, k: int, init: str = "linear", seed: int = 0, iters: int = 300,
+def fit(values: np.ndarray, k: int, init: str = "linear", seed: int = 0, iters: int = 1000,
         tol: float = 0.0) -> KMeans1D:
     """Lloyd's k-means on 1-D values. Stops after `iters` updates, when the
     assignment no longer changes, or when the relative distortion drop is < tol."""
@@ -229,7 +229,7 @@ def fit(values: np.ndarray, k: int, init: str = "linear", seed: int = 0, iters: 
 
 
 def kmeans_1d(values: np.ndarray, k: int, init: str = "linear", seed: int = 0,
-              iters: int = 300) -> tuple[np.ndarray, np.ndarray]:
+              iters: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """Deep Compression weight sharing: (sorted float32 centroids, per-value indices)."""
     r = fit(values, k, init=init, seed=seed, iters=iters)
     return r.centroids, r.indices
