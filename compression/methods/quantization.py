@@ -36,7 +36,8 @@ class QuantizeSpec(MethodSpec):
 
     @model_validator(mode="after")
     def _int_only_options(self):
-        if self.dtype in _FLOAT_STORAGE and {"granularity", "symmetric"} & self.model_fields_set:
+        # non-default values only, so a dumped spec parses again
+        if self.dtype in _FLOAT_STORAGE and (self.granularity is not None or not self.symmetric):
             raise ValueError("granularity and symmetric apply to int8/int4 only")
         return self
 

@@ -15,10 +15,12 @@ def _error(data: dict) -> list[dict]:
     return info.value.errors()
 
 
-def test_every_recipe_parses():
+def test_every_recipe_parses_and_its_dump_parses_again():
     assert {"fp16", "int8", "int8-per-tensor"} <= set(RECIPES)
     for recipe in RECIPES.values():
-        assert isinstance(parse_pipeline({"stages": recipe.stages}), PipelineSpec)
+        spec = parse_pipeline({"stages": recipe.stages})
+        assert isinstance(spec, PipelineSpec)
+        assert parse_pipeline(spec.model_dump(mode="json")) == spec   # the worker re-parses the stored dump
 
 
 def test_defaults_and_json_round_trip():
@@ -49,6 +51,8 @@ def test_unknown_kind_and_structure():
 
 def test_float_dtypes_reject_int_options():
     assert "int8/int4 only" in _error({"stages": [{"kind": "quantize", "dtype": "fp16", "symmetric": False}]})[0]["msg"]
+    assert "int8/int4 only" in _error({"stages": [{"kind": "quantize", "dtype": "bf16",
+                                                   "granularity": "per_tensor"}]})[0]["msg"]
 
 
 def test_ordering_rule_one_values_stage():
