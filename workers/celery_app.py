@@ -32,13 +32,14 @@ def make_celery(settings: Settings) -> Celery:
     if broker_url.startswith("filesystem://"):
         # Embedded default: a folder both the API and the worker see, no server.
         folder = settings.broker_folder
-        for sub in ("in", "processed"):
+        for sub in ("in", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder / "in"),
             "data_folder_out": str(folder / "in"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            "control_folder": str(folder / "control"),  # default is the CWD
         }
     elif broker_url.startswith("redis"):
         # Redelivery of unacked messages after a worker dies; the reaper is the
