@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -118,10 +119,8 @@ class LocalBlobStore:
         with tempfile.NamedTemporaryFile(dir=self.tmp, prefix="ready-"):
             pass
 
-    def sweep_tmp(self, older_than_s: float = 3600) -> int:
+    def sweep_tmp(self, older_than_s: float) -> int:
         """Remove temporary files left by crashed uploads."""
-        import time
-
         removed = 0
         for p in self.tmp.iterdir():
             if time.time() - p.stat().st_mtime > older_than_s:

@@ -26,6 +26,8 @@ def reap_once(rt: Runtime) -> jobs.ReapResult:
         )
         for job_id in result.requeued + result.resent:
             rt.enqueue(job_id, session.get(Job, job_id).queue)
+    # Temp files of uploads that died mid-stream (a day covers any live upload).
+    rt.blobs.sweep_tmp(older_than_s=86400)
     if result.requeued or result.failed or result.resent:
         log.warning("reaper: requeued %s, failed %s, resent %s", result.requeued, result.failed, result.resent)
     return result

@@ -109,3 +109,28 @@ def test_health(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
+
+
+def test_readyz_reports_an_unreachable_broker(embedded_settings):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    broken = embedded_settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(broken, run_reaper=False)) as c:
+        resp = c.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.json()["checks"]["database"] == "ok" and resp.json()["checks"]["broker"].startswith("error")
+
+
+def test_submit_survives_a_broker_outage(embedded_settings, lenet_file):
+    """The job is kept (queued) and the reaper re-sends it later; nothing is lost."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    broken = embedded_settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(broken, run_reaper=False)) as c:
+        model_id = upload(c, lenet_file).json()["id"]
+        resp = c.post("/v1/jobs", json={"model_id": model_id, "recipe": "int8"})
+        assert resp.status_code == 201 and resp.json()["status"] == "queued"

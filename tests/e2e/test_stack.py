@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.conftest import settings_env
 from tests.helpers import (download_and_check, kill_hard, make_slow_model, reload_container_and_check, start_worker, stop,
@@ -93,4 +94,21 @@ def test_cancel_running_job_stops_it(stack, tmp_path):
     done = wait_finished(client, job["id"], timeout=120)
     assert done["status"] == "cancelled"
     assert client.get(f"/v1/jobs/{job['id']}/artifacts").json() == []
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+
+
+def test_failed_job_has_a_reason_and_leaves_no_artifacts(stack, stack_settings, tmp_path):
+    client, spawn, _ = stack
+    spawn()
+    # TorchScript needs an input shape to make sample inputs; without one the job must fail clearly.
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(8, 4)).eval())
+    path = tmp_path / "tiny.ts"
+    torch.jit.save(scripted, str(path))
+    model = upload(client, path, architecture=None).json()
+    job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"}).json()
+    done = wait_finished(client, job["id"], timeout=120)
+    assert done["status"] == "failed" and "input_shape" in done["error"]
+    assert client.get(f"/v1/jobs/{job['id']}/artifacts").json() == []
+    blobs = [p for p in stack_settings.resolved_storage_dir.rglob("*") if p.is_file()]
+    assert len(blobs) == 1  # only the upload itself
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409

@@ -34,3 +34,15 @@ def test_oversize_write_leaves_nothing(tmp_path):
 def test_keys_cannot_escape_the_store(tmp_path):
     with pytest.raises(ValueError):
         LocalBlobStore(tmp_path / "store").local_path("../../etc/passwd")
+
+
+def test_sweep_removes_only_old_temp_files(tmp_path):
+    import os
+    import time
+
+    store = LocalBlobStore(tmp_path)
+    old, new = store.begin(10), store.begin(10)
+    old.close(), new.close()
+    os.utime(old.path, (time.time() - 7200, time.time() - 7200))
+    assert store.sweep_tmp(older_than_s=3600) == 1
+    assert not old.path.exists() and new.path.exists()
