@@ -48,6 +48,16 @@ def _serve(host: str, port: int) -> None:
     uvicorn.run(create_app(), host=host, port=port, log_level="info")
 
 
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM if `modelpress up` dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host) and not args.allow_remote:
         print("refusing to listen on a non-loopback address: this version has no authentication. "
@@ -56,7 +66,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = get_settings()
     _migrate()
     print(f"data in {settings.home}", flush=True)
-    worker = subprocess.Popen(_worker_argv(args.concurrency, None))
+    worker = subprocess.Popen(_worker_argv(args.concurrency, None), preexec_fn=_die_with_parent)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit
+    # that runs the cleanup below instead of killing us with the worker still up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         _serve(args.host, args.port)
     finally:

@@ -40,12 +40,31 @@ def service(tmp_path):
         time.sleep(0.2)
     yield client, tmp_path
     client.close()
-    os.killpg(proc.pid, 15)
+    proc.terminate()  # as a user's Ctrl-C / service manager would: `up` stops its worker itself
+    proc.wait(timeout=60)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-    log.close()
+        _wait_group_gone(proc.pid, timeout=30)
+    finally:
+        _kill_group(proc.pid)
+        log.close()
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, 9)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError("`modelpress up` left its worker running after it stopped")
 
 
 def test_embedded_end_to_end(service, lenet_file):
