@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.routers import artifacts, catalog, health, jobs, models
+from api.limits import RateLimiter
 from api.settings import Settings, get_settings
 from workers.reaper import Reaper
 from workers.runtime import make_runtime
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     app = FastAPI(title="modelpress", version="0.1.0", lifespan=lifespan,
                   description="Model compression as a service for PyTorch.")
     app.state.runtime = runtime
+    app.state.rate_limiter = RateLimiter(settings.tenant_requests_per_minute)
     for router in (health.router, models.router, jobs.router, artifacts.router, catalog.router):
         app.include_router(router)
     return app

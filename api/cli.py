@@ -58,10 +58,17 @@ def _die_with_parent() -> None:
         pass
 
 
+def _unsafe_bind(args: argparse.Namespace) -> bool:
+    if _is_loopback(args.host) or get_settings().auth_enabled or args.allow_remote:
+        return False
+    print("refusing to listen on a non-loopback address with authentication off: set "
+          "MODELPRESS_AUTH_ENABLED=true and create keys with `modelpress keys create`, or pass "
+          "--allow-remote (only behind a trusted proxy).", file=sys.stderr)
+    return True
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    if not _is_loopback(args.host) and not args.allow_remote:
-        print("refusing to listen on a non-loopback address: this version has no authentication. "
-              "Pass --allow-remote only behind a trusted proxy.", file=sys.stderr)
+    if _unsafe_bind(args):
         return 2
     settings = get_settings()
     _migrate()
@@ -82,6 +89,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    if _unsafe_bind(args):
+        return 2
     _serve(args.host, args.port)
     return 0
 
@@ -111,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     api = sub.add_parser("api", help="start only the API (production: run migrate first)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--allow-remote", action="store_true", help="listen on a non-loopback address without auth")
     api.set_defaults(func=cmd_api)
 
     worker = sub.add_parser("worker", help="start a Celery worker")
@@ -120,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
+
+    from api.admin import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated, Iterator
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from api.settings import Settings
 from storage.blobs import LocalBlobStore
+from storage.keys import tenant_for
 from storage.models import LOCAL_TENANT
 from workers.runtime import Runtime
 
@@ -21,13 +22,29 @@ def get_session(rt: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Sessio
         yield session
 
 
-def get_owner() -> str:
-    # One local tenant until API keys arrive; every query already filters on it.
-    return LOCAL_TENANT
-
-
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+UNAUTHORIZED = HTTPException(401, "missing or invalid API key; send 'Authorization: Bearer <key>'",
+                             headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_owner(request: Request, rt: RuntimeDep, session: SessionDep) -> str:
+    """The tenant of the caller; every query filters on it, so another tenant's
+    ids answer 404 exactly like ids that do not exist."""
+    if not rt.settings.auth_enabled:
+        tenant = LOCAL_TENANT
+    else:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            raise UNAUTHORIZED
+        tenant = tenant_for(session, key.strip())
+        if tenant is None:
+            raise UNAUTHORIZED
+    request.app.state.rate_limiter.hit(tenant)
+    return tenant
+
+
 OwnerDep = Annotated[str, Depends(get_owner)]
 
 

@@ -28,7 +28,15 @@ class Settings(BaseSettings):
     queue_prefix: str = "modelpress"
     default_queue: str = "cpu"
 
+    # Off for the embedded default, which then only listens on loopback
+    # (`modelpress up` refuses other addresses); on for every shared deployment.
+    auth_enabled: bool = False
+
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # Per-tenant limits (413/429 with Retry-After when exceeded).
+    tenant_storage_quota_bytes: int = Field(default=50 * 1024**3, gt=0)
+    tenant_max_active_jobs: int = Field(default=8, gt=0)
+    tenant_requests_per_minute: int = Field(default=1200, gt=0)
     upload_chunk_bytes: int = Field(default=1024 * 1024, gt=0)
 
     # A running job whose worker stops heartbeating for this long is re-run

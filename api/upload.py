@@ -19,14 +19,18 @@ class ParsedUpload:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-async def receive_upload(request: Request, store: BlobStore, file_field: str, max_bytes: int) -> ParsedUpload:
-    """Parse a multipart body; the caller must commit or discard ``result.blob``."""
+async def receive_upload(request: Request, store: BlobStore, file_field: str, max_bytes: int,
+                         too_large: str | None = None) -> ParsedUpload:
+    """Parse a multipart body; the caller must commit or discard ``result.blob``.
+
+    ``too_large`` is the 413 message (default: the size limit)."""
+    too_large = too_large or f"upload exceeds the limit of {max_bytes} bytes"
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise HTTPException(415, f"send the model as multipart/form-data with a {file_field!r} file field")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + MAX_FIELD_BYTES:
-        raise HTTPException(413, f"upload exceeds the limit of {max_bytes} bytes")
+        raise HTTPException(413, too_large)
 
     result = ParsedUpload()
     state: dict = {"headers": {}, "field": None, "name": None, "buf": bytearray(), "error": None}
@@ -73,9 +77,9 @@ async def receive_upload(request: Request, store: BlobStore, file_field: str, ma
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except BlobTooLarge as exc:
+    except BlobTooLarge:
         _discard(store, result)
-        raise HTTPException(413, str(exc)) from None
+        raise HTTPException(413, too_large) from None
     except HTTPException:
         _discard(store, result)
         raise

@@ -20,6 +20,7 @@ from compression.pipeline import check_pipeline_against_model, parse_pipeline
 from compression.registry import RECIPES
 from storage import jobs as job_state
 from storage.models import Artifact, Job, JobStatus, utcnow
+from storage.usage import active_jobs
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -57,7 +58,8 @@ def _request_hash(body: JobCreate) -> str:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut,
              responses={**NOT_FOUND, 200: {"description": "an earlier submit with the same Idempotency-Key",
                                           "model": JobOut},
-                        409: {"description": "Idempotency-Key reused with a different body"}})
+                        409: {"description": "Idempotency-Key reused with a different body"},
+                        429: {"description": "too many active jobs for this tenant"}})
 def submit_job(
     body: JobCreate, response: Response, session: SessionDep, owner: OwnerDep, rt: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
@@ -71,6 +73,9 @@ def submit_job(
             return earlier
     model = get_owned_model(session, owner, body.model_id)
     pipeline = _validated_pipeline(body, model.summary)
+    if active_jobs(session, owner) >= rt.settings.tenant_max_active_jobs:
+        raise HTTPException(429, f"at most {rt.settings.tenant_max_active_jobs} queued or running jobs per tenant",
+                            headers={"Retry-After": "30"})
     job = Job(owner=owner, model_id=model.id, recipe=body.recipe, pipeline=pipeline,
               queue=rt.settings.queue_name(body.device or rt.settings.default_queue),
               idempotency_key=idempotency_key, request_hash=request_hash, enqueued_at=utcnow())

@@ -13,6 +13,7 @@ from api.schemas import ModelOut, ModelPage
 from api.upload import receive_upload
 from compression.formats import ModelFormatError, sniff
 from storage.models import Model
+from storage.usage import usage_bytes
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -34,7 +35,13 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 async def upload_model(request: Request, session: SessionDep, blobs: BlobsDep, settings: SettingsDep,
                        owner: OwnerDep) -> Model:
     """Upload a model file (multipart field `file`). The format is detected from content."""
-    upload = await receive_upload(request, blobs, "file", settings.max_upload_bytes)
+    quota_left = settings.tenant_storage_quota_bytes - await run_in_threadpool(usage_bytes, session, owner)
+    if quota_left < settings.max_upload_bytes:
+        upload = await receive_upload(request, blobs, "file", max(quota_left, 0),
+                                      f"storage quota of {settings.tenant_storage_quota_bytes} bytes exceeded; "
+                                      f"{max(quota_left, 0)} bytes left")
+    else:
+        upload = await receive_upload(request, blobs, "file", settings.max_upload_bytes)
     pending = upload.blob
     try:
         options = _parse_options(upload.fields)
