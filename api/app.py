@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from api.routers import artifacts, catalog, health, jobs, models
 from api.limits import RateLimiter
@@ -30,6 +32,12 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
                   description="Model compression as a service for PyTorch.")
     app.state.runtime = runtime
     app.state.rate_limiter = RateLimiter(settings.tenant_requests_per_minute)
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(_request: Request, _exc: OperationalError) -> JSONResponse:
+        return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
     for router in (health.router, models.router, jobs.router, artifacts.router, catalog.router):
         app.include_router(router)
     return app

@@ -17,6 +17,7 @@ from compression.job import CompressionError, JobCancelled, JobHooks, run_compre
 from compression.pipeline import parse_pipeline
 from storage import jobs
 from storage.models import Artifact, Job, JobStatus, Model
+from storage.retry import with_db_retry
 from workers.celery_app import RUN_JOB, app
 from workers.runtime import Runtime, runtime
 
@@ -76,11 +77,21 @@ def execute(rt: Runtime, job: Job, model: Model, worker: str) -> JobStatus:
     finally:
         stop.set()
         beat.join()
-    with rt.sessions() as s:
-        if not jobs.finish(s, job.id, worker, status, error=error, metrics=metrics, artifacts=stored):
-            log.warning("job %s was taken away from %s before it finished", job.id, worker)
-            _drop_unreferenced(rt, s, [a.blob_key for a in stored])
+    def record() -> None:
+        with rt.sessions() as s:
+            if not jobs.finish(s, job.id, worker, status, error=error, metrics=metrics,
+                               artifacts=[_fresh(a) for a in stored]):
+                log.warning("job %s was taken away from %s before it finished", job.id, worker)
+                _drop_unreferenced(rt, s, [a.blob_key for a in stored])
+
+    with_db_retry(record)
     return status
+
+
+def _fresh(artifact: Artifact) -> Artifact:
+    """A new row object per attempt: a failed commit leaves the old one in a dead session."""
+    return Artifact(owner=artifact.owner, job_id=artifact.job_id, name=artifact.name, kind=artifact.kind,
+                    size_bytes=artifact.size_bytes, sha256=artifact.sha256, blob_key=artifact.blob_key)
 
 
 def _drop_unreferenced(rt: Runtime, session, keys: list[str]) -> None:
@@ -94,10 +105,13 @@ def run_job(self, job_id: str) -> str | None:
     rt = runtime()
     # The pid tells a restarted worker apart from the one that died under the same name.
     worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
-    with rt.sessions() as s:
-        job = jobs.claim(s, job_id, worker)
-        if job is None:
-            log.info("job %s not claimable (finished, cancelled or taken); skipping", job_id)
-            return None
-        model = s.get(Model, job.model_id)
+    def claim() -> tuple[Job | None, Model | None]:
+        with rt.sessions() as s:
+            job = jobs.claim(s, job_id, worker)
+            return job, (s.get(Model, job.model_id) if job else None)
+
+    job, model = with_db_retry(claim)
+    if job is None:
+        log.info("job %s not claimable (finished, cancelled or taken); skipping", job_id)
+        return None
     return execute(rt, job, model, worker).value

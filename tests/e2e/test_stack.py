@@ -112,3 +112,52 @@ def test_failed_job_has_a_reason_and_leaves_no_artifacts(stack, stack_settings, 
     blobs = [p for p in stack_settings.resolved_storage_dir.rglob("*") if p.is_file()]
     assert len(blobs) == 1  # only the upload itself
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+
+
+def test_jobs_lost_by_the_broker_are_resent(stack_settings, lenet_file, tmp_path):
+    """Redis restarted (it keeps nothing on disk) while jobs were queued: the
+    reaper re-sends queued jobs, each runs exactly once."""
+    import redis
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    settings = stack_settings.model_copy(update={"requeue_queued_after_s": 2.0})
+    queue = settings.queue_name("cpu")
+    with TestClient(create_app(settings)) as client:
+        model = upload(client, lenet_file).json()
+        ids = [client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"}).json()["id"]
+               for _ in range(3)]
+        broker = redis.Redis.from_url(settings.broker_url)
+        assert broker.llen(queue) == 3
+        broker.delete(queue)  # what a Redis restart does to unsaved queues
+        worker = start_worker(settings_env(settings), queue, tmp_path / "worker.log")
+        try:
+            done = [wait_finished(client, job_id, timeout=120) for job_id in ids]
+        finally:
+            stop(worker)
+    assert [j["status"] for j in done] == ["succeeded"] * 3
+    assert [j["attempts"] for j in done] == [1, 1, 1]
+
+
+def test_postgres_connection_blips_do_not_fail_jobs(stack, stack_settings, tmp_path):
+    """Every server connection to the job's database is killed while it runs;
+    the worker reconnects and the job still succeeds on its first attempt."""
+    import sqlalchemy as sa
+
+    client, spawn, log = stack
+    spawn()
+    model = upload(client, make_slow_model(tmp_path), architecture=None, options=SLOW_OPTIONS).json()
+    job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"}).json()
+    wait_for(client, job["id"], lambda j: j["status"] == "running", timeout=120, interval=0.05)
+    dbname = stack_settings.database_url.rsplit("/", 1)[1]
+    admin = sa.create_engine(stack_settings.database_url.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        killed = conn.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
+        ), {"d": dbname}).scalar()
+    admin.dispose()
+    assert killed >= 1
+    done = wait_finished(client, job["id"], timeout=180)
+    assert done["status"] == "succeeded", (done, log.read_text()[-3000:])
+    assert done["attempts"] == 1
