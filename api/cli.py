@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from api.settings import get_settings
+from workers.procs import die_with_parent
 
 
 def _migrate() -> None:
@@ -48,16 +49,6 @@ def _serve(host: str, port: int) -> None:
     uvicorn.run(create_app(), host=host, port=port, log_level="info")
 
 
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGTERM if `modelpress up` dies, even by SIGKILL."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _unsafe_bind(args: argparse.Namespace) -> bool:
     if _is_loopback(args.host) or get_settings().auth_enabled or args.allow_remote:
         return False
@@ -73,7 +64,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = get_settings()
     _migrate()
     print(f"data in {settings.home}", flush=True)
-    worker = subprocess.Popen(_worker_argv(args.concurrency, None), preexec_fn=_die_with_parent)
+    worker = subprocess.Popen(_worker_argv(args.concurrency, None), preexec_fn=die_with_parent)
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit
     # that runs the cleanup below instead of killing us with the worker still up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     requeue_queued_after_s: float = Field(default=600.0, gt=0)
     reaper_interval_s: float = Field(default=10.0, gt=0)
     job_time_limit_s: int = Field(default=3600, gt=0)
+    # Address-space limit of the child process that loads and compresses a model.
+    job_memory_limit_bytes: int = Field(default=12 * 1024**3, gt=256 * 1024**2)
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

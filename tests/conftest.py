@@ -34,6 +34,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MODELPRESS_MAX_ATTEMPTS": str(settings.max_attempts),
         "MODELPRESS_REAPER_INTERVAL_S": str(settings.reaper_interval_s),
         "MODELPRESS_MAX_UPLOAD_BYTES": str(settings.max_upload_bytes),
+        "MODELPRESS_JOB_TIME_LIMIT_S": str(settings.job_time_limit_s),
+        "MODELPRESS_JOB_MEMORY_LIMIT_BYTES": str(settings.job_memory_limit_bytes),
+        "MODELPRESS_AUTH_ENABLED": str(settings.auth_enabled).lower(),
     }
     return {**os.environ, **env}
 

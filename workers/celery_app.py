@@ -21,8 +21,9 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_time_limit=settings.job_time_limit_s + 60,
-        task_soft_time_limit=settings.job_time_limit_s,
+        # Backstops: the job's own child process enforces job_time_limit_s first.
+        task_time_limit=settings.job_time_limit_s + 120,
+        task_soft_time_limit=settings.job_time_limit_s + 60,
         task_queues=[Queue(settings.queue_name("cpu")), Queue(settings.queue_name("gpu"))],
         task_default_queue=settings.queue_name(settings.default_queue),
         broker_connection_retry_on_startup=True,

@@ -13,13 +13,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
 from compression.formats import ModelFormatError
-from compression.job import CompressionError, JobCancelled, JobHooks, run_compression_job
-from compression.pipeline import parse_pipeline
+from compression.job import CompressionError, JobCancelled
 from storage import jobs
 from storage.models import Artifact, Job, JobStatus, Model
 from storage.retry import with_db_retry
 from workers.celery_app import RUN_JOB, app
 from workers.runtime import Runtime, runtime
+from workers.sandbox import run_job_in_child
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,10 @@ def execute(rt: Runtime, job: Job, model: Model, worker: str) -> JobStatus:
     status, error, metrics = JobStatus.failed, None, None
     try:
         with tempfile.TemporaryDirectory(prefix=f"{job.id}-") as tmp:
-            hooks = JobHooks(on_progress=progress.update, is_cancelled=progress.cancelled.is_set)
-            output = run_compression_job(
-                rt.blobs.local_path(model.blob_key), model.format, model.options or {},
-                parse_pipeline(job.pipeline), Path(tmp) / "out", hooks,
+            output = run_job_in_child(
+                rt.blobs.local_path(model.blob_key), model.format, model.options or {}, job.pipeline,
+                Path(tmp) / "out", on_progress=progress.update, is_cancelled=progress.cancelled.is_set,
+                memory_limit_bytes=rt.settings.job_memory_limit_bytes, time_limit_s=rt.settings.job_time_limit_s,
             )
             for art in output.artifacts:
                 key, size, sha = rt.blobs.put_file(job.owner, art.path)

@@ -1,0 +1,71 @@
+"""The job's child process: limits enforced, cancellation kills the compute, crashes explained."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from compression.job import CompressionError, JobCancelled
+from workers.sandbox import SandboxError, run_job_in_child
+
+INT8 = {"stages": [{"kind": "quantize", "dtype": "int8"}]}
+
+
+class Greedy(torch.nn.Module):
+    """Allocates far more than it should when run, as a hostile model might."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        waste = torch.ones(1024, 1024, 1024)  # 4 GiB
+        return self.fc(x) + waste.sum()
+
+
+def _script(module, path):
+    torch.jit.save(torch.jit.script(module.eval()), str(path))
+    return path
+
+
+def _run(path, out, **kw):
+    defaults = dict(on_progress=lambda *a: None, is_cancelled=lambda: False,
+                    memory_limit_bytes=3 * 2**30, time_limit_s=120)
+    return run_job_in_child(path, "torchscript", {"input_shape": [2, 4]}, INT8, out, **{**defaults, **kw})
+
+
+def test_a_normal_job_runs_and_reports_progress(tmp_path):
+    seen = []
+    out = _run(_script(torch.nn.Sequential(torch.nn.Linear(4, 4)), tmp_path / "m.ts"), tmp_path / "out",
+               on_progress=lambda stage, f: seen.append(f))
+    assert {a.kind for a in out.artifacts} >= {"container"}
+    assert all(a.path.is_file() for a in out.artifacts)
+    assert seen and seen == sorted(seen)
+
+
+def test_memory_hungry_model_fails_with_a_reason(tmp_path):
+    with pytest.raises(CompressionError, match="memory limit"):
+        _run(_script(Greedy(), tmp_path / "greedy.ts"), tmp_path / "out")
+
+
+def test_cancel_kills_the_child_mid_job(tmp_path):
+    path = _script(torch.nn.Sequential(torch.nn.Linear(4, 4)), tmp_path / "m.ts")
+    started = time.monotonic()
+    with pytest.raises(JobCancelled):
+        _run(path, tmp_path / "out", is_cancelled=lambda: time.monotonic() - started > 0.3)
+    assert time.monotonic() - started < 5
+
+
+def test_time_limit(tmp_path):
+    path = _script(torch.nn.Sequential(torch.nn.Linear(4, 4)), tmp_path / "m.ts")
+    with pytest.raises(SandboxError, match="time limit"):
+        _run(path, tmp_path / "out", time_limit_s=0.5)
+
+
+def test_user_errors_pass_through_as_compression_errors(tmp_path):
+    path = _script(torch.nn.Sequential(torch.nn.Linear(4, 4)), tmp_path / "m.ts")
+    with pytest.raises(CompressionError, match="input_shape") as info:
+        run_job_in_child(path, "torchscript", {}, INT8, tmp_path / "out", on_progress=lambda *a: None,
+                         is_cancelled=lambda: False, memory_limit_bytes=3 * 2**30, time_limit_s=60)
+    assert not isinstance(info.value, SandboxError)

@@ -1,0 +1,148 @@
+"""Run one compression job in a child process under resource limits.
+
+Uploaded models are hostile until proven otherwise: loading and compressing
+happen in a separate interpreter with an address-space limit, so a model that
+explodes in memory or hangs takes down only that child. Cancelling kills the
+child, which really stops the compute (not just at the next stage boundary).
+
+Protocol: the parent writes one JSON request to the child's stdin; the child
+writes JSON lines to stdout: {"progress": [stage, fraction]} ... then
+{"result": {...}} or {"error": {"kind": ..., "message": ...}}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from compression.job import ArtifactFile, CompressionError, JobCancelled, JobOutput
+from workers.procs import die_with_parent
+
+
+class SandboxError(CompressionError):
+    """The child died or broke a limit; the message says which, in plain words."""
+
+
+def run_job_in_child(
+    model_path: Path, model_format: str, model_options: dict, pipeline: dict, out_dir: Path, *,
+    on_progress: Callable[[str | None, float], None], is_cancelled: Callable[[], bool],
+    memory_limit_bytes: int, time_limit_s: float,
+) -> JobOutput:
+    request = json.dumps({"model_path": str(model_path), "model_format": model_format,
+                          "model_options": model_options, "pipeline": pipeline, "out_dir": str(out_dir)})
+
+    def limit_resources() -> None:
+        die_with_parent(signal.SIGKILL)  # a killed worker takes its job's compute with it
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "workers.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, preexec_fn=limit_resources, start_new_session=True,
+    )
+    child.stdin.write(request.encode())
+    child.stdin.close()
+    deadline = time.monotonic() + time_limit_s
+    outcome: dict | None = None
+    selector = selectors.DefaultSelector()
+    selector.register(child.stdout, selectors.EVENT_READ)
+    buffer = b""
+    try:
+        while outcome is None:
+            if is_cancelled():
+                raise JobCancelled()
+            if time.monotonic() > deadline:
+                raise SandboxError(f"time limit of {time_limit_s:.0f} s exceeded")
+            if not selector.select(timeout=0.2):
+                continue
+            chunk = os.read(child.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                message = json.loads(line)
+                if "progress" in message:
+                    on_progress(*message["progress"])
+                else:
+                    outcome = message
+    finally:
+        selector.close()
+        if outcome is None:
+            _kill(child)
+        child.wait()
+        stderr = child.stderr.read().decode("utf-8", "replace")
+        child.stderr.close()
+        child.stdout.close()
+    if outcome is None:
+        raise SandboxError(_death_reason(child.returncode, stderr, memory_limit_bytes))
+    if "error" in outcome:
+        err = outcome["error"]
+        if err["kind"] == "cancelled":
+            raise JobCancelled()
+        raise (CompressionError if err["kind"] == "user" else SandboxError)(err["message"])
+    result = outcome["result"]
+    return JobOutput(artifacts=[ArtifactFile(a["name"], a["kind"], Path(a["path"])) for a in result["artifacts"]],
+                     metrics=result["metrics"])
+
+
+def _kill(child: subprocess.Popen) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _death_reason(code: int, stderr: str, memory_limit_bytes: int) -> str:
+    tail = stderr.strip().splitlines()[-1:] or [""]
+    if "MemoryError" in stderr or "std::bad_alloc" in stderr or "DefaultCPUAllocator: can't allocate" in stderr:
+        return f"the model needed more than the memory limit of {memory_limit_bytes / 2**30:.1f} GiB"
+    if code is not None and code < 0:
+        return f"the job process was killed by signal {signal.Signals(-code).name}"
+    return f"the job process exited with code {code}: {tail[0][:300]}"
+
+
+def _child_main() -> None:
+    # Only our protocol goes to stdout; anything a library prints goes to stderr.
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+
+    def send(message: dict) -> None:
+        protocol.write(json.dumps(message) + "\n")
+
+    from compression.formats import ModelFormatError
+    from compression.job import JobHooks, run_compression_job
+    from compression.pipeline import parse_pipeline
+
+    request = json.loads(sys.stdin.read())
+    try:
+        output = run_compression_job(
+            Path(request["model_path"]), request["model_format"], request["model_options"],
+            parse_pipeline(request["pipeline"]), Path(request["out_dir"]),
+            JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]})),
+        )
+    except JobCancelled:
+        send({"error": {"kind": "cancelled", "message": "cancelled"}})
+    except (CompressionError, ModelFormatError) as exc:
+        send({"error": {"kind": "user", "message": getattr(exc, "message", None) or str(exc)}})
+    except MemoryError:
+        send({"error": {"kind": "limit", "message": "the model needed more than the job's memory limit"}})
+    except Exception as exc:
+        if "can't allocate memory" in str(exc):  # torch's allocator under RLIMIT_AS
+            send({"error": {"kind": "limit", "message": "the model needed more than the job's memory limit"}})
+            return
+        send({"error": {"kind": "internal", "message": f"internal error: {type(exc).__name__}: {exc}"[:2000]}})
+    else:
+        send({"result": {"metrics": output.metrics, "artifacts": [
+            {"name": a.name, "kind": a.kind, "path": str(a.path)} for a in output.artifacts]}})
+
+
+if __name__ == "__main__":
+    _child_main()
