@@ -6,6 +6,7 @@ import base64
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 
+from api.ownership import get_owned
 from api.deps import BlobsDep, OwnerDep, SessionDep
 from api.schemas import ArtifactOut
 from storage.models import Artifact
@@ -14,10 +15,7 @@ router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
 
 def get_owned_artifact(session, owner: str, artifact_id: str) -> Artifact:
-    art = session.get(Artifact, artifact_id)
-    if art is None or art.owner != owner:
-        raise HTTPException(404, f"artifact {artifact_id} not found")
-    return art
+    return get_owned(session, owner, Artifact, artifact_id)
 
 
 @router.get("/{artifact_id}", response_model=ArtifactOut, responses={404: {"description": "unknown id"}})

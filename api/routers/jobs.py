@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from api.ownership import get_owned
 from api.deps import OwnerDep, RuntimeDep, SessionDep
 from api.pagination import paginate
 from api.routers.models import get_owned_model
@@ -122,10 +123,7 @@ def list_jobs(
 
 
 def get_owned_job(session, owner: str, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.owner != owner:
-        raise HTTPException(404, f"job {job_id} not found")
-    return job
+    return get_owned(session, owner, Job, job_id)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)

@@ -8,6 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from api.pagination import paginate
+from api.ownership import get_owned
 from api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep
 from api.schemas import ModelOut, ModelPage
 from api.upload import receive_upload
@@ -91,10 +92,7 @@ def list_models(session: SessionDep, owner: OwnerDep, limit: int = Query(50, ge=
 
 
 def get_owned_model(session, owner: str, model_id: str) -> Model:
-    model = session.get(Model, model_id)
-    if model is None or model.owner != owner:
-        raise HTTPException(404, f"model {model_id} not found")
-    return model
+    return get_owned(session, owner, Model, model_id)
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses={404: {"description": "unknown id"}})
