@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 
 from api.routers import artifacts, catalog, health, jobs, models
 from api.limits import RateLimiter
@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     app.state.rate_limiter = RateLimiter(settings.tenant_requests_per_minute)
 
     @app.exception_handler(OperationalError)
-    async def _database_unavailable(_request: Request, _exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(PoolTimeout)
+    async def _database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
                             headers={"Retry-After": "5"})
 

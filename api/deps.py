@@ -29,7 +29,7 @@ UNAUTHORIZED = HTTPException(401, "missing or invalid API key; send 'Authorizati
                              headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_owner(request: Request, rt: RuntimeDep, session: SessionDep) -> str:
+def get_owner(request: Request, rt: RuntimeDep) -> str:
     """The tenant of the caller; every query filters on it, so another tenant's
     ids answer 404 exactly like ids that do not exist."""
     if not rt.settings.auth_enabled:
@@ -38,7 +38,10 @@ def get_owner(request: Request, rt: RuntimeDep, session: SessionDep) -> str:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key:
             raise UNAUTHORIZED
-        tenant = tenant_for(session, key.strip())
+        # Its own short session: a request's session may live through a long
+        # upload, and must not pin a pooled connection for all of it.
+        with rt.sessions() as session:
+            tenant = tenant_for(session, key.strip())
         if tenant is None:
             raise UNAUTHORIZED
     request.app.state.rate_limiter.hit(tenant)

@@ -22,7 +22,9 @@ def make_engine(url: str) -> Engine:
         return engine
     # pool_pre_ping: a PostgreSQL restart or idle-connection drop is retried
     # transparently instead of surfacing as a failed request or job.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # Sized for the API's threadpool (40 threads by default) so that sync routes
+    # never wait on the pool under load.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40, pool_timeout=10)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from api.pagination import paginate
 from api.ownership import get_owned
-from api.deps import BlobsDep, OwnerDep, SessionDep, SettingsDep
+from api.deps import BlobsDep, OwnerDep, RuntimeDep, SessionDep, SettingsDep
 from api.schemas import ModelOut, ModelPage
 from api.upload import receive_upload
 from compression.formats import ModelFormatError, sniff
@@ -33,10 +33,12 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
             "options": {"type": "string", "description": "JSON object of loader options, e.g. {\"input_shape\": [1, 3, 32, 32]}"},
         }}}}}},
 )
-async def upload_model(request: Request, session: SessionDep, blobs: BlobsDep, settings: SettingsDep,
+async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settings: SettingsDep,
                        owner: OwnerDep) -> Model:
     """Upload a model file (multipart field `file`). The format is detected from content."""
-    quota_left = settings.tenant_storage_quota_bytes - await run_in_threadpool(usage_bytes, session, owner)
+    # No database connection is held while the body streams in: sessions are
+    # opened for the quota check and the final insert only.
+    quota_left = settings.tenant_storage_quota_bytes - await run_in_threadpool(_usage, rt, owner)
     if quota_left < settings.max_upload_bytes:
         upload = await receive_upload(request, blobs, "file", max(quota_left, 0),
                                       f"storage quota of {settings.tenant_storage_quota_bytes} bytes exceeded; "
@@ -56,15 +58,25 @@ async def upload_model(request: Request, session: SessionDep, blobs: BlobsDep, s
         raise
     model = Model(owner=owner, filename=upload.filename, format=info.format, size_bytes=pending.size,
                   sha256=pending.sha256, blob_key=key, options=options, summary=info.summary)
-    session.add(model)
-    try:
-        session.commit()
-    except BaseException:
-        session.rollback()
-        if session.scalar(select(Model.id).where(Model.blob_key == key).limit(1)) is None:
-            blobs.delete(key)
-        raise
-    return model
+    return await run_in_threadpool(_insert, rt, blobs, model)
+
+
+def _usage(rt, owner: str) -> int:
+    with rt.sessions() as session:
+        return usage_bytes(session, owner)
+
+
+def _insert(rt, blobs, model: Model) -> Model:
+    with rt.sessions() as session:
+        session.add(model)
+        try:
+            session.commit()
+        except BaseException:
+            session.rollback()
+            if session.scalar(select(Model.id).where(Model.blob_key == model.blob_key).limit(1)) is None:
+                blobs.delete(model.blob_key)
+            raise
+        return model
 
 
 def _parse_options(fields: dict[str, str]) -> dict:
