@@ -147,3 +147,109 @@ def raw(tensor: torch.Tensor) -> Encoded:
     """The identity encoding for tensors no stage touched."""
     t = tensor.detach().cpu()
     return Encoded("raw", tuple(t.shape), dtype_name(t.dtype), {}, {"values": Part(t.reshape(-1), dtype_name(t.dtype))})
+
+
+# ---- Deep Compression codecs (pruning, weight sharing, binarisation, entropy coding) ----------
+# Nested nodes decode to flat integer or float arrays; `shape` is the flat length for inner nodes.
+
+def _np(t: torch.Tensor):
+    return t.detach().contiguous().reshape(-1).cpu().numpy()
+
+
+def _int_tensor(values, dtype: str) -> torch.Tensor:
+    import numpy as np
+    return torch.from_numpy(np.ascontiguousarray(values).astype(np.int64)).to(STORAGE_DTYPES[dtype])
+
+
+@codec("bitpacked")
+def _bitpacked(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Integers of `params.width` bits packed MSB-first into `data` (uint8); value = symbol - offset."""
+    from compression.coding import bitpack
+    width, offset = int(enc.params["width"]), int(enc.params.get("offset", 0))
+    if not 1 <= width <= 16:
+        raise ValueError("bitpacked width must be in [1, 16]")
+    symbols = bitpack.unpack_uint(_np(parts["data"]).tobytes(), enc.numel, width).astype("int64") - offset
+    return _int_tensor(symbols, enc.dtype).reshape(enc.shape)
+
+
+@codec("huffman")
+def _huffman(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A canonical Huffman stream (compression/coding/huffman.py) in `stream` (uint8);
+    value = symbol - params.offset."""
+    from compression.coding import huffman
+    symbols = huffman.decode(_np(parts["stream"]).tobytes(), max_count=enc.numel)
+    if symbols.size != enc.numel:
+        raise ValueError(f"huffman stream holds {symbols.size} symbols, expected {enc.numel}")
+    return _int_tensor(symbols.astype("int64") - int(enc.params.get("offset", 0)), enc.dtype).reshape(enc.shape)
+
+
+@codec("codebook")
+def _codebook(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Weight sharing: value = centroids[indices] (centroids float32 or float16)."""
+    centroids = parts["centroids"].to(torch.float32).reshape(-1)
+    indices = parts["indices"].reshape(-1).to(torch.int64)
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= centroids.numel()):
+        raise ValueError("codebook index out of range")
+    return centroids[indices].to(STORAGE_DTYPES[enc.dtype]).reshape(enc.shape)
+
+
+@codec("sign")
+def _sign(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Binary weights: value = (2 * bit - 1) * scale, one float32 scale per slice along `axis` (or one)."""
+    bits = parts["signs"].reshape(enc.shape).to(torch.float32)
+    axis = enc.params.get("axis")
+    view = [1] * len(enc.shape)
+    if axis is not None:
+        view[axis] = enc.shape[axis]
+    scales = parts["scales"].to(torch.float32).reshape(view)
+    return ((bits * 2 - 1) * scales).to(STORAGE_DTYPES[enc.dtype])
+
+
+@codec("sparse")
+def _sparse(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Pruned tensor: `gaps` are relative indices (compression/coding/sparse_index.py, `params.bits`
+    bits each, the top symbol a filler), `values` one value per entry (fillers' values ignored)."""
+    from compression.coding import sparse_index
+    gaps = _np(parts["gaps"]).astype("int64")
+    values = parts["values"].reshape(-1)
+    dense, _ = sparse_index.decode(gaps, _np(values.to(torch.float32)), enc.numel, int(enc.params["bits"]))
+    return torch.from_numpy(dense).to(STORAGE_DTYPES[enc.dtype]).reshape(enc.shape)
+
+
+def int_part(values, storage: str | None = None) -> Part:
+    """A flat integer Part in the narrowest plain storage holding `values` (numpy or torch ints)."""
+    t = values if isinstance(values, torch.Tensor) else torch.from_numpy(__import__("numpy").asarray(values).astype("int64"))
+    t = t.reshape(-1).to(torch.int64)
+    if storage is None:
+        lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
+        storage = next(s for s, a, b in (("uint8", 0, 255), ("int8", -128, 127), ("int16", -2**15, 2**15 - 1),
+                                         ("int32", -2**31, 2**31 - 1), ("int64", -2**63, 2**63 - 1))
+                       if a <= lo and hi <= b)
+    return Part(t.to(STORAGE_DTYPES[storage]), storage)
+
+
+def bitpacked(values, width: int, dtype: str, offset: int = 0) -> Encoded | Part:
+    """Pack integers `values + offset` (in [0, 2^width)) `width` bits each; a plain part when width is 8."""
+    import numpy as np
+    from compression.coding import bitpack
+    v = (values.reshape(-1).to(torch.int64).numpy() if isinstance(values, torch.Tensor)
+         else np.asarray(values).reshape(-1).astype(np.int64))
+    if width == 8 and offset == 0 and dtype == "uint8":
+        return Part(torch.from_numpy(v.astype(np.uint8)), "uint8")
+    data = np.frombuffer(bitpack.pack_uint(v + offset, width), dtype=np.uint8).copy()
+    return Encoded("bitpacked", (int(v.size),), dtype, {"width": int(width), "offset": int(offset)},
+                   {"data": Part(torch.from_numpy(data), "uint8")})
+
+
+def node_storage(part: Part | Encoded) -> str:
+    """Logical dtype of a part or node's decoded values."""
+    return part.dtype if isinstance(part, Encoded) else ("int8" if part.storage == "int4" else
+                                                         "uint8" if part.storage == "uint4" else part.storage)
+
+
+def walk(enc: Encoded, prefix: str = ""):
+    """Yield (path, node) for a node and its nested nodes."""
+    yield prefix, enc
+    for k, p in enc.parts.items():
+        if isinstance(p, Encoded):
+            yield from walk(p, f"{prefix}{k}.")

@@ -9,7 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from compression.methods.base import CompressionState, MethodSpec
+from compression.methods.entropy import HuffmanSpec, huffman_stage
+from compression.methods.pruning import PruneSpec, prune
 from compression.methods.quantization import QuantizeSpec, quantize
+from compression.methods.sharing import ShareSpec, share
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,9 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "quantize": Method(QuantizeSpec, quantize),
+    "prune": Method(PruneSpec, prune),
+    "share": Method(ShareSpec, share),
+    "huffman": Method(HuffmanSpec, huffman_stage),
 }
 STAGE_SPECS: tuple[type[MethodSpec], ...] = tuple(m.spec for m in METHODS.values())
 
@@ -51,4 +57,22 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            [{"kind": "quantize", "dtype": "int8", "granularity": "per_tensor"}]),
     Recipe("int4", "4-bit symmetric per-output-channel weight quantization (~7-8x smaller, lossy).",
            [{"kind": "quantize", "dtype": "int4", "granularity": "per_channel"}]),
+    Recipe("fixed16", "16-bit fixed point (Qm.n, fractional bits chosen per tensor), ~2x smaller.",
+           [{"kind": "quantize", "dtype": "fixed16"}]),
+    Recipe("binary", "Binary weights: sign x mean|w| per output channel (XNOR-Net), ~32x smaller weights; "
+                     "needs retraining to keep accuracy.",
+           [{"kind": "quantize", "dtype": "binary"}]),
+    Recipe("ternary", "Ternary weights {-a, 0, a} per output channel (TWN), 2 bits, Huffman-coded; "
+                      "needs retraining to keep accuracy.",
+           [{"kind": "quantize", "dtype": "ternary"}, {"kind": "huffman"}]),
+    Recipe("prune-50", "Magnitude-prune 50% of each layer's weights; sparse storage with relative indices.",
+           [{"kind": "prune", "sparsity": 0.5}]),
+    Recipe("prune-90", "Magnitude-prune 90% of each layer's weights (lossy without retraining).",
+           [{"kind": "prune", "sparsity": 0.9}]),
+    Recipe("kmeans-4bit", "Weight sharing: 16 k-means centroids per layer, 4-bit indices.",
+           [{"kind": "share", "bits": 4}]),
+    Recipe("deep-compression", "Deep Compression without retraining: magnitude-prune 80% per layer, "
+                               "share 5-bit k-means centroids on the kept weights, Huffman-code indices "
+                               "and gaps. Retrain (compression.training) for the paper's ratios.",
+           [{"kind": "prune", "sparsity": 0.8}, {"kind": "share", "bits": 5}, {"kind": "huffman"}]),
 )}

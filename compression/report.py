@@ -8,16 +8,47 @@ from compression.encoding import Encoded
 LAYER_REPORT_CAP = 500
 
 
+def _coded(enc: Encoded) -> bool:
+    return any(isinstance(p, Encoded) and p.codec == "huffman" for p in enc.parts.values())
+
+
 def describe(enc: Encoded) -> str:
+    huff = " +huffman" if _coded(enc) else ""
     if enc.codec == "raw":
         return enc.dtype
     if enc.codec == "cast":
         return enc.parts["values"].storage
     if enc.codec == "affine":
         p = enc.params
+        if p.get("ternary"):
+            return f"ternary {'per_tensor' if p.get('axis') is None else 'per_channel'}{huff}"
+        if "frac_bits" in p:
+            return f"fixed16 x2^-{p['frac_bits']}{huff}"
         return (f"int{p['bits']} {'per_tensor' if p.get('axis') is None else 'per_channel'} "
-                f"{'symmetric' if p.get('symmetric', True) else 'asymmetric'}")
+                f"{'symmetric' if p.get('symmetric', True) else 'asymmetric'}{huff}")
+    if enc.codec == "sign":
+        return f"binary {'per_tensor' if enc.params.get('axis') is None else 'per_channel'}"
+    if enc.codec == "codebook":
+        return f"codebook {enc.params.get('bits')}-bit {enc.parts['centroids'].storage}{huff}"
+    if enc.codec == "sparse":
+        values = enc.parts["values"]
+        inner = describe(values) if isinstance(values, Encoded) else values.storage
+        return f"sparse {enc.params.get('bits')}-bit gaps{huff} / {inner}"
     return enc.codec
+
+
+def _details(enc: Encoded) -> dict:
+    """Index overhead (sparse gaps) and codebook size, for the per-layer report."""
+    out = {}
+    if enc.codec == "sparse":
+        gaps = enc.parts["gaps"]
+        out["index_bits_per_weight"] = round(8 * gaps.nbytes / max(enc.numel, 1), 4)
+        values = enc.parts["values"]
+        if isinstance(values, Encoded):
+            out.update({k: v for k, v in _details(values).items() if k == "codebook_size"})
+    if enc.codec == "codebook":
+        out["codebook_size"] = enc.parts["centroids"].numel
+    return out
 
 
 def layer_report(encodings: dict[str, Encoded], state: dict[str, torch.Tensor]) -> list[dict]:
@@ -29,6 +60,7 @@ def layer_report(encodings: dict[str, Encoded], state: dict[str, torch.Tensor]) 
             "bits_per_weight": round(enc.bits_per_element(), 4),   # scales, zero points included
             "stored_bytes": enc.nbytes,
             "density": round(float(torch.count_nonzero(t)) / max(t.numel(), 1), 6),
+            **_details(enc),
         })
     return rows
 

@@ -11,7 +11,8 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from compression.encoding import Encoded
+from compression.encoding import Encoded, Part
+from compression.errors import CompressionError
 
 
 class Phase(IntEnum):
@@ -37,6 +38,11 @@ class MethodSpec(BaseModel):
         """Problems visible from the model's tensor names alone (used at submit time)."""
         return []
 
+    @property
+    def needs_data(self) -> bool:
+        """True when the stage cannot run without calibration batches."""
+        return False
+
 
 @dataclass
 class CompressionState:
@@ -44,6 +50,8 @@ class CompressionState:
     encodings: dict[str, Encoded] = field(default_factory=dict)   # state_dict name -> encoding; absent = raw
     seed: int = 0
     checkpoint: Callable[[float], None] = lambda fraction: None      # progress within the stage; may raise JobCancelled
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)     # pruned tensors: bool keep-mask, persists
+    calibration: list[tuple] | None = None   # batches (inputs..., [int targets]) for data-driven criteria
 
 
 @dataclass(frozen=True)
@@ -85,3 +93,63 @@ def weight_targets(model: torch.nn.Module) -> list[WeightTarget]:
             mod = module_name(name)
             targets.append(WeightTarget(name, mod, types.get(mod, "unknown"), param))
     return targets
+
+
+def select_targets(state: CompressionState, exclude: list[str], include_embeddings: bool, kind: str
+                   ) -> list[WeightTarget]:
+    """Weights a stage works on: weight_targets minus `exclude` (each pattern must match a layer)."""
+    names = list(state.model.state_dict().keys())
+    for p in exclude:
+        if not pattern_matches(p, names):
+            raise CompressionError(f"exclude pattern {p!r} matches no layer of the model")
+    chosen = [t for t in weight_targets(state.model)
+              if not any(pattern_matches(p, [t.name]) for p in exclude)
+              and (include_embeddings or t.module_type != "Embedding")]
+    if not chosen:
+        raise CompressionError(f"the {kind} stage selects no Linear/Conv/Embedding weight")
+    return chosen
+
+
+def check_finite(name: str, w: torch.Tensor) -> None:
+    if not torch.isfinite(w).all():
+        raise CompressionError(f"{name} holds NaN or infinite values")
+
+
+def _fixed_gap_bits(hist) -> float:
+    return float(hist.sum()) * (len(hist).bit_length() - 1)
+
+
+def sparse_node(w: torch.Tensor, mask: torch.Tensor, encode_entries: Callable[[torch.Tensor], Encoded | Part],
+                value_bits: float, index_bits: int | None = None) -> Encoded:
+    """Relative-index sparse node: gaps (bit-packed) + one value per entry, encoded by `encode_entries`
+    (a flat tensor of the kept values, zeros at filler entries). Gap width minimises the stored bits."""
+    from compression.coding import sparse_index
+    from compression.encoding import bitpacked, dtype_name
+    m = mask.reshape(-1).numpy()
+    if index_bits is None:
+        index_bits, _ = sparse_index.choose_bits(m, value_bits, candidates=range(2, 13), estimator=_fixed_gap_bits)
+    gaps, entries = sparse_index.encode(w.detach().reshape(-1).numpy(), m, index_bits)
+    values = encode_entries(torch.from_numpy(entries.copy()))
+    return Encoded("sparse", tuple(w.shape), dtype_name(w.dtype), {"bits": int(index_bits)},
+                   {"gaps": bitpacked(gaps, index_bits, "uint8" if index_bits <= 8 else "int32"), "values": values})
+
+
+def encode_weight(state: CompressionState, target: WeightTarget, encode_values: Callable[[torch.Tensor], Encoded | Part],
+                  value_bits: float) -> Encoded:
+    """Encode a weight's values; a pruned weight keeps its mask (a sparse node around the values),
+    so zeros stay zero. Sets the parameter to the decoded tensor and records the encoding."""
+    from compression.encoding import decode
+    existing = state.encodings.get(target.name)
+    mask = state.masks.get(target.name)
+    if existing is not None and not (mask is not None and existing.codec == "sparse"):
+        raise CompressionError(f"{target.name} is already encoded by an earlier stage")
+    w = target.param.detach()
+    check_finite(target.name, w)
+    if mask is None:
+        enc = encode_values(w)
+    else:
+        enc = sparse_node(w, mask, encode_values, value_bits)
+    with torch.no_grad():
+        target.param.copy_(decode(enc))   # the model holds exactly what the container will decode
+    state.encodings[target.name] = enc
+    return enc

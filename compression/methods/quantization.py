@@ -1,18 +1,20 @@
-"""Weight-only quantization: fp16/bf16 casts and int8/int4 affine codes.
+"""Weight-only quantization: fp16/bf16 casts, int8/int4 affine codes, binary (sign x per-channel
+scale, XNOR-Net), ternary (TWN) and 16-bit fixed point (Qm.n).
 
 The model keeps floating weights equal to the decoded encoding (so everything downstream
 runs unchanged); the encoding record carries the codes the container stores.
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, model_validator
 
-from compression.encoding import Encoded, Part, decode, dtype_name
+from compression.encoding import Encoded, Part, bitpacked, dtype_name
 from compression.errors import CompressionError
-from compression.methods.base import CompressionState, MethodSpec, Phase, pattern_matches, weight_targets
+from compression.methods.base import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
 
 _FLOAT_STORAGE = {"fp16": "float16", "bf16": "bfloat16"}
 _BITS = {"int8": 8, "int4": 4}
@@ -23,8 +25,10 @@ class QuantizeSpec(MethodSpec):
     phase = Phase.VALUES
 
     kind: Literal["quantize"]
-    dtype: Literal["fp16", "bf16", "int8", "int4"] = Field(
-        description="fp16/bf16: cast; int8/int4: integer codes with float32 scales")
+    dtype: Literal["fp16", "bf16", "int8", "int4", "binary", "ternary", "fixed16"] = Field(
+        description="fp16/bf16: cast; int8/int4: integer codes with float32 scales; binary: sign x mean|w| "
+                    "per output channel (1 bit); ternary: {-a, 0, a} per channel with threshold 0.7 mean|w| "
+                    "(TWN, 2 bits); fixed16: int16 codes x 2^-frac_bits per tensor")
     granularity: Literal["per_channel", "per_tensor"] | None = Field(
         None, description="int only: one scale per output channel (default) or per tensor")
     symmetric: bool = Field(True, description="int only: codes in [-(2^(b-1)-1), 2^(b-1)-1] and no zero point; "
@@ -33,12 +37,16 @@ class QuantizeSpec(MethodSpec):
                                description="glob patterns of layer or tensor names to leave in float32, "
                                            "e.g. [\"fc3\", \"features.0.*\"]; each must match a layer")
     include_embeddings: bool = Field(True, description="also quantize nn.Embedding weights")
+    frac_bits: int | None = Field(None, ge=0, le=24, description="fixed16 only: fractional bits n of Qm.n; "
+                                  "default: the most that keeps each tensor's largest weight in range")
 
     @model_validator(mode="after")
     def _int_only_options(self):
         # non-default values only, so a dumped spec parses again
-        if self.dtype in _FLOAT_STORAGE and (self.granularity is not None or not self.symmetric):
+        if self.dtype not in _BITS and (self.granularity is not None or not self.symmetric):
             raise ValueError("granularity and symmetric apply to int8/int4 only")
+        if self.dtype != "fixed16" and self.frac_bits is not None:
+            raise ValueError("frac_bits applies to fixed16 only")
         return self
 
     @property
@@ -46,7 +54,7 @@ class QuantizeSpec(MethodSpec):
         return None if self.granularity == "per_tensor" else 0
 
     def describe(self) -> str:
-        if self.dtype in _FLOAT_STORAGE:
+        if self.dtype not in _BITS:
             return self.dtype
         return f"{self.dtype} {self.granularity or 'per_channel'} {'symmetric' if self.symmetric else 'asymmetric'}"
 
@@ -64,7 +72,7 @@ def _cast(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
 
 
 def _affine(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
-    bits, axis = _BITS[spec.dtype], spec.axis
+    bits, axis = _BITS[spec.dtype], spec.axis if w.ndim > 1 else None
     w = w.float()
     rows = w.reshape(w.shape[0], -1) if axis == 0 else w.reshape(1, -1)
     view = (-1,) + (1,) * (w.ndim - 1) if axis == 0 else (1,) * w.ndim
@@ -90,26 +98,64 @@ def _affine(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
     return Encoded("affine", tuple(w.shape), out_dtype, params, parts)
 
 
+def _rows(w: torch.Tensor) -> tuple[torch.Tensor, int | None, tuple]:
+    """Per-output-channel rows for a dense weight; a flat tensor (sparse entries) is one row."""
+    if w.ndim > 1:
+        return w.reshape(w.shape[0], -1), 0, (-1,) + (1,) * (w.ndim - 1)
+    return w.reshape(1, -1), None, (1,)
+
+
+def _nonzero_abs_mean(rows: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    count = where.sum(dim=1)
+    return torch.where(count > 0, (rows.abs() * where).sum(dim=1) / count.clamp(min=1), torch.zeros(()))
+
+
+def _binary(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
+    """XNOR-Net: sign(w) x mean|w| per output channel (zeros of sparse entries left out of the mean)."""
+    w = w.float()
+    rows, axis, _ = _rows(w)
+    scales = _nonzero_abs_mean(rows, rows != 0 if axis is None else torch.ones_like(rows, dtype=torch.bool))
+    signs = bitpacked((w.reshape(-1) >= 0).to(torch.int64), 1, "uint8")
+    return Encoded("sign", tuple(w.shape), out_dtype, {"axis": axis}, {"signs": signs, "scales": Part(scales, "float32")})
+
+
+def _ternary(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
+    """TWN: threshold 0.7 mean|w| and scale mean|w| over the weights above it, per output channel."""
+    w = w.float()
+    rows, axis, view = _rows(w)
+    nonzero = rows != 0 if axis is None else torch.ones_like(rows, dtype=torch.bool)
+    delta = 0.7 * _nonzero_abs_mean(rows, nonzero)
+    big = (rows.abs() > delta[:, None]) & nonzero
+    scales = _nonzero_abs_mean(rows, big)
+    codes = (torch.sign(rows) * big).to(torch.int64).reshape(-1)
+    params = {"bits": 2, "axis": axis, "symmetric": True, "ternary": True}
+    return Encoded("affine", tuple(w.shape), out_dtype, params,
+                   {"codes": bitpacked(codes, 2, "int8", offset=1), "scales": Part(scales, "float32")})
+
+
+def _fixed16(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
+    """Qm.n: int16 codes, value = code x 2^-n, n chosen per tensor unless the spec fixes it."""
+    w = w.float()
+    peak = float(w.abs().max()) if w.numel() else 0.0
+    n = spec.frac_bits
+    if n is None:
+        n = 24 if peak == 0 else max(0, min(24, math.floor(math.log2(32767 / peak))))
+    codes = torch.round(w * 2.0 ** n).clamp(-32768, 32767).to(torch.int16)
+    params = {"bits": 16, "axis": None, "symmetric": True, "frac_bits": n}
+    return Encoded("affine", tuple(w.shape), out_dtype, params,
+                   {"codes": Part(codes.reshape(-1), "int16"), "scales": Part(torch.tensor([2.0 ** -n]), "float32")})
+
+
+_ENCODERS = {"fp16": _cast, "bf16": _cast, "int8": _affine, "int4": _affine, "binary": _binary,
+             "ternary": _ternary, "fixed16": _fixed16}
+_VALUE_BITS = {"fp16": 16, "bf16": 16, "int8": 8, "int4": 4, "binary": 1, "ternary": 2, "fixed16": 16}
+
+
 def quantize(spec: QuantizeSpec, state: CompressionState) -> None:
-    targets = weight_targets(state.model)
-    names = list(state.model.state_dict().keys())
-    for problem in spec.check_against(names):
-        raise CompressionError(problem)
-    chosen = [t for t in targets
-              if not any(pattern_matches(p, [t.name]) for p in spec.exclude)
-              and (spec.include_embeddings or t.module_type != "Embedding")]
-    if not chosen:
-        raise CompressionError("the quantize stage selects no Linear/Conv/Embedding weight")
-    encode = _cast if spec.dtype in _FLOAT_STORAGE else _affine
+    chosen = select_targets(state, spec.exclude, spec.include_embeddings, "quantize")
+    encode = _ENCODERS[spec.dtype]
     for i, target in enumerate(chosen):
         state.checkpoint(i / len(chosen))
-        if target.name in state.encodings:
-            raise CompressionError(f"{target.name} is already encoded by an earlier stage")
-        w = target.param.detach()
-        if not torch.isfinite(w).all():
-            raise CompressionError(f"{target.name} holds NaN or infinite values")
-        enc = encode(w, spec, dtype_name(w.dtype))
-        with torch.no_grad():
-            target.param.copy_(decode(enc))   # the model holds exactly what the container will decode
-        state.encodings[target.name] = enc
+        out_dtype = dtype_name(target.param.dtype)
+        encode_weight(state, target, lambda w, out_dtype=out_dtype: encode(w, spec, out_dtype), _VALUE_BITS[spec.dtype])
     state.checkpoint(1.0)

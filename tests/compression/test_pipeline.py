@@ -73,5 +73,5 @@ def test_method_schemas_are_json_schema_with_descriptions():
     q = schemas["quantize"]
     json.dumps(schemas)
     assert q["additionalProperties"] is False
-    assert set(q["properties"]["dtype"]["enum"]) == {"fp16", "bf16", "int8", "int4"}
+    assert set(q["properties"]["dtype"]["enum"]) == {"fp16", "bf16", "int8", "int4", "binary", "ternary", "fixed16"}
     assert q["properties"]["symmetric"]["default"] is True and "description" in q["properties"]["exclude"]
