@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 
-from api.routers import artifacts, catalog, health, jobs, models
+import web
+from api.routers import artifacts, catalog, events, health, jobs, models
 from api.limits import RateLimiter
 from api.settings import Settings, get_settings
 from workers.reaper import Reaper
@@ -39,6 +42,14 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
         return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
                             headers={"Retry-After": "5"})
 
-    for router in (health.router, models.router, jobs.router, artifacts.router, catalog.router):
+    for router in (health.router, models.router, jobs.router, events.router, artifacts.router, catalog.router):
         app.include_router(router)
+
+    # The dashboard: static files, no build step.
+    app.mount("/ui", StaticFiles(directory=Path(web.__file__).parent / "static", html=True), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    def _root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
     return app

@@ -1,4 +1,4 @@
-"""`modelpress` command line: up (API + worker), api, worker, migrate."""
+"""`modelpress` command line: up (API + worker), api, worker, migrate; client commands from mpclient.cli."""
 from __future__ import annotations
 
 import argparse
@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     from api.admin import add_parser as add_keys_parser
 
     add_keys_parser(sub)
+
+    from mpclient.cli import add_parsers as add_client_parsers  # submit, jobs, status, download, cancel
+
+    add_client_parsers(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

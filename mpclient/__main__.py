@@ -1,0 +1,5 @@
+import sys
+
+from mpclient.cli import main
+
+sys.exit(main())

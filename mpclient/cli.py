@@ -1,0 +1,276 @@
+"""User-facing `modelpress` commands on top of the client: submit, jobs, status, download, cancel.
+
+Exit codes, for CI steps: 0 success; 1 the job failed or was cancelled (or `status` of such a
+job); 2 usage error (bad arguments, missing file); 3 API or connection error (including a
+download whose checksum does not match).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from mpclient.client import DEFAULT_URL, Client
+from mpclient.errors import ApiError, ModelpressError, WaitTimeout
+from mpclient.models import Job, as_dict
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_API = 0, 1, 2, 3
+
+
+class Bar:
+    """A small progress bar on a TTY (stderr); occasional plain lines otherwise."""
+
+    def __init__(self, label: str, stream=None, enabled: bool = True):
+        self.label, self.stream, self.enabled = label, stream or sys.stderr, enabled
+        self.tty = self.stream.isatty()
+        self._last_plain = -1.0
+        self._last_draw = 0.0
+
+    def update(self, fraction: float, note: str = "") -> None:
+        if not self.enabled:
+            return
+        fraction = max(0.0, min(1.0, fraction))
+        if self.tty:
+            now = time.monotonic()
+            if fraction < 1.0 and now - self._last_draw < 0.05:
+                return
+            self._last_draw = now
+            width = 30
+            filled = int(round(fraction * width))
+            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}% {note}"
+                              "\x1b[K")
+            self.stream.flush()
+        elif fraction >= 1.0 or fraction - self._last_plain >= 0.25 or (note and self._last_plain < 0):
+            self._last_plain = fraction
+            self.stream.write(f"{self.label}: {fraction * 100:.0f}% {note}".rstrip() + "\n")
+            self.stream.flush()
+
+    def done(self, note: str = "") -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self.update(1.0, note)
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _bytes_bar(label: str, show: bool) -> Callable[[int, int], None]:
+    bar = Bar(label, enabled=show)
+
+    def cb(done: int, total: int) -> None:
+        bar.update(done / total if total else 1.0, f"{_human(done)}/{_human(total)}")
+    return cb
+
+
+def _job_line(job: Job) -> str:
+    stage = f" stage={job.stage}" if job.stage else ""
+    err = f" error={job.error}" if job.error else ""
+    return f"{job.id} {job.status} {job.progress * 100:.0f}%{stage}{err}"
+
+
+def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=None, default=str))
+    else:
+        print(text)
+
+
+def _job_exit(job: Job) -> int:
+    return EXIT_JOB_FAILED if job.status in ("failed", "cancelled") else EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url, api_key=args.api_key or None)
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.json and not args.quiet
+
+
+# -- commands -------------------------------------------------------------------------------
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    options = None
+    if args.options:
+        try:
+            options = json.loads(args.options)
+        except json.JSONDecodeError as exc:
+            print(f"--options must be a JSON object: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    pipeline = None
+    if args.pipeline:
+        try:
+            text = Path(args.pipeline[1:]).read_text() if args.pipeline.startswith("@") else args.pipeline
+            pipeline = json.loads(text)
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"--pipeline must be JSON or @file.json: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if (pipeline is None) == (args.recipe is None):
+        print("give exactly one of --recipe or --pipeline", file=sys.stderr)
+        return EXIT_USAGE
+    is_file = Path(args.model).is_file()
+    if not is_file and not args.model.startswith("mdl_"):
+        print(f"{args.model}: no such file (give a model file or an uploaded model id mdl_…)", file=sys.stderr)
+        return EXIT_USAGE
+    show = _show_progress(args)
+    result: dict[str, Any] = {}
+    with _client(args) as c:
+        if is_file:
+            model = c.upload_model(args.model, architecture=args.architecture, options=options,
+                                   progress=_bytes_bar("upload", show))
+            if show:
+                s = model.summary
+                print(f"uploaded {model.id} ({model.format}, {_human(model.size_bytes)}"
+                      f"{', %s parameters' % s['parameters'] if 'parameters' in s else ''})", file=sys.stderr)
+            result["model"] = as_dict(model)
+            model_id = model.id
+        else:
+            model_id = args.model
+        job = c.submit(model_id, recipe=args.recipe, pipeline=pipeline, device=args.device,
+                       idempotency_key=args.idempotency_key)
+        if show:
+            print(f"submitted {job.id}", file=sys.stderr)
+        if args.wait or args.download:
+            bar = Bar("job", enabled=show)
+            job = c.wait(job.id, timeout=args.timeout,
+                         on_progress=lambda j: bar.update(j.progress, f"{j.status} {j.stage or ''}".strip()))
+            bar.done(job.status)
+        result["job"] = as_dict(job)
+        if args.download and job.status == "succeeded":
+            bars: dict[str, Callable] = {}
+            paths = c.download(job.id, args.download, progress=lambda a, d, t: bars.setdefault(
+                a.id, _bytes_bar(f"download {a.name}", show))(d, t))
+            result["files"] = [str(p) for p in paths]
+        if job.finished and job.status != "succeeded":
+            print(f"job {job.id} {job.status}: {job.error or 'no reason given'}", file=sys.stderr)
+    text = _job_line(job) + "".join(f"\n{p}" for p in result.get("files", []))
+    _emit(args, result, text)
+    return _job_exit(job)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        page = c.jobs(status=args.status, limit=args.limit)
+    lines = [f"{'ID':<29} {'STATUS':<10} {'PROGRESS':>8}  {'RECIPE':<16} CREATED"]
+    for j in page.items:
+        created = j.created_at.strftime("%Y-%m-%d %H:%M:%S") if j.created_at else ""
+        lines.append(f"{j.id:<29} {j.status:<10} {j.progress * 100:7.0f}%  {(j.recipe or 'pipeline'):<16} {created}")
+    lines.append(f"({len(page.items)} of {page.total})")
+    _emit(args, as_dict(page), "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        job = c.job(args.id)
+        payload: dict[str, Any] = {"job": as_dict(job)}
+        text = _job_line(job)
+        if job.status == "succeeded":
+            m = c.metrics(job.id).metrics or {}
+            payload["metrics"] = m
+            if m:
+                text += (f"\nsize {_human(m.get('size_bytes_before', 0))} -> {_human(m.get('size_bytes_after', 0))}"
+                         f" (x{m.get('compression_ratio', 0)}), output cosine {m.get('output_mean_cosine')}")
+    _emit(args, payload, text)
+    return _job_exit(job)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    show = _show_progress(args)
+    bars: dict[str, Callable] = {}
+    with _client(args) as c:
+        paths = c.download(args.id, args.dir, progress=lambda a, d, t: bars.setdefault(
+            a.id, _bytes_bar(f"download {a.name}", show))(d, t))
+    _emit(args, {"files": [str(p) for p in paths]}, "\n".join(str(p) for p in paths))
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        job = c.cancel(args.id)
+    _emit(args, as_dict(job), _job_line(job) + (" (cancel requested)" if job.status == "running" else ""))
+    return EXIT_OK
+
+
+def _run(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except WaitTimeout as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_API
+        except ApiError as exc:
+            print(f"error: HTTP {exc.status}: {exc.message}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"error": {"status": exc.status, "detail": exc.detail}}))
+            return EXIT_API
+        except ModelpressError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"error": {"status": None, "detail": str(exc)}}))
+            return EXIT_API
+        except KeyboardInterrupt:
+            return 130
+    return wrapped
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the client commands to the `modelpress` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("MODELPRESS_URL", DEFAULT_URL),
+                        help="API base URL (env MODELPRESS_URL; default %(default)s)")
+    common.add_argument("--api-key", default=os.environ.get("MODELPRESS_API_KEY"),
+                        help="API key sent as 'Authorization: Bearer' (env MODELPRESS_API_KEY)")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts (no progress bars)")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("submit", parents=[common], help="upload a model (or use an id) and submit a job")
+    p.add_argument("model", metavar="MODEL", help="model file to upload, or an uploaded model id (mdl_…)")
+    p.add_argument("--recipe", help="preset recipe (GET /v1/recipes), e.g. int8")
+    p.add_argument("--pipeline", help="pipeline JSON, or @file.json")
+    p.add_argument("--architecture", help="built-in architecture for bare weights, e.g. lenet-300-100")
+    p.add_argument("--options", help='loader options JSON, e.g. \'{"input_shape": [1, 784]}\'')
+    p.add_argument("--device", choices=["cpu", "gpu"])
+    p.add_argument("--idempotency-key", help="default: a fresh uuid (retries reuse it)")
+    p.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 if it fails")
+    p.add_argument("--download", metavar="DIR", help="wait, then download the artifacts into DIR")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait at most (exit 3 after)")
+    p.set_defaults(func=_run(cmd_submit))
+
+    p = sub.add_parser("jobs", parents=[common], help="list jobs")
+    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=_run(cmd_jobs))
+
+    p = sub.add_parser("status", parents=[common], help="one job's state (and metrics once it succeeded)")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=_run(cmd_status))
+
+    p = sub.add_parser("download", parents=[common], help="download a job's artifacts (or one artifact)")
+    p.add_argument("id", metavar="ID", help="job id (all its artifacts) or artifact id")
+    p.add_argument("--dir", default=".", help="target folder (default: current)")
+    p.set_defaults(func=_run(cmd_download))
+
+    p = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=_run(cmd_cancel))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (`python -m mpclient`), same commands as `modelpress`."""
+    parser = argparse.ArgumentParser(prog="modelpress", description="modelpress client")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
