@@ -174,7 +174,9 @@ def main() -> int:
         stats: dict = {"codes": {}}
 
         async def run():
-            limits = httpx.Limits(max_connections=args.pollers + args.uploads + 10)
+            # Expire idle keep-alive connections before uvicorn's 5 s server-side
+            # timeout does, or a request can race the server closing its socket.
+            limits = httpx.Limits(max_connections=args.pollers + args.uploads + 10, keepalive_expiry=2.0)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300, limits=limits) as client:
                 for _ in range(100):
                     try:
