@@ -17,7 +17,7 @@ from compression.architectures import build_architecture
 from compression.container import write_container
 from compression.encoding import raw
 from compression.errors import CompressionError, JobCancelled
-from compression.formats import LoadedModel, load_model
+from compression.formats import LoadedModel, hf_folder, load_model
 from compression.methods.base import CompressionState
 from compression.outputs import max_abs_diff, mean_cosine, run
 from compression.pipeline import PipelineSpec
@@ -29,6 +29,7 @@ __all__ = ["ArtifactFile", "CompressionError", "JobCancelled", "JobHooks", "JobO
 # overall progress at the start of each phase
 _LOAD, _STAGES, _EXPORT, _VERIFY, _DONE = 0.0, 0.05, 0.7, 0.85, 1.0
 CONTAINER_NAME = "model.mpz"
+HF_FOLDER_NAME = "model-hf.zip"
 
 
 @dataclass
@@ -40,7 +41,7 @@ class JobHooks:
 @dataclass
 class ArtifactFile:
     name: str
-    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "report"
+    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "hf-folder" | "report"
     path: Path
 
 
@@ -81,8 +82,9 @@ def _copy(loaded: LoadedModel, path: Path, fmt: str, options: dict, seed: int) -
         return load_model(path, fmt, options, seed=seed).model
 
 
-def _compress(spec: PipelineSpec, model: torch.nn.Module, progress: _Run) -> CompressionState:
-    state = CompressionState(model, {}, spec.seed)
+def _compress(spec: PipelineSpec, model: torch.nn.Module, progress: _Run,
+              calibration: list[tuple] | None = None) -> CompressionState:
+    state = CompressionState(model, {}, spec.seed, calibration=calibration)
     width = (_EXPORT - _STAGES) / len(spec.stages)
     for i, stage in enumerate(spec.stages):
         base = _STAGES + width * i
@@ -97,18 +99,21 @@ def _compress(spec: PipelineSpec, model: torch.nn.Module, progress: _Run) -> Com
 
 
 def run_compression_job(model_path: Path, model_format: str, model_options: dict, pipeline: PipelineSpec,
-                        out_dir: Path, hooks: JobHooks = JobHooks()) -> JobOutput:
+                        out_dir: Path, hooks: JobHooks = JobHooks(),
+                        calibration: list[tuple] | None = None) -> JobOutput:
+    """`calibration`: optional batches (inputs..., [int targets]) for data-driven stages (saliency pruning)."""
     model_path, out_dir, options = Path(model_path), Path(out_dir), dict(model_options or {})
     progress = _Run(hooks)
     progress.at("load", _LOAD)
     start = time.perf_counter()
     loaded = load_model(model_path, model_format, options, seed=pipeline.seed)
     inputs = loaded.sample_inputs
-    reference = run(loaded.model, inputs)
+    probe = loaded.probe or run   # hf-folder: pooled, normalised sentence embeddings
+    reference = probe(loaded.model, inputs)
     compressed = _copy(loaded, model_path, model_format, options, pipeline.seed)
     progress.timed("load", start)
 
-    state = _compress(pipeline, compressed, progress)
+    state = _compress(pipeline, compressed, progress, calibration)
 
     progress.at("export", _EXPORT)
     start = time.perf_counter()
@@ -117,6 +122,8 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     encodings = {k: state.encodings.get(k) or raw(v) for k, v in weights.items()}
     origin = {"format": model_format, "architecture": loaded.architecture,
               "sha256": _sha256(model_path), "size_bytes": model_path.stat().st_size}
+    if loaded.hf is not None:   # the container rebuilds the model from this config (see CONTAINER.md)
+        origin["hf_config"] = loaded.hf.config
     container = out_dir / CONTAINER_NAME
     container_bytes = write_container(container, encodings, origin=origin, pipeline=pipeline.model_dump(mode="json"))
     artifacts = [ArtifactFile(container.name, "container", container),
@@ -125,7 +132,12 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         "format": "pt", "modelpress.architecture": loaded.architecture or "", "modelpress.origin_format": model_format})
     notes = []
     # programs are written before the compressed model ever runs, so forward-time mutation cannot leak in
-    if model_format == "torchscript":
+    if loaded.hf is not None:
+        artifacts.append(ArtifactFile(HF_FOLDER_NAME, "hf-folder", out_dir / HF_FOLDER_NAME))
+        hf_folder.write_folder_zip(artifacts[-1].path, artifacts[1].path, loaded.hf)
+        notes.append("hf-folder: the runnable artifact is model-hf.zip (transformers.AutoModel.from_pretrained); "
+                     "no .pt2/ONNX export yet")
+    elif model_format == "torchscript":
         artifacts.append(ArtifactFile("model.torchscript.pt", "torchscript", out_dir / "model.torchscript.pt"))
         export.write_torchscript(compressed, inputs, artifacts[-1].path)
     else:
@@ -140,13 +152,18 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
 
     progress.at("verify", _VERIFY)
     start = time.perf_counter()
-    compressed_out = run(compressed, inputs)
+    compressed_out = probe(compressed, inputs)
     arch = loaded.architecture
     checks = {container.name: verify.verify_container(container, weights, inputs, compressed_out,
-                                                      None if arch else model_path)}
+                                                      None if arch or loaded.hf else model_path, probe)}
+    build = (lambda: build_architecture(arch)) if arch else \
+        (lambda: hf_folder.module_from_config(loaded.hf.config)) if loaded.hf else None
     checks["model.safetensors"] = verify.verify_safetensors(
-        artifacts[1].path, weights, (lambda: build_architecture(arch)) if arch else None, inputs, compressed_out)
+        artifacts[1].path, weights, build, inputs, compressed_out, probe)
     for art in artifacts[2:]:
+        if art.kind == "hf-folder":
+            checks[art.name] = verify.verify_hf_folder(art.path, weights, inputs, compressed_out, probe)
+            continue
         load = export.load_own_torchscript if art.kind == "torchscript" else export.load_own_pt2
         checks[art.name] = verify.verify_program(art.path, load, inputs, compressed_out)
         progress.at("verify", _VERIFY + (_DONE - _VERIFY) * 0.9 * len(checks) / (len(artifacts) + 1))
@@ -154,9 +171,11 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
 
     params_before, _ = parameter_counts(loaded.model)
     params_after, nonzero_after = parameter_counts(compressed)
-    size_before = origin["size_bytes"]
+    # hf-folder: the dense weights in the upload (the archive also holds tokenizer files, README, ...)
+    size_before = loaded.weights_bytes or origin["size_bytes"]
     metrics = {
         "size_bytes_before": size_before,
+        "upload_bytes": origin["size_bytes"],
         "size_bytes_after": container_bytes,
         "compression_ratio": round(size_before / container_bytes, 4),
         "artifact_bytes": {a.name: a.path.stat().st_size for a in artifacts},

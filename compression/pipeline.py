@@ -42,3 +42,11 @@ def check_pipeline_against_model(spec: PipelineSpec, summary: dict) -> list[str]
         return []
     names = [layer["name"] for layer in summary.get("layers", [])]
     return [f"stage {i} ({stage.kind}): {p}" for i, stage in enumerate(spec.stages) for p in stage.check_against(names)]
+
+
+def check_pipeline_data(spec: PipelineSpec, has_calibration: bool) -> list[str]:
+    """Stages that need calibration data (e.g. saliency pruning) when none is given."""
+    if has_calibration:
+        return []
+    return [f"stage {i} ({stage.kind}) needs calibration data; none was given"
+            for i, stage in enumerate(spec.stages) if stage.needs_data]
