@@ -26,9 +26,13 @@ def check_weights(name: str, loaded: dict[str, torch.Tensor], expected: dict[str
                                f"not bitwise equal {wrong[:3]}")
 
 
-def check_outputs(name: str, module: torch.nn.Module, inputs: tuple, reference: torch.Tensor) -> float:
+Probe = Callable[[torch.nn.Module, tuple], torch.Tensor]
+
+
+def check_outputs(name: str, module: torch.nn.Module, inputs: tuple, reference: torch.Tensor,
+                  probe: Probe = run) -> float:
     try:
-        out = run(module, inputs)
+        out = probe(module, inputs)
     except Exception as exc:
         raise CompressionError(f"verification of {name} failed: reloaded model does not run: "
                                f"{type(exc).__name__}: {exc}"[:500]) from None
@@ -40,7 +44,7 @@ def check_outputs(name: str, module: torch.nn.Module, inputs: tuple, reference: 
 
 
 def verify_container(path: Path, expected: dict[str, torch.Tensor], inputs: tuple, reference: torch.Tensor,
-                     program: Path | None) -> dict:
+                     program: Path | None, probe: Probe = run) -> dict:
     """Decoded weights must be bitwise what the model holds; the rebuilt module must reproduce its outputs."""
     try:
         state, _ = read_container(path)
@@ -48,18 +52,19 @@ def verify_container(path: Path, expected: dict[str, torch.Tensor], inputs: tupl
         module = load_container_module(path, program=program)
     except ContainerError as exc:
         raise CompressionError(f"verification of {path.name} failed: {exc}") from None
-    return {"weights_bitwise_equal": True, "output_max_abs_diff": check_outputs(path.name, module, inputs, reference)}
+    return {"weights_bitwise_equal": True,
+            "output_max_abs_diff": check_outputs(path.name, module, inputs, reference, probe)}
 
 
 def verify_safetensors(path: Path, expected: dict[str, torch.Tensor], build: Callable[[], torch.nn.Module] | None,
-                       inputs: tuple, reference: torch.Tensor) -> dict:
+                       inputs: tuple, reference: torch.Tensor, probe: Probe = run) -> dict:
     state = load_file(str(path))
     check_weights(path.name, state, expected)
     result: dict = {"weights_bitwise_equal": True}
     if build is not None:
         module = build()
         module.load_state_dict(state, strict=True)
-        result["output_max_abs_diff"] = check_outputs(path.name, module, inputs, reference)
+        result["output_max_abs_diff"] = check_outputs(path.name, module, inputs, reference, probe)
     return result
 
 
@@ -71,3 +76,19 @@ def verify_program(path: Path, load: Callable[[Path], torch.nn.Module], inputs: 
         raise CompressionError(f"verification of {path.name} failed: it does not load: "
                                f"{type(exc).__name__}: {exc}"[:500]) from None
     return {"output_max_abs_diff": check_outputs(path.name, module, inputs, reference)}
+
+
+def verify_hf_folder(path: Path, expected: dict[str, torch.Tensor], inputs: tuple, reference: torch.Tensor,
+                     probe: Probe) -> dict:
+    """The exported folder goes through the same checked loader as an upload (transformers, no remote code)."""
+    from compression.formats import ModelFormatError
+    from compression.formats.archives import ZIP
+    from compression.formats.hf_folder import load_archive
+
+    try:
+        module = load_archive(path, ZIP)[0]
+    except ModelFormatError as exc:
+        raise CompressionError(f"verification of {path.name} failed: it does not load: {exc.message}") from None
+    check_weights(path.name, {k: v for k, v in module.state_dict().items() if k in expected}, expected)
+    return {"weights_bitwise_equal": True,
+            "output_max_abs_diff": check_outputs(path.name, module, inputs, reference, probe)}

@@ -7,6 +7,7 @@ only after an allow-list check of the archive (see torch_export.py).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from compression.architectures import build_architecture, get_architecture
-from compression.formats import safetensors_file, state_dict, torch_export, torchscript
+from compression.formats import archives, hf_folder, safetensors_file, state_dict, torch_export, torchscript
 from compression.formats._errors import REFUSED, UNSUPPORTED, ModelFormatError
 from compression.formats.inputs import SAMPLE_BATCH, inputs_from_options, random_input
 from compression.formats.limits import MAX_MODEL_BYTES
@@ -22,10 +23,11 @@ from compression.formats.summary import build_summary, check_against_architectur
 from compression.formats.torch_zip import STATE_DICT, TORCH_EXPORT, TORCHSCRIPT, classify, open_archive
 
 SAFETENSORS = "safetensors"
-FORMATS = (SAFETENSORS, STATE_DICT, TORCHSCRIPT, TORCH_EXPORT)
+HF_FOLDER = hf_folder.HF_FOLDER
+FORMATS = (SAFETENSORS, STATE_DICT, TORCHSCRIPT, TORCH_EXPORT, HF_FOLDER)
 
 __all__ = ["FORMATS", "LoadedModel", "ModelFormatError", "ModelInfo", "REFUSED", "UNSUPPORTED",
-           "load_model", "load_program", "sniff"]
+           "load_model", "load_program", "sniff", "HF_FOLDER"]
 
 
 @dataclass
@@ -40,6 +42,10 @@ class LoadedModel:
     format: str
     architecture: str | None
     sample_inputs: tuple
+    # how jobs turn outputs into the [batch, features] they compare (None: outputs.run)
+    probe: Callable[[torch.nn.Module, tuple], torch.Tensor] | None = None
+    hf: hf_folder.HFParts | None = None      # hf-folder: config and tokenizer files for export
+    weights_bytes: int | None = None         # hf-folder: size of the uploaded model.safetensors
 
 
 def _detect(path: Path) -> str:
@@ -47,21 +53,27 @@ def _detect(path: Path) -> str:
     if size > MAX_MODEL_BYTES:
         raise ModelFormatError(f"model file is too large ({size} > {MAX_MODEL_BYTES} bytes)")
     with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
+        head = f.read(512)
+    kind = archives.archive_kind(head)
+    if kind == archives.ZIP:
+        return f"{HF_FOLDER}:zip" if hf_folder.is_hf_zip(path) else "zip"
+    if kind == archives.TAR:
+        return f"{HF_FOLDER}:tar"
     if safetensors_file.looks_like_safetensors(head, size):
         return SAFETENSORS
     if head[:1] == b"\x80":   # pickle protocol 2+ (also the legacy torch.save format)
         raise ModelFormatError(f"this is a raw Python pickle: {state_dict.PICKLE_HINT}")
     raise ModelFormatError("not a model file we recognise (expected safetensors, a torch.save state_dict, "
-                           "TorchScript or a torch.export .pt2 archive)", UNSUPPORTED)
+                           "TorchScript, a torch.export .pt2 archive or a Hugging Face model folder as "
+                           ".zip/.tar.gz)", UNSUPPORTED)
 
 
 def sniff(path: Path, *, architecture: str | None = None) -> ModelInfo:
     """Identify and summarise an upload from headers and archive indexes; never runs its code."""
     path = Path(path)
     kind = _detect(path)
+    if kind.startswith(HF_FOLDER):
+        return ModelInfo(HF_FOLDER, hf_folder.sniff_archive(path, kind.split(":")[1]))
     if kind == SAFETENSORS:
         arch = require_architecture(architecture, SAFETENSORS)
         metas = check_against_architecture(safetensors_file.read_header(path), arch)
@@ -99,6 +111,14 @@ def load_model(path: Path, format: str, options: dict, *, seed: int = 0) -> Load
     if format not in FORMATS:
         raise ModelFormatError(f"unknown model format {format!r}")
     detected = _detect(path)
+    if detected.startswith(HF_FOLDER) or format == HF_FOLDER:
+        if not detected.startswith(HF_FOLDER):
+            raise ModelFormatError(f"file is not a {HF_FOLDER} archive")
+        if format != HF_FOLDER:
+            raise ModelFormatError(f"file is {HF_FOLDER}, not {format}")
+        model, inputs, parts, weights_bytes = hf_folder.load_archive(path, detected.split(":")[1], seed)
+        return LoadedModel(model, format, None, inputs, probe=hf_folder.sentence_embeddings, hf=parts,
+                           weights_bytes=weights_bytes)
     if detected == SAFETENSORS:
         if format != SAFETENSORS:
             raise ModelFormatError(f"file is safetensors, not {format}")

@@ -11,3 +11,11 @@ MAX_ZIP_MEMBERS = 100_000
 MAX_TENSORS = 100_000
 MAX_INPUT_ELEMENTS = 16 << 20       # sample input built from options["input_shape"]
 SUMMARY_LAYER_CAP = 500
+
+# archives (Hugging Face folders uploaded as .zip / .tar.gz)
+MAX_ARCHIVE_MEMBERS = 10_000
+MAX_UNPACKED_BYTES = 8 << 30        # all members together, uncompressed
+MAX_ARCHIVE_RATIO = 50              # uncompressed / archive size; model weights barely compress
+RATIO_SLACK_BYTES = 16 << 20        # small archives of text files may compress better
+MAX_CONFIG_BYTES = 1 << 20          # config.json, tokenizer_config.json
+MAX_TOKENIZER_BYTES = 64 << 20      # all tokenizer files together (kept for the exported folder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 from compression.formats._errors import ModelFormatError
 from compression.formats.limits import MAX_SAFETENSORS_HEADER, MAX_TENSORS
@@ -27,10 +28,21 @@ def looks_like_safetensors(head: bytes, size: int) -> bool:
 
 def read_header(path: Path) -> list[TensorMeta]:
     """Every tensor's byte range must lie inside the file, match dtype x shape and not overlap."""
-    size = path.stat().st_size
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        raw = f.read(n)
+        return parse_header(f, Path(path).stat().st_size)
+
+
+def parse_header(f: BinaryIO, size: int) -> list[TensorMeta]:
+    """The same checks on a stream positioned at the start of a safetensors file of `size` bytes
+    (e.g. an archive member): reads the header only, never the tensor data."""
+    prefix = f.read(8)
+    if len(prefix) != 8:
+        raise ModelFormatError("truncated safetensors header")
+    (n,) = struct.unpack("<Q", prefix)
+    if n > min(MAX_SAFETENSORS_HEADER, max(size - 8, 0)):
+        raise ModelFormatError(f"safetensors header length {n} is larger than the file or the limit "
+                               "(truncated or not a safetensors file)")
+    raw = f.read(n)
     if len(raw) != n:
         raise ModelFormatError("truncated safetensors header")
     try:
