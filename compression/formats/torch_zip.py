@@ -46,7 +46,8 @@ def open_archive(path: Path) -> tuple[zipfile.ZipFile, TorchArchive]:
     if len(roots) != 1 or any("/" not in i.filename for i in infos):
         zf.close()
         raise ModelFormatError("zip archive is not a PyTorch archive (torch archives keep all members "
-                               "in one top-level folder)", UNSUPPORTED)
+                               "in one top-level folder) nor a Hugging Face model folder (no config.json)",
+                               UNSUPPORTED)
     root = roots.pop()
     members = {i.filename.split("/", 1)[1]: i for i in infos if not i.is_dir()}
     if any(".." in n.split("/") for n in members):
@@ -66,4 +67,5 @@ def classify(archive: TorchArchive) -> str:
     if "serialized_exported_program.json" in names:
         raise ModelFormatError("this torch.export archive uses the pre-2.8 layout; re-save it with "
                                "torch.export.save from a current PyTorch")
-    raise ModelFormatError("zip archive is not a PyTorch model archive", UNSUPPORTED)
+    raise ModelFormatError("zip archive is not a PyTorch model archive nor a Hugging Face model folder "
+                           "(no config.json)", UNSUPPORTED)
