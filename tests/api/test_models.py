@@ -96,3 +96,61 @@ def test_list_pagination(client, lenet_file, tmp_path):
     assert page["total"] == 3 and len(page["items"]) == 2 and page["next_offset"] == 2
     rest = client.get("/v1/models", params={"limit": 2, "offset": 2}).json()
     assert len(rest["items"]) == 1 and rest["next_offset"] is None
+
+
+def _hf_zip(tmp_path, name: str, members: dict[str, bytes]):
+    import zipfile
+
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for member, data in members.items():
+            info = zipfile.ZipInfo("x")
+            info.filename = member   # written as given, like a hostile tool would
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return path
+
+
+def test_minilm_folder_upload_is_summarised(embedded_settings, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from tests.helpers import zip_minilm
+
+    path = zip_minilm(tmp_path / "minilm.pt")   # the extension lies; content decides
+    big = embedded_settings.model_copy(update={"max_upload_bytes": 200 << 20})
+    with TestClient(create_app(big, run_reaper=False)) as c:
+        resp = upload(c, path, architecture=None)
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    s = body["summary"]
+    assert body["format"] == "hf-folder"
+    assert s["model_type"] == "bert" and s["architectures"] == ["BertModel"] and s["layers_count"] == 6
+    assert s["parameters"] == 22_713_216 and s["hidden_size"] == 384 and "tokenizer.json" in s["tokenizer"]
+
+
+def test_hostile_archives_are_4xx_and_nothing_stored(client, embedded_settings, tmp_path):
+    import json
+
+    config = json.dumps({"model_type": "bert", "vocab_size": 8, "hidden_size": 4}).encode()
+    weights = b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b" " * 14
+    cases = {
+        "traversal.zip": {"m/config.json": config, "m/model.safetensors": weights, "../evil": b"x"},
+        "absolute.zip": {"config.json": config, "model.safetensors": weights, "/tmp/evil": b"x"},
+        "remote-code.zip": {"config.json": json.dumps({"model_type": "bert", "auto_map": {"AutoModel": "x.Y"}}).encode(),
+                            "model.safetensors": weights},
+        "no-weights.zip": {"config.json": config},
+        "bad-weights.zip": {"config.json": config, "model.safetensors": b"\xff" * 32},
+        "bomb.zip": {"config.json": config, "model.safetensors": weights, "zeros.bin": bytes(64 << 20)},
+    }
+    for name, members in cases.items():
+        resp = upload(client, _hf_zip(tmp_path, name, members), architecture=None)
+        assert resp.status_code == 422, (name, resp.text)
+        assert resp.json()["detail"], name
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(_hf_zip(tmp_path, "t.zip", cases["no-weights.zip"]).read_bytes()[:40])
+    assert upload(client, truncated, architecture=None).status_code == 415
+    assert client.get("/healthz").status_code == 200
+    assert _stored_files(embedded_settings) == []
+    assert client.get("/v1/models").json()["total"] == 0
+    assert not (tmp_path.parent / "evil").exists()
