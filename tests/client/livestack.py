@@ -37,7 +37,7 @@ def _serve(app, port: int):
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+                                           lifespan="on", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -83,3 +83,33 @@ def live_stack(tmp_path_factory):
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@dataclass
+class AuthServer:
+    url: str
+    key_a: str
+    key_b: str
+
+
+@pytest.fixture
+def auth_server(tmp_path):
+    """The embedded default (SQLite, no worker: jobs stay queued) with authentication on,
+    served over real HTTP; two tenants' keys."""
+    from api.app import create_app
+    from storage.keys import create_key
+    from storage.migrate import upgrade
+
+    settings = Settings(home=tmp_path / "home", auth_enabled=True, queue_prefix=f"mp-{secrets.token_hex(4)}")
+    settings.home.mkdir(parents=True)
+    upgrade(settings.resolved_database_url)
+    app = create_app(settings, run_reaper=False)
+    with app.state.runtime.sessions() as session:
+        _, key_a = create_key(session, "tenant-a", "test a")
+        _, key_b = create_key(session, "tenant-b", "test b")
+    server, thread = _serve(app, free_port())
+    try:
+        yield AuthServer(url=f"http://127.0.0.1:{server.config.port}", key_a=key_a, key_b=key_b)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -13,7 +13,8 @@ import httpx
 import pytest
 import torch
 
-from tests.client.livestack import live_stack  # noqa: F401  (module-scoped fixture)
+from mpclient import Client
+from tests.client.livestack import auth_server, live_stack  # noqa: F401  (fixtures)
 from tests.conftest import IN_CI
 
 CHROMIUM = os.environ.get("MODELPRESS_CHROMIUM", "/usr/bin/chromium")
@@ -51,7 +52,8 @@ def page(browser, tmp_path):
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    # 401s are expected before the API key is set; the browser logs each failed fetch.
+    pg.on("console", lambda m: m.type == "error" and "status of 401" not in m.text and errors.append(m.text))
     yield pg
     ctx.close()
     assert not errors, errors
@@ -85,10 +87,15 @@ def test_upload_int8_charts_download(page, live_stack, lenet_file, tmp_path):
 
     assert page.input_value("#recipe") == "int8"
     assert page.input_value("#model").startswith("mdl_")
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if "/v1/jobs/job_" in r.url and r.method == "GET" else None)
     page.click("#submit-job")
     page.wait_for_url("**/ui/#/jobs/job_*", timeout=15_000)
     job_id = page.url.rsplit("/", 1)[1]
     page.locator('#job .badge[data-status="succeeded"]').wait_for(timeout=120_000)
+    # live through EventSource, not polling: one GET of the job, one event stream
+    assert sum(u.endswith(f"/v1/jobs/{job_id}") for u in polls) == 1, polls
+    assert sum(u.endswith(f"/v1/jobs/{job_id}/events") for u in polls) >= 1, polls
     page.locator("#charts svg").first.wait_for(timeout=15_000)
     for chart in ("#chart-size", "#chart-fidelity", "#chart-bits"):
         assert page.locator(f"{chart} svg rect").count() >= 1, chart
@@ -147,3 +154,30 @@ def test_stage_forms_and_failure_in_plain_words(page, live_stack, tmp_path):
     failure.wait_for(timeout=60_000)
     assert "input shape" in failure.inner_text()
     page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+
+
+def test_api_key_field_and_live_updates_with_auth(page, auth_server, lenet_file):
+    """With auth on, the key from the dashboard's field (localStorage) is sent on every call,
+    including the event stream (a streamed fetch, since EventSource cannot send headers)."""
+    with Client(auth_server.url, api_key=auth_server.key_a) as c:
+        model = c.upload_model(lenet_file, architecture="lenet-300-100")
+        job = c.submit(model.id, recipe="int8")  # no worker here: it stays queued
+    page.goto(auth_server.url + "/ui/")
+    page.locator("#jobs .error").wait_for(timeout=10_000)
+    assert "API key" in page.locator("#jobs .error").inner_text()
+    page.click(".key summary")
+    page.fill("#api-key", auth_server.key_a)
+    page.click("#save-key")
+    page.locator(f'tr[data-job="{job.id}"] .badge[data-status="queued"]').wait_for(timeout=10_000)
+    assert page.evaluate("localStorage.getItem('modelpress.apiKey')") == auth_server.key_a
+
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if f"/v1/jobs/{job.id}" in r.url else None)
+    page.goto(f"{auth_server.url}/ui/#/jobs/{job.id}")
+    page.locator('#job .badge[data-status="queued"]').wait_for(timeout=10_000)
+    page.wait_for_timeout(700)
+    with Client(auth_server.url, api_key=auth_server.key_a) as c:
+        c.cancel(job.id)  # from outside the page: the stream must bring the change
+    page.locator('#job .badge[data-status="cancelled"]').wait_for(timeout=10_000)
+    assert sum(u.endswith(f"/v1/jobs/{job.id}") for u in requests) == 1, requests
+    assert any(u.endswith("/events") for u in requests)
