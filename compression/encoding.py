@@ -212,7 +212,9 @@ def _sparse(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     from compression.coding import sparse_index
     gaps = _np(parts["gaps"]).astype("int64")
     values = parts["values"].reshape(-1)
-    dense, _ = sparse_index.decode(gaps, _np(values.to(torch.float32)), enc.numel, int(enc.params["bits"]))
+    if values.dtype in (torch.bfloat16, torch.float16):   # numpy has no bfloat16; widening is exact
+        values = values.to(torch.float32)
+    dense, _ = sparse_index.decode(gaps, _np(values), enc.numel, int(enc.params["bits"]))
     return torch.from_numpy(dense).to(STORAGE_DTYPES[enc.dtype]).reshape(enc.shape)
 
 

@@ -128,7 +128,10 @@ def sparse_node(w: torch.Tensor, mask: torch.Tensor, encode_entries: Callable[[t
     m = mask.reshape(-1).numpy()
     if index_bits is None:
         index_bits, _ = sparse_index.choose_bits(m, value_bits, candidates=range(2, 13), estimator=_fixed_gap_bits)
-    gaps, entries = sparse_index.encode(w.detach().reshape(-1).numpy(), m, index_bits)
+    flat = w.detach().reshape(-1)
+    if flat.dtype in (torch.bfloat16, torch.float16):   # numpy has no bfloat16; widening is exact
+        flat = flat.float()
+    gaps, entries = sparse_index.encode(flat.numpy(), m, index_bits)
     values = encode_entries(torch.from_numpy(entries.copy()))
     return Encoded("sparse", tuple(w.shape), dtype_name(w.dtype), {"bits": int(index_bits)},
                    {"gaps": bitpacked(gaps, index_bits, "uint8" if index_bits <= 8 else "int32"), "values": values})

@@ -213,3 +213,13 @@ def test_masked_and_centroid_finetuning(lenet):
     assert ((w != 0) <= state.masks["fc1.weight"]).all()
     for n in WEIGHTS:
         assert bitwise_equal(decode(encodings[n]), lenet.get_parameter(n).detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_pruned_non_float32_weights_round_trip(tmp_path, dtype):
+    torch.manual_seed(0)
+    model = build_architecture("lenet-300-100").to(dtype)
+    state = _run(model, [{"kind": "prune", "sparsity": 0.5}])
+    path, _, weights = _container(tmp_path, model, state)
+    decoded, _ = read_container(path)
+    assert all(bitwise_equal(decoded[k], v) for k, v in weights.items())
