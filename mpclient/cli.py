@@ -29,6 +29,7 @@ class Bar:
         self.tty = self.stream.isatty()
         self._last_plain = -1.0
         self._last_draw = 0.0
+        self._last_word = self._last_line = ""
 
     def update(self, fraction: float, note: str = "") -> None:
         if not self.enabled:
@@ -44,10 +45,14 @@ class Bar:
             self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}% {note}"
                               "\x1b[K")
             self.stream.flush()
-        elif fraction >= 1.0 or fraction - self._last_plain >= 0.25 or (note and self._last_plain < 0):
-            self._last_plain = fraction
-            self.stream.write(f"{self.label}: {fraction * 100:.0f}% {note}".rstrip() + "\n")
-            self.stream.flush()
+        else:
+            line = f"{self.label}: {fraction * 100:.0f}% {note}".rstrip()
+            word = note.split(" ")[0] if note and not note[0].isdigit() else ""
+            step = fraction - self._last_plain >= 0.25 or (fraction >= 1.0 > self._last_plain)
+            if line != self._last_line and (step or word != self._last_word):
+                self._last_plain, self._last_word, self._last_line = fraction, word, line
+                self.stream.write(line + "\n")
+                self.stream.flush()
 
     def done(self, note: str = "") -> None:
         if not self.enabled:

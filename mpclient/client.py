@@ -215,7 +215,7 @@ class Client:
                 raise WaitTimeout(job)
             if streaming:
                 try:
-                    for name, data in self.events(job_id, max_seconds=max(1.0, left) if left else None):
+                    for name, data in self.events(job_id, max_seconds=max(1.0, left) if left and left < 300 else None):
                         if name == "job":
                             job = Job.from_dict(data)
                             report(job)
