@@ -18,7 +18,7 @@ from compression.architectures import build_architecture, get_architecture
 from compression.formats import archives, hf_folder, safetensors_file, state_dict, torch_export, torchscript
 from compression.formats._errors import REFUSED, UNSUPPORTED, ModelFormatError
 from compression.formats.inputs import SAMPLE_BATCH, inputs_from_options, random_input
-from compression.formats.limits import MAX_MODEL_BYTES
+from compression.formats.limits import MAX_MODEL_BYTES, MAX_ZIP_MEMBERS
 from compression.formats.summary import build_summary, check_against_architecture, require_architecture
 from compression.formats.torch_zip import STATE_DICT, TORCH_EXPORT, TORCHSCRIPT, classify, open_archive
 
@@ -56,6 +56,9 @@ def _detect(path: Path) -> str:
         head = f.read(512)
     kind = archives.archive_kind(head)
     if kind == archives.ZIP:
+        count = archives.zip_entry_count(path)
+        if count is not None and count > MAX_ZIP_MEMBERS:
+            raise ModelFormatError(f"archive has too many members ({count} > {MAX_ZIP_MEMBERS})")
         return f"{HF_FOLDER}:zip" if hf_folder.is_hf_zip(path) else "zip"
     if kind == archives.TAR:
         return f"{HF_FOLDER}:tar"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -34,6 +35,17 @@ def archive_kind(head: bytes) -> str | None:
     if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
         return TAR
     return None
+
+
+def zip_entry_count(path: Path) -> int | None:
+    """Entries declared by the end-of-central-directory record, read before zipfile builds a
+    ZipInfo per entry (millions of tiny entries would otherwise cost gigabytes). None: no record."""
+    try:
+        with open(path, "rb") as f:
+            end = zipfile._EndRecData(f)   # the same reader ZipFile uses; private but long stable
+    except (OSError, zipfile.BadZipFile, ValueError, struct.error):
+        return None
+    return None if not end else end[4]
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,14 @@ def test_too_many_members(tmp_path, tiny_folder, monkeypatch):
     assert "too many members" in refused(make_zip(tmp_path / "m.zip", members))
 
 
+def test_huge_zip_directories_are_refused_before_listing(tmp_path, tiny_folder, monkeypatch):
+    import compression.formats as formats
+
+    monkeypatch.setattr(formats, "MAX_ZIP_MEMBERS", 5)
+    members = {**tiny_folder, **{f"extra{i}.txt": b"x" for i in range(10)}}
+    assert "too many members (12 > 5)" in refused(make_zip(tmp_path / "m.zip", members))
+
+
 @pytest.mark.parametrize("name", ["../evil", "tiny/../../evil", "/tmp/evil"])
 def test_path_traversal_members_are_refused(tmp_path, tiny_folder, name):
     zpath = make_zip(tmp_path / "m.zip", tiny_folder)
