@@ -40,13 +40,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _serve(host: str, port: int) -> None:
+def _serve(host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from api.app import create_app
 
     print(f"modelpress API on http://{host}:{port}  (docs: http://{host}:{port}/docs)", flush=True)
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    if workers > 1:  # separate processes: uvicorn needs an import string
+        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    else:
+        uvicorn.run(create_app(), host=host, port=port, log_level="info")
 
 
 def _unsafe_bind(args: argparse.Namespace) -> bool:
@@ -82,7 +85,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     if _unsafe_bind(args):
         return 2
-    _serve(args.host, args.port)
+    _serve(args.host, args.port, args.workers)
     return 0
 
 
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--allow-remote", action="store_true", help="listen on a non-loopback address without auth")
+    api.add_argument("--workers", type=int, default=1, help="API processes (each runs a reaper thread)")
     api.set_defaults(func=cmd_api)
 
     worker = sub.add_parser("worker", help="start a Celery worker")

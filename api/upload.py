@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from storage.blobs import BlobStore, BlobTooLarge, PendingBlob
@@ -20,7 +21,7 @@ class ParsedUpload:
 
 
 async def receive_upload(request: Request, store: BlobStore, file_field: str, max_bytes: int,
-                         too_large: str | None = None) -> ParsedUpload:
+                         too_large: str | None = None, chunk_bytes: int = 1024 * 1024) -> ParsedUpload:
     """Parse a multipart body; the caller must commit or discard ``result.blob``.
 
     ``too_large`` is the 413 message (default: the size limit)."""
@@ -74,8 +75,16 @@ async def receive_upload(request: Request, store: BlobStore, file_field: str, ma
         on_headers_finished=on_headers_finished, on_part_data=on_part_data, on_part_end=on_part_end,
     ))
     try:
+        # Parsing, hashing and writing happen in a worker thread, a batch of
+        # about chunk_bytes at a time, so concurrent uploads never stall the
+        # event loop that answers every other request.
+        batch = bytearray()
         async for chunk in request.stream():
-            parser.write(chunk)
+            batch += chunk
+            if len(batch) >= chunk_bytes:
+                await run_in_threadpool(parser.write, bytes(batch))
+                batch.clear()
+        await run_in_threadpool(parser.write, bytes(batch))
         parser.finalize()
     except BlobTooLarge:
         _discard(store, result)

@@ -44,10 +44,15 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (uvicorn's workers)."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_mb(int(child))
+    return total
 
 
 def pct(values: list[float], q: float) -> float:
@@ -148,6 +153,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--job-timeout", type=float, default=900)
+    parser.add_argument("--api-processes", type=int, default=2)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="modelpress-load-"))
@@ -164,7 +170,8 @@ def main() -> int:
     procs = []
     try:
         subprocess.run([sys.executable, "-m", "api.cli", "migrate"], env=env, cwd=ROOT, check=True)
-        api = subprocess.Popen([sys.executable, "-m", "api.cli", "api", "--port", str(port)], env=env, cwd=ROOT,
+        api = subprocess.Popen([sys.executable, "-m", "api.cli", "api", "--port", str(port),
+                                "--workers", str(args.api_processes)], env=env, cwd=ROOT,
                                stdout=open(work / "api.log", "wb"), stderr=subprocess.STDOUT)
         procs.append(api)
         procs.append(subprocess.Popen([sys.executable, "-m", "api.cli", "worker", "--concurrency", str(args.workers)],

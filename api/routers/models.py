@@ -42,9 +42,10 @@ async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settin
     if quota_left < settings.max_upload_bytes:
         upload = await receive_upload(request, blobs, "file", max(quota_left, 0),
                                       f"storage quota of {settings.tenant_storage_quota_bytes} bytes exceeded; "
-                                      f"{max(quota_left, 0)} bytes left")
+                                      f"{max(quota_left, 0)} bytes left", settings.upload_chunk_bytes)
     else:
-        upload = await receive_upload(request, blobs, "file", settings.max_upload_bytes)
+        upload = await receive_upload(request, blobs, "file", settings.max_upload_bytes,
+                                      chunk_bytes=settings.upload_chunk_bytes)
     pending = upload.blob
     try:
         options = _parse_options(upload.fields)
