@@ -223,3 +223,16 @@ def test_pruned_non_float32_weights_round_trip(tmp_path, dtype):
     path, _, weights = _container(tmp_path, model, state)
     decoded, _ = read_container(path)
     assert all(bitwise_equal(decoded[k], v) for k, v in weights.items())
+
+
+def test_saliency_pruning_through_the_job_with_calibration(tmp_path, lenet_safetensors):
+    spec = parse_pipeline({"stages": [{"kind": "prune", "sparsity": 0.6, "criterion": "saliency"},
+                                      {"kind": "share", "bits": 4}, {"kind": "huffman"}]})
+    torch.manual_seed(3)
+    calibration = [(torch.rand(32, 784), torch.randint(0, 10, (32,))) for _ in range(2)]
+    with pytest.raises(CompressionError, match="calibration"):
+        run_compression_job(lenet_safetensors, "safetensors", {"architecture": "lenet-300-100"}, spec, tmp_path / "a")
+    out = run_compression_job(lenet_safetensors, "safetensors", {"architecture": "lenet-300-100"}, spec,
+                              tmp_path / "b", calibration=calibration)
+    fc2 = next(r for r in out.metrics["layers"] if r["name"] == "fc2.weight")
+    assert abs(fc2["density"] - 0.4) < 1e-3 and fc2["codebook_size"] == 16
