@@ -17,7 +17,7 @@ from api.deps import OwnerDep, RuntimeDep, SessionDep
 from api.pagination import paginate
 from api.routers.models import get_owned_model
 from api.schemas import ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut
-from compression.pipeline import check_pipeline_against_model, parse_pipeline
+from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES
 from storage import jobs as job_state
 from storage.models import Artifact, Job, JobStatus, utcnow
@@ -46,7 +46,9 @@ def _validated_pipeline(body: JobCreate, model_summary: dict) -> dict:
         raise RequestValidationError(
             [{**err, "loc": (*where, *err["loc"])} for err in exc.errors(include_url=False)]
         ) from None
-    problems = check_pipeline_against_model(spec, model_summary)
+    # Datasets do not reach jobs yet, so a stage that needs calibration data
+    # cannot run: say so now rather than fail an hour later.
+    problems = check_pipeline_against_model(spec, model_summary) + check_pipeline_data(spec, has_calibration=False)
     if problems:
         raise RequestValidationError([{"loc": where, "type": "value_error", "msg": p} for p in problems])
     return spec.model_dump(mode="json")

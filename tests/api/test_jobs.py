@@ -134,3 +134,16 @@ def test_submit_survives_a_broker_outage(embedded_settings, lenet_file):
         model_id = upload(c, lenet_file).json()["id"]
         resp = c.post("/v1/jobs", json={"model_id": model_id, "recipe": "int8"})
         assert resp.status_code == 201 and resp.json()["status"] == "queued"
+
+
+def test_stage_needing_calibration_data_is_422_at_submit(client, model_id):
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "pipeline": {
+        "stages": [{"kind": "prune", "sparsity": 0.5, "criterion": "saliency"}]}})
+    assert resp.status_code == 422 and "calibration data" in str(resp.json()["detail"])
+    assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_deep_compression_recipe_is_accepted(client, model_id):
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "recipe": "deep-compression"})
+    assert resp.status_code == 201, resp.text
+    assert [s["kind"] for s in resp.json()["pipeline"]["stages"]] == ["prune", "share", "huffman"]

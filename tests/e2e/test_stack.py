@@ -201,3 +201,21 @@ def test_minilm_folder_int8_end_to_end(stack, tmp_path):
           f"job cosine {metrics['output_mean_cosine']}, reloaded-container cosine {cosine:.5f}, "
           f"job {elapsed:.1f}s (worker timings {metrics['elapsed_seconds']})")
     assert cosine >= 0.9
+
+
+def test_deep_compression_pipeline_through_the_api(stack, lenet_file, tmp_path):
+    """prune -> share -> huffman on a real worker; the container is what is reported and downloaded."""
+    client, spawn, log = stack
+    spawn()
+    model = upload(client, lenet_file).json()
+    job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "deep-compression"}).json()
+    done = wait_finished(client, job["id"], timeout=180)
+    assert done["status"] == "succeeded", (done, log.read_text()[-3000:])
+    metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]
+    assert metrics["size_bytes_before"] / metrics["size_bytes_after"] > 8
+    assert metrics["nonzero_parameters_after"] < 0.3 * metrics["parameters_after"]
+    container = next(a for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json() if a["kind"] == "container")
+    assert container["size_bytes"] == metrics["size_bytes_after"]
+    path = tmp_path / "dc.mpz"
+    path.write_bytes(download_and_check(client, container))
+    reload_container_and_check(path)
