@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 import web
 from api.routers import artifacts, catalog, events, health, jobs, models
 from api.limits import RateLimiter
+from api.schemas import ERROR_RESPONSES
 from api.settings import Settings, get_settings
 from workers.reaper import Reaper
 from workers.runtime import make_runtime
@@ -42,8 +43,9 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
         return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
                             headers={"Retry-After": "5"})
 
-    for router in (health.router, models.router, jobs.router, events.router, artifacts.router, catalog.router):
-        app.include_router(router)
+    app.include_router(health.router)
+    for router in (models.router, jobs.router, events.router, artifacts.router, catalog.router):
+        app.include_router(router, responses=ERROR_RESPONSES)
 
     # The dashboard: static files, no build step.
     app.mount("/ui", StaticFiles(directory=Path(web.__file__).parent / "static", html=True), name="ui")

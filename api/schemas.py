@@ -100,3 +100,17 @@ class RecipeOut(BaseModel):
     name: str
     description: str
     stages: list[dict]
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx except 422 validation errors: one human-readable message."""
+
+    detail: str
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    401: {"model": ErrorOut, "description": "missing or invalid API key (when authentication is on)"},
+    404: {"model": ErrorOut, "description": "no such object for this tenant"},
+    429: {"model": ErrorOut, "description": "rate or job limit; see Retry-After"},
+    503: {"model": ErrorOut, "description": "database unavailable; see Retry-After"},
+}

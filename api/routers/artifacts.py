@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse
 
 from api.ownership import get_owned
 from api.deps import BlobsDep, OwnerDep, SessionDep
-from api.schemas import ArtifactOut
+from api.schemas import ErrorOut, ArtifactOut
 from storage.models import Artifact
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
@@ -18,7 +18,7 @@ def get_owned_artifact(session, owner: str, artifact_id: str) -> Artifact:
     return get_owned(session, owner, Artifact, artifact_id)
 
 
-@router.get("/{artifact_id}", response_model=ArtifactOut, responses={404: {"description": "unknown id"}})
+@router.get("/{artifact_id}", response_model=ArtifactOut, responses={404: {"model": ErrorOut, "description": "unknown id"}})
 def get_artifact(artifact_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> ArtifactOut:
     art = get_owned_artifact(session, owner, artifact_id)
     return ArtifactOut.model_validate(art).model_copy(
@@ -28,7 +28,7 @@ def get_artifact(artifact_id: str, request: Request, session: SessionDep, owner:
 @router.get("/{artifact_id}/download", name="download_artifact",
             response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Range"},
-                       404: {"description": "unknown id"}})
+                       404: {"model": ErrorOut, "description": "unknown id"}})
 def download_artifact(artifact_id: str, session: SessionDep, owner: OwnerDep, blobs: BlobsDep) -> FileResponse:
     """The artifact's bytes; `X-Checksum-SHA256` and `Repr-Digest` carry its sha256."""
     art = get_owned_artifact(session, owner, artifact_id)

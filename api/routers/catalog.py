@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from api.schemas import RecipeOut
+from api.schemas import ErrorOut, RecipeOut
 from compression.registry import RECIPES, method_schemas
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -20,7 +20,7 @@ def list_recipes() -> list[RecipeOut]:
     return [RecipeOut(name=r.name, description=r.description, stages=r.stages) for r in RECIPES.values()]
 
 
-@router.get("/recipes/{name}", response_model=RecipeOut, responses={404: {"description": "unknown recipe"}})
+@router.get("/recipes/{name}", response_model=RecipeOut, responses={404: {"model": ErrorOut, "description": "unknown recipe"}})
 def get_recipe(name: str) -> RecipeOut:
     r = RECIPES.get(name)
     if r is None:

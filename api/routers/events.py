@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import OwnerDep, RuntimeDep, SessionDep
 from api.routers.jobs import get_owned_job
-from api.schemas import JobOut
+from api.schemas import ErrorOut, JobOut
 from storage.models import Job, JobStatus
 from workers.runtime import Runtime
 
@@ -83,7 +83,7 @@ async def _stream(request: Request, rt: Runtime, owner: str, first: dict, lifeti
     responses={200: {"content": {"text/event-stream": {}},
                      "description": "`event: job` (a JobOut) on every change; `event: end` when the job has "
                                     "finished; `event: reconnect` when the stream's lifetime is up"},
-               404: {"description": "unknown id"}},
+               404: {"model": ErrorOut, "description": "unknown id"}},
 )
 def job_events(job_id: str, request: Request, session: SessionDep, owner: OwnerDep, rt: RuntimeDep,
                max_seconds: float = Query(MAX_STREAM_S, gt=0, le=MAX_STREAM_S,

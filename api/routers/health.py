@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from api.deps import RuntimeDep
@@ -15,7 +16,13 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: dict[str, str]
+
+
+@router.get("/readyz", response_model=ReadyOut,
+            responses={503: {"model": ReadyOut, "description": "a dependency is unreachable"}})
 def readyz(rt: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

@@ -16,7 +16,7 @@ from api.ownership import get_owned
 from api.deps import OwnerDep, RuntimeDep, SessionDep
 from api.pagination import paginate
 from api.routers.models import get_owned_model
-from api.schemas import ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut
+from api.schemas import ErrorOut, ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES
 from storage import jobs as job_state
@@ -26,7 +26,7 @@ from storage.usage import active_jobs
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-NOT_FOUND = {404: {"description": "unknown id"}}
+NOT_FOUND = {404: {"model": ErrorOut, "description": "unknown id"}}
 
 
 def _validated_pipeline(body: JobCreate, model_summary: dict) -> dict:
@@ -61,8 +61,8 @@ def _request_hash(body: JobCreate) -> str:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut,
              responses={**NOT_FOUND, 200: {"description": "an earlier submit with the same Idempotency-Key",
                                           "model": JobOut},
-                        409: {"description": "Idempotency-Key reused with a different body"},
-                        429: {"description": "too many active jobs for this tenant"}})
+                        409: {"model": ErrorOut, "description": "Idempotency-Key reused with a different body"},
+                        429: {"model": ErrorOut, "description": "too many active jobs for this tenant"}})
 def submit_job(
     body: JobCreate, response: Response, session: SessionDep, owner: OwnerDep, rt: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
@@ -134,7 +134,7 @@ def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Job:
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut,
-             responses={**NOT_FOUND, 409: {"description": "job already finished"}})
+             responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "job already finished"}})
 def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Job:
     """Cancel a queued job at once, or ask a running one to stop at its next check."""
     job = get_owned_job(session, owner, job_id)

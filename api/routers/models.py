@@ -10,7 +10,7 @@ from sqlalchemy import select
 from api.pagination import paginate
 from api.ownership import get_owned
 from api.deps import BlobsDep, OwnerDep, RuntimeDep, SessionDep, SettingsDep
-from api.schemas import ModelOut, ModelPage
+from api.schemas import ErrorOut, ModelOut, ModelPage
 from api.upload import receive_upload
 from compression.formats import ModelFormatError, sniff
 from storage.models import Model
@@ -23,8 +23,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelOut,
-    responses={413: {"description": "too large"}, 415: {"description": "not a model file"},
-               422: {"description": "recognised but refused"}},
+    responses={413: {"model": ErrorOut, "description": "too large"}, 415: {"model": ErrorOut, "description": "not a model file"},
+               422: {"model": ErrorOut, "description": "recognised but refused"}},
     openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["file"],
         "properties": {
@@ -108,6 +108,6 @@ def get_owned_model(session, owner: str, model_id: str) -> Model:
     return get_owned(session, owner, Model, model_id)
 
 
-@router.get("/{model_id}", response_model=ModelOut, responses={404: {"description": "unknown id"}})
+@router.get("/{model_id}", response_model=ModelOut, responses={404: {"model": ErrorOut, "description": "unknown id"}})
 def get_model(model_id: str, session: SessionDep, owner: OwnerDep) -> Model:
     return get_owned_model(session, owner, model_id)

@@ -32,7 +32,7 @@ def test_bad_spec_is_422_naming_the_field(client, model_id):
     assert any(loc[:3] == ["body", "pipeline", "stages"] and loc[-1] == "bogus" for loc in locs), locs
 
     resp = client.post("/v1/jobs", json={"model_id": model_id, "pipeline": {
-        "stages": [{"kind": "quantize", "dtype": "int3"}]}})
+        "stages": [{"kind": "quantize", "dtype": "int13"}]}})
     assert resp.status_code == 422 and any("dtype" in e["loc"] for e in resp.json()["detail"])
 
     resp = client.post("/v1/jobs", json={"model_id": model_id, "pipeline": {"stages": [{"kind": "no-such"}]}})
