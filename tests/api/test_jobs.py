@@ -147,3 +147,10 @@ def test_deep_compression_recipe_is_accepted(client, model_id):
     resp = client.post("/v1/jobs", json={"model_id": model_id, "recipe": "deep-compression"})
     assert resp.status_code == 201, resp.text
     assert [s["kind"] for s in resp.json()["pipeline"]["stages"]] == ["prune", "share", "huffman"]
+
+
+def test_openapi_documents_every_error_shape(client):
+    spec = client.get("/openapi.json").json()
+    missing = [(method, path, code) for path, ops in spec["paths"].items() for method, op in ops.items()
+               for code, resp in op["responses"].items() if code[0] in "45" and "content" not in resp]
+    assert missing == []
