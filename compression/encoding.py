@@ -126,7 +126,10 @@ def _cast(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @codec("affine")
 def _affine(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Integer codes; value = (code - zero_point) * scale, per tensor or per slice along `axis`."""
+    """Integer codes; value = (code - zero_point) * scale, per tensor or per slice along `axis`, or
+    per group of `params.group_size` consecutive elements of each row (see `_affine_grouped`)."""
+    if enc.params.get("group_size") is not None:
+        return _affine_grouped(enc, parts)
     codes = parts["codes"].reshape(enc.shape).to(torch.float32)
     axis = enc.params.get("axis")
     view = [1] * len(enc.shape)
@@ -136,6 +139,34 @@ def _affine(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     if "zero_points" in parts:
         codes = codes - parts["zero_points"].to(torch.float32).reshape(view)
     return (codes * scales).to(STORAGE_DTYPES[enc.dtype])
+
+
+def group_layout(shape: tuple[int, ...], group_size: int) -> tuple[int, int, int]:
+    """-> (rows, columns, groups per row) of a group-wise affine tensor: rows are slices along
+    dimension 0 (one row for a flat tensor), columns everything else flattened; the last group of
+    a row may be shorter when group_size does not divide the columns."""
+    numel = 1
+    for d in shape:
+        numel *= d
+    rows = shape[0] if len(shape) > 1 else 1
+    cols = numel // rows if rows else 0
+    return rows, cols, -(-cols // group_size) if cols else 0
+
+
+def _affine_grouped(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Group-wise affine: row r, column c uses scale (and zero point) number r * groups + c // group_size."""
+    gs = enc.params["group_size"]
+    if type(gs) is not int or gs < 1:
+        raise ValueError("affine group_size must be a positive integer")
+    rows, cols, groups = group_layout(enc.shape, gs)
+    codes = parts["codes"].to(torch.float32).reshape(rows, cols)
+
+    def expand(t: torch.Tensor) -> torch.Tensor:
+        return t.to(torch.float32).reshape(rows, groups).repeat_interleave(gs, dim=1)[:, :cols]
+
+    if "zero_points" in parts:
+        codes = codes - expand(parts["zero_points"])
+    return (codes * expand(parts["scales"])).reshape(enc.shape).to(STORAGE_DTYPES[enc.dtype])
 
 
 def decode(enc: Encoded) -> torch.Tensor:

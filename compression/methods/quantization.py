@@ -14,10 +14,13 @@ from pydantic import Field, model_validator
 
 from compression.encoding import Encoded, Part, bitpacked, dtype_name
 from compression.errors import CompressionError
+from compression.methods.groupwise import round_to_nearest
 from compression.methods.base import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
 
 _FLOAT_STORAGE = {"fp16": "float16", "bf16": "bfloat16"}
-_BITS = {"int8": 8, "int4": 4}
+_BITS = {"int8": 8, "int4": 4, "int3": 3}
+IntDtype = Literal["int8", "int4", "int3"]
+Pattern = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class QuantizeSpec(MethodSpec):
@@ -25,8 +28,8 @@ class QuantizeSpec(MethodSpec):
     phase = Phase.VALUES
 
     kind: Literal["quantize"]
-    dtype: Literal["fp16", "bf16", "int8", "int4", "binary", "ternary", "fixed16"] = Field(
-        description="fp16/bf16: cast; int8/int4: integer codes with float32 scales; binary: sign x mean|w| "
+    dtype: Literal["fp16", "bf16", "int8", "int4", "int3", "binary", "ternary", "fixed16"] = Field(
+        description="fp16/bf16: cast; int8/int4/int3: integer codes with float32 (or float16) scales; binary: sign x mean|w| "
                     "per output channel (1 bit); ternary: {-a, 0, a} per channel with threshold 0.7 mean|w| "
                     "(TWN, 2 bits); fixed16: int16 codes x 2^-frac_bits per tensor")
     granularity: Literal["per_channel", "per_tensor"] | None = Field(
@@ -37,14 +40,25 @@ class QuantizeSpec(MethodSpec):
                                description="glob patterns of layer or tensor names to leave in float32, "
                                            "e.g. [\"fc3\", \"features.0.*\"]; each must match a layer")
     include_embeddings: bool = Field(True, description="also quantize nn.Embedding weights")
+    group_size: int | None = Field(None, ge=1, le=65536, description="int only: one scale (and zero point) per "
+                                   "group of this many consecutive input-dimension weights of each output row "
+                                   "(e.g. 32/64/128) instead of one per row; a row's last group may be shorter")
+    scale_dtype: Literal["float32", "float16"] | None = Field(
+        None, description="int only: storage of the scales; default float16 with group_size, else float32")
+    layers: dict[Pattern, IntDtype] = Field(default_factory=dict, max_length=256,
+                                            description="int only: per-layer dtype overrides, glob pattern -> "
+                                                        "int8/int4/int3 (mixed precision); first match wins")
     frac_bits: int | None = Field(None, ge=0, le=24, description="fixed16 only: fractional bits n of Qm.n; "
                                   "default: the most that keeps each tensor's largest weight in range")
 
     @model_validator(mode="after")
     def _int_only_options(self):
         # non-default values only, so a dumped spec parses again
-        if self.dtype not in _BITS and (self.granularity is not None or not self.symmetric):
-            raise ValueError("granularity and symmetric apply to int8/int4 only")
+        if self.dtype not in _BITS and (self.granularity is not None or not self.symmetric
+                                        or self.group_size is not None or self.scale_dtype is not None or self.layers):
+            raise ValueError("granularity, symmetric, group_size, scale_dtype and layers apply to int8/int4/int3 only")
+        if self.group_size is not None and self.granularity == "per_tensor":
+            raise ValueError("group_size needs per-channel granularity (groups split each output row)")
         if self.dtype != "fixed16" and self.frac_bits is not None:
             raise ValueError("frac_bits applies to fixed16 only")
         return self
@@ -56,11 +70,16 @@ class QuantizeSpec(MethodSpec):
     def describe(self) -> str:
         if self.dtype not in _BITS:
             return self.dtype
-        return f"{self.dtype} {self.granularity or 'per_channel'} {'symmetric' if self.symmetric else 'asymmetric'}"
+        grain = f"group {self.group_size}" if self.group_size else self.granularity or "per_channel"
+        return f"{self.dtype} {grain} {'symmetric' if self.symmetric else 'asymmetric'}"
 
     def check_against(self, layer_names: list[str]) -> list[str]:
-        return [f"exclude pattern {p!r} matches no layer of the model" for p in self.exclude
-                if not pattern_matches(p, layer_names)]
+        return [f"{field} pattern {p!r} matches no layer of the model"
+                for field, pats in (("exclude", self.exclude), ("layers", list(self.layers)))
+                for p in pats if not pattern_matches(p, layer_names)]
+
+    def dtype_for(self, name: str) -> str:
+        return next((d for p, d in self.layers.items() if pattern_matches(p, [name])), self.dtype)
 
 
 def _cast(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
@@ -71,8 +90,14 @@ def _cast(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
     return Encoded("cast", tuple(w.shape), out_dtype, {}, {"values": Part(values.reshape(-1), storage)})
 
 
-def _affine(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
-    bits, axis = _BITS[spec.dtype], spec.axis if w.ndim > 1 else None
+def _affine(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str, dtype: str | None = None) -> Encoded:
+    bits, axis = _BITS[dtype or spec.dtype], spec.axis if w.ndim > 1 else None
+    if spec.group_size is not None or bits not in (8, 4) or spec.scale_dtype == "float16":
+        if axis is None and w.ndim > 1:   # per_tensor: the whole tensor is one row
+            enc = round_to_nearest(w.reshape(-1), out_dtype, bits, spec.symmetric, None, spec.scale_dtype or "float32")
+            return Encoded(enc.codec, tuple(w.shape), enc.dtype, enc.params, enc.parts)
+        storage = spec.scale_dtype or ("float16" if spec.group_size is not None else "float32")
+        return round_to_nearest(w, out_dtype, bits, spec.symmetric, spec.group_size, storage)
     w = w.float()
     rows = w.reshape(w.shape[0], -1) if axis == 0 else w.reshape(1, -1)
     view = (-1,) + (1,) * (w.ndim - 1) if axis == 0 else (1,) * w.ndim
@@ -146,9 +171,9 @@ def _fixed16(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
                    {"codes": Part(codes.reshape(-1), "int16"), "scales": Part(torch.tensor([2.0 ** -n]), "float32")})
 
 
-_ENCODERS = {"fp16": _cast, "bf16": _cast, "int8": _affine, "int4": _affine, "binary": _binary,
+_ENCODERS = {"fp16": _cast, "bf16": _cast, "int8": _affine, "int4": _affine, "int3": _affine, "binary": _binary,
              "ternary": _ternary, "fixed16": _fixed16}
-_VALUE_BITS = {"fp16": 16, "bf16": 16, "int8": 8, "int4": 4, "binary": 1, "ternary": 2, "fixed16": 16}
+_VALUE_BITS = {"fp16": 16, "bf16": 16, "int8": 8, "int4": 4, "int3": 3, "binary": 1, "ternary": 2, "fixed16": 16}
 
 
 def quantize(spec: QuantizeSpec, state: CompressionState) -> None:
@@ -156,6 +181,9 @@ def quantize(spec: QuantizeSpec, state: CompressionState) -> None:
     encode = _ENCODERS[spec.dtype]
     for i, target in enumerate(chosen):
         state.checkpoint(i / len(chosen))
-        out_dtype = dtype_name(target.param.dtype)
+        out_dtype, dtype = dtype_name(target.param.dtype), spec.dtype_for(target.name)
+        if dtype != spec.dtype:
+            encode_weight(state, target, lambda w, o=out_dtype, d=dtype: _affine(w, spec, o, d), _VALUE_BITS[dtype])
+            continue
         encode_weight(state, target, lambda w, out_dtype=out_dtype: encode(w, spec, out_dtype), _VALUE_BITS[spec.dtype])
     state.checkpoint(1.0)

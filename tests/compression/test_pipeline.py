@@ -31,7 +31,7 @@ def test_defaults_and_json_round_trip():
 
 
 @pytest.mark.parametrize("stage, field", [
-    ({"kind": "quantize", "dtype": "int3"}, "dtype"),
+    ({"kind": "quantize", "dtype": "int5"}, "dtype"),
     ({"kind": "quantize", "dtype": "int8", "bits": 8}, "bits"),
     ({"kind": "quantize", "dtype": "int8", "granularity": "per_row"}, "granularity"),
     ({"kind": "quantize", "dtype": "int8", "version": 2}, "version"),
@@ -50,8 +50,8 @@ def test_unknown_kind_and_structure():
 
 
 def test_float_dtypes_reject_int_options():
-    assert "int8/int4 only" in _error({"stages": [{"kind": "quantize", "dtype": "fp16", "symmetric": False}]})[0]["msg"]
-    assert "int8/int4 only" in _error({"stages": [{"kind": "quantize", "dtype": "bf16",
+    assert "int8/int4/int3 only" in _error({"stages": [{"kind": "quantize", "dtype": "fp16", "symmetric": False}]})[0]["msg"]
+    assert "int8/int4/int3 only" in _error({"stages": [{"kind": "quantize", "dtype": "bf16",
                                                    "granularity": "per_tensor"}]})[0]["msg"]
 
 
@@ -73,5 +73,5 @@ def test_method_schemas_are_json_schema_with_descriptions():
     q = schemas["quantize"]
     json.dumps(schemas)
     assert q["additionalProperties"] is False
-    assert set(q["properties"]["dtype"]["enum"]) == {"fp16", "bf16", "int8", "int4", "binary", "ternary", "fixed16"}
+    assert set(q["properties"]["dtype"]["enum"]) == {"fp16", "bf16", "int8", "int4", "int3", "binary", "ternary", "fixed16"}
     assert q["properties"]["symmetric"]["default"] is True and "description" in q["properties"]["exclude"]
