@@ -33,3 +33,67 @@ def load_own_torchscript(path: Path) -> torch.nn.Module:
 def load_own_pt2(path: Path) -> torch.nn.Module:
     """Only for files this job wrote itself (uploads go through formats.load_program)."""
     return torch.export.load(str(path)).module()
+
+
+class _TextModel(torch.nn.Module):
+    """Hugging Face text model called with (input_ids, attention_mask); outputs as a tuple of tensors."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.to_tuple() if hasattr(out, "to_tuple") else out
+
+
+def write_onnx(model: torch.nn.Module, sample_inputs: tuple, path: Path, text: bool = False) -> dict:
+    """One self-contained .onnx (dynamo exporter, weights inside). Dim 0 of every input is dynamic (and
+    dim 1 for text models); falls back to static shapes where export cannot keep them
+    dynamic. `text`: a Hugging Face model called as model(input_ids=..., attention_mask=...)."""
+    import logging
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    module = _TextModel(model) if text else model
+    names = ["input_ids", "attention_mask"] if text else None
+    batch, seq = torch.export.Dim("batch", min=1, max=1 << 16), torch.export.Dim("seq", min=1, max=1 << 16)
+    dynamic = tuple({0: batch, 1: seq} if text and t.ndim >= 2 else {0: batch} if t.ndim else {}
+                    for t in sample_inputs)
+    first_error = None
+    for shapes in (dynamic, None):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(module, tuple(sample_inputs), dynamo=True, external_data=False,
+                                            dynamic_shapes=shapes, input_names=names, verbose=False,
+                                            report=False, optimize=True)
+            program.save(str(path), external_data=False)
+            info = {"dynamic_axes": shapes is not None}
+            if first_error is not None:
+                info["dynamic_failed"] = first_error
+            return info
+        except Exception as exc:
+            first_error = first_error or f"{type(exc).__name__}: {exc}"[:300]
+            if shapes is None:
+                raise
+    raise AssertionError("unreachable")
+
+
+class OrtModule:
+    """An onnxruntime session called like the torch model (positional or keyword inputs, tuple out)."""
+
+    def __init__(self, path: Path):
+        from compression.formats.onnx_file import session
+
+        self.session = session(Path(path).read_bytes())
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, *args, **kwargs):
+        feeds = dict(zip(self.names, args))
+        feeds.update(kwargs)
+        outs = self.session.run(None, {k: v.detach().cpu().numpy() for k, v in feeds.items() if k in self.names})
+        return tuple(torch.from_numpy(o) for o in outs)
+
+
+def load_own_onnx(path: Path) -> OrtModule:
+    return OrtModule(path)

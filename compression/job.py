@@ -30,6 +30,7 @@ __all__ = ["ArtifactFile", "CompressionError", "JobCancelled", "JobHooks", "JobO
 _LOAD, _STAGES, _EXPORT, _VERIFY, _DONE = 0.0, 0.05, 0.7, 0.85, 1.0
 CONTAINER_NAME = "model.mpz"
 HF_FOLDER_NAME = "model-hf.zip"
+ONNX_NAME = "model.onnx"
 
 
 @dataclass
@@ -41,7 +42,7 @@ class JobHooks:
 @dataclass
 class ArtifactFile:
     name: str
-    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "hf-folder" | "report"
+    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "hf-folder" | "onnx" | "report"
     path: Path
 
 
@@ -98,12 +99,30 @@ def _compress(spec: PipelineSpec, model: torch.nn.Module, progress: _Run,
     return state
 
 
+def _export_onnx(model: torch.nn.Module, inputs: tuple, path: Path, text: bool, progress: _Run) -> dict:
+    """Best effort: a model that does not export still gives a successful job, with the reason recorded."""
+    progress.at("export", (_EXPORT + _VERIFY) / 2)
+    start = time.perf_counter()
+    try:
+        result = {"ok": True, **export.write_onnx(model, inputs, path, text=text)}
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        result = {"ok": False, "reason": f"torch.onnx.export failed: {type(exc).__name__}: {exc}"[:500]}
+    progress.timed("export onnx", start)
+    return result
+
+
 def run_compression_job(model_path: Path, model_format: str, model_options: dict, pipeline: PipelineSpec,
                         out_dir: Path, hooks: JobHooks = JobHooks(),
                         calibration: list[tuple] | None = None) -> JobOutput:
     """`calibration`: optional batches (inputs..., [int targets]) for data-driven stages (saliency pruning)."""
     model_path, out_dir, options = Path(model_path), Path(out_dir), dict(model_options or {})
     progress = _Run(hooks)
+    if model_format == "onnx":   # ONNX in, ONNX out: compressed in place, run by onnxruntime
+        import sys
+
+        from compression.onnx_job import run_onnx_job
+        return run_onnx_job(model_path, options, pipeline, out_dir, progress, sys.modules[__name__])
     progress.at("load", _LOAD)
     start = time.perf_counter()
     loaded = load_model(model_path, model_format, options, seed=pipeline.seed)
@@ -136,7 +155,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         artifacts.append(ArtifactFile(HF_FOLDER_NAME, "hf-folder", out_dir / HF_FOLDER_NAME))
         hf_folder.write_folder_zip(artifacts[-1].path, artifacts[1].path, loaded.hf)
         notes.append("hf-folder: the runnable artifact is model-hf.zip (transformers.AutoModel.from_pretrained); "
-                     "no .pt2/ONNX export yet")
+                     "no .pt2 export")
     elif model_format == "torchscript":
         artifacts.append(ArtifactFile("model.torchscript.pt", "torchscript", out_dir / "model.torchscript.pt"))
         export.write_torchscript(compressed, inputs, artifacts[-1].path)
@@ -149,6 +168,9 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
                 raise CompressionError(f"re-exporting the compressed program failed: {exc}"[:500]) from None
             notes.append(f"no .pt2 artifact: torch.export failed ({type(exc).__name__})")
     progress.timed("export", start)
+    exports = {"onnx": _export_onnx(compressed, inputs, out_dir / ONNX_NAME, loaded.hf is not None, progress)}
+    if exports["onnx"]["ok"]:
+        artifacts.append(ArtifactFile(ONNX_NAME, "onnx", out_dir / ONNX_NAME))
 
     progress.at("verify", _VERIFY)
     start = time.perf_counter()
@@ -164,10 +186,18 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         if art.kind == "hf-folder":
             checks[art.name] = verify.verify_hf_folder(art.path, weights, inputs, compressed_out, probe)
             continue
+        if art.kind == "onnx":   # best effort: an ONNX file that does not verify is dropped, the job goes on
+            try:
+                checks[art.name] = verify.verify_onnx(art.path, inputs, compressed_out, probe)
+            except CompressionError as exc:
+                exports["onnx"] = {"ok": False, "reason": str(exc)[:500]}
+                art.path.unlink(missing_ok=True)
+            continue
         load = export.load_own_torchscript if art.kind == "torchscript" else export.load_own_pt2
         checks[art.name] = verify.verify_program(art.path, load, inputs, compressed_out)
         progress.at("verify", _VERIFY + (_DONE - _VERIFY) * 0.9 * len(checks) / (len(artifacts) + 1))
     progress.timed("verify", start)
+    artifacts = [a for a in artifacts if a.path.exists()]
 
     params_before, _ = parameter_counts(loaded.model)
     params_after, nonzero_after = parameter_counts(compressed)
@@ -186,6 +216,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         "output_mean_cosine": round(mean_cosine(compressed_out, reference), 8),
         "sample_inputs": [list(t.shape) for t in inputs if isinstance(t, torch.Tensor)],
         "verification": checks,
+        "exports": exports,
         "layers": layer_report(encodings, weights),
         "seed": pipeline.seed,
         "elapsed_seconds": progress.timings,

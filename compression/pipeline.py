@@ -37,11 +37,17 @@ def parse_pipeline(data: dict) -> PipelineSpec:
 
 def check_pipeline_against_model(spec: PipelineSpec, summary: dict) -> list[str]:
     """Problems visible from a sniffed summary (e.g. exclude patterns matching no layer).
-    Checked only when the summary lists every tensor; the worker re-checks against the model."""
+    Checked only when the summary lists every tensor; the worker re-checks against the model.
+    ONNX models (summary "format": "onnx") take weight-only stages only (quantize, magnitude prune, share, huffman)."""
+    problems = []
+    if summary and summary.get("format") == "onnx":
+        from compression.formats.onnx_file import check_stages
+        problems = check_stages(spec.stages)
     if not summary or not summary.get("layers_complete"):
-        return []
+        return problems
     names = [layer["name"] for layer in summary.get("layers", [])]
-    return [f"stage {i} ({stage.kind}): {p}" for i, stage in enumerate(spec.stages) for p in stage.check_against(names)]
+    return problems + [f"stage {i} ({stage.kind}): {p}" for i, stage in enumerate(spec.stages)
+                       for p in stage.check_against(names)]
 
 
 def check_pipeline_data(spec: PipelineSpec, has_calibration: bool) -> list[str]:

@@ -92,3 +92,16 @@ def verify_hf_folder(path: Path, expected: dict[str, torch.Tensor], inputs: tupl
     check_weights(path.name, {k: v for k, v in module.state_dict().items() if k in expected}, expected)
     return {"weights_bitwise_equal": True,
             "output_max_abs_diff": check_outputs(path.name, module, inputs, reference, probe)}
+
+
+def verify_onnx(path: Path, inputs: tuple, reference: torch.Tensor, probe: Probe = run) -> dict:
+    """The .onnx from its bytes on disk, run by onnxruntime on the same sample inputs."""
+    from compression.export import load_own_onnx
+
+    try:
+        module = load_own_onnx(path)
+    except Exception as exc:
+        raise CompressionError(f"verification of {path.name} failed: onnxruntime cannot load it: "
+                               f"{type(exc).__name__}: {exc}"[:500]) from None
+    return {"output_max_abs_diff": check_outputs(path.name, module, inputs, reference, probe),
+            "runtime": "onnxruntime"}

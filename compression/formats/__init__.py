@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from compression.architectures import build_architecture, get_architecture
-from compression.formats import archives, hf_folder, safetensors_file, state_dict, torch_export, torchscript
+from compression.formats import archives, hf_folder, onnx_file, safetensors_file, state_dict, torch_export, torchscript
 from compression.formats._errors import REFUSED, UNSUPPORTED, ModelFormatError
 from compression.formats.inputs import SAMPLE_BATCH, inputs_from_options, random_input
 from compression.formats.limits import MAX_MODEL_BYTES, MAX_ZIP_MEMBERS
@@ -24,10 +24,11 @@ from compression.formats.torch_zip import STATE_DICT, TORCH_EXPORT, TORCHSCRIPT,
 
 SAFETENSORS = "safetensors"
 HF_FOLDER = hf_folder.HF_FOLDER
-FORMATS = (SAFETENSORS, STATE_DICT, TORCHSCRIPT, TORCH_EXPORT, HF_FOLDER)
+ONNX = onnx_file.ONNX
+FORMATS = (SAFETENSORS, STATE_DICT, TORCHSCRIPT, TORCH_EXPORT, HF_FOLDER, ONNX)
 
 __all__ = ["FORMATS", "LoadedModel", "ModelFormatError", "ModelInfo", "REFUSED", "UNSUPPORTED",
-           "load_model", "load_program", "sniff", "HF_FOLDER"]
+           "load_model", "load_program", "sniff", "HF_FOLDER", "ONNX"]
 
 
 @dataclass
@@ -66,8 +67,10 @@ def _detect(path: Path) -> str:
         return SAFETENSORS
     if head[:1] == b"\x80":   # pickle protocol 2+ (also the legacy torch.save format)
         raise ModelFormatError(f"this is a raw Python pickle: {state_dict.PICKLE_HINT}")
+    if onnx_file.looks_like_onnx(head):
+        return ONNX
     raise ModelFormatError("not a model file we recognise (expected safetensors, a torch.save state_dict, "
-                           "TorchScript, a torch.export .pt2 archive or a Hugging Face model folder as "
+                           "TorchScript, a torch.export .pt2 archive, ONNX or a Hugging Face model folder as "
                            ".zip/.tar.gz)", UNSUPPORTED)
 
 
@@ -77,6 +80,8 @@ def sniff(path: Path, *, architecture: str | None = None) -> ModelInfo:
     kind = _detect(path)
     if kind.startswith(HF_FOLDER):
         return ModelInfo(HF_FOLDER, hf_folder.sniff_archive(path, kind.split(":")[1]))
+    if kind == ONNX:
+        return ModelInfo(ONNX, onnx_file.summarise(onnx_file.parse(path)))
     if kind == SAFETENSORS:
         arch = require_architecture(architecture, SAFETENSORS)
         metas = check_against_architecture(safetensors_file.read_header(path), arch)
@@ -114,6 +119,9 @@ def load_model(path: Path, format: str, options: dict, *, seed: int = 0) -> Load
     if format not in FORMATS:
         raise ModelFormatError(f"unknown model format {format!r}")
     detected = _detect(path)
+    if detected == ONNX or format == ONNX:   # compressed in place by compression.onnx_job, never as torch
+        raise ModelFormatError("ONNX models are compressed in place (compression.onnx_job), not loaded as torch"
+                               if detected == format else f"file is {detected}, not {format}")
     if detected.startswith(HF_FOLDER) or format == HF_FOLDER:
         if not detected.startswith(HF_FOLDER):
             raise ModelFormatError(f"file is not a {HF_FOLDER} archive")

@@ -154,3 +154,21 @@ def test_hostile_archives_are_4xx_and_nothing_stored(client, embedded_settings, 
     assert _stored_files(embedded_settings) == []
     assert client.get("/v1/models").json()["total"] == 0
     assert not (tmp_path.parent / "evil").exists()
+
+
+def test_onnx_upload_is_detected_and_summarised(client, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 3), dtype=np.float32), "fc.weight")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "fc.weight"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], [weight])
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    resp = upload(client, path, architecture=None)
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["format"] == "onnx"
+    assert body["summary"]["parameters"] == 12 and body["summary"]["weight_targets"] == ["fc.weight"]

@@ -1,0 +1,127 @@
+"""Jobs on ONNX uploads: ONNX in, ONNX out, compressed in place on the graph's weight initializers.
+
+run_compression_job dispatches here for format "onnx". Weight-only stages run on a holder module
+(formats.onnx_file); outputs are measured and every artifact verified with onnxruntime.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from compression.container import ContainerError, read_container, write_container
+from compression.encoding import raw
+from compression.errors import CompressionError
+from compression.formats import ModelFormatError, onnx_file
+from compression.outputs import max_abs_diff, mean_cosine
+from compression.report import layer_report
+
+ONNX_NAME = "model.onnx"
+
+
+def _check(name: str, model_bytes: bytes, feeds: dict, reference: torch.Tensor) -> float:
+    from compression.verify import _tolerance
+
+    try:
+        out = onnx_file.run_bytes(model_bytes, feeds)
+    except Exception as exc:
+        raise CompressionError(f"verification of {name} failed: onnxruntime cannot run it: "
+                               f"{type(exc).__name__}: {exc}"[:500]) from None
+    diff = max_abs_diff(out, reference)
+    if not diff <= _tolerance(reference):
+        raise CompressionError(f"verification of {name} failed: outputs differ by {diff:.3g} from the "
+                               "compressed model")
+    return diff
+
+
+def run_onnx_job(model_path: Path, options: dict, pipeline, out_dir: Path, progress, job) -> "job.JobOutput":
+    """`job` is compression.job (passed in to avoid an import cycle)."""
+    from compression.pipeline import check_pipeline_against_model
+
+    problems = onnx_file.check_stages(pipeline.stages)
+    if problems:
+        raise CompressionError("; ".join(problems))
+    progress.at("load", job._LOAD)
+    start = time.perf_counter()
+    try:
+        loaded = onnx_file.load(model_path, options, seed=pipeline.seed)
+        original_bytes = model_path.read_bytes()
+        reference = onnx_file.run_bytes(original_bytes, loaded.feeds)
+    except ModelFormatError:
+        raise
+    except Exception as exc:   # onnxruntime refuses the graph (unknown op, bad shapes, ...)
+        raise ModelFormatError(f"onnxruntime cannot run the uploaded model: {type(exc).__name__}: {exc}"[:600]) \
+            from None
+    problems = check_pipeline_against_model(pipeline, {"layers_complete": True, "format": onnx_file.ONNX,
+                                                       "layers": [{"name": t.key} for t in loaded.targets]})
+    if problems:
+        raise CompressionError("; ".join(problems))
+    progress.timed("load", start)
+
+    state = job._compress(pipeline, loaded.holder, progress, None)
+    held_to_name = {t.key: t.name for t in loaded.targets}
+    encodings_by_name = {held_to_name[k]: e for k, e in state.encodings.items()}
+
+    progress.at("export", job._EXPORT)
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = loaded.weights()
+    encodings = {k: encodings_by_name.get(k) or raw(v) for k, v in weights.items()}
+    origin = {"format": onnx_file.ONNX, "architecture": None, "sha256": job._sha256(model_path),
+              "size_bytes": model_path.stat().st_size, "onnx_transposed": sorted(loaded.transposed)}
+    container = out_dir / job.CONTAINER_NAME
+    container_bytes = write_container(container, encodings, origin=origin, pipeline=pipeline.model_dump(mode="json"))
+    compressed = loaded.compressed_proto()
+    compressed_bytes = compressed.SerializeToString()
+    dense = out_dir / ONNX_NAME
+    dense.write_bytes(compressed_bytes)
+    artifacts = [job.ArtifactFile(container.name, "container", container),
+                 job.ArtifactFile(ONNX_NAME, "onnx", dense)]
+    progress.timed("export", start)
+
+    progress.at("verify", job._VERIFY)
+    start = time.perf_counter()
+    compressed_out = onnx_file.run_bytes(compressed_bytes, loaded.feeds)
+    from compression.verify import check_weights
+    try:
+        state_read, _ = read_container(container)
+        check_weights(container.name, state_read, weights)
+        rebuilt = onnx_file.with_weights(loaded.proto, state_read, loaded.transposed).SerializeToString()
+    except (ContainerError, ModelFormatError) as exc:
+        raise CompressionError(f"verification of {container.name} failed: {exc}") from None
+    checks = {container.name: {"weights_bitwise_equal": True, "rebuilt_with": "original ONNX graph",
+                               "output_max_abs_diff": _check(container.name, rebuilt, loaded.feeds, compressed_out)},
+              ONNX_NAME: {"output_max_abs_diff": _check(ONNX_NAME, dense.read_bytes(), loaded.feeds,
+                                                        compressed_out), "runtime": "onnxruntime"}}
+    progress.timed("verify", start)
+
+    size_before = origin["size_bytes"]
+    params = sum(v.numel() for v in weights.values())
+    metrics = {
+        "size_bytes_before": size_before,
+        "upload_bytes": size_before,
+        "size_bytes_after": container_bytes,
+        "compression_ratio": round(size_before / container_bytes, 4),
+        "artifact_bytes": {a.name: a.path.stat().st_size for a in artifacts},
+        "parameters_before": sum(v.numel() for v in loaded.initial.values()),
+        "parameters_after": params,
+        "nonzero_parameters_after": sum(int(torch.count_nonzero(v)) for v in weights.values()),
+        "output_max_abs_diff": max_abs_diff(compressed_out, reference),
+        "output_mean_cosine": round(mean_cosine(compressed_out, reference), 8),
+        "sample_inputs": [list(v.shape) for v in loaded.feeds.values()],
+        "verification": checks,
+        "exports": {"onnx": {"ok": True, "source": "compressed in place (ONNX upload)"}},
+        "layers": layer_report(encodings, weights),
+        "seed": pipeline.seed,
+        "elapsed_seconds": progress.timings,
+        "notes": ["onnx: weights compressed in place; model.onnx holds the dequantized (dense) values, "
+                  "model.mpz + the original .onnx rebuild it (formats.onnx_file.rebuild_from_container)"],
+    }
+    report = out_dir / "report.json"
+    report.write_text(json.dumps({"pipeline": pipeline.model_dump(mode="json"), "origin": origin,
+                                  "metrics": metrics}, indent=1, sort_keys=True))
+    artifacts.append(job.ArtifactFile(report.name, "report", report))
+    progress.hooks.on_progress(None, job._DONE)
+    return job.JobOutput(artifacts, metrics)
