@@ -23,7 +23,10 @@ def get_session(rt: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Sessio
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session closes (and its pooled connection returns) as soon
+# as the endpoint returns, not after the response has been sent; under load a
+# slow client must not pin a database connection.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 UNAUTHORIZED = HTTPException(401, "missing or invalid API key; send 'Authorization: Bearer <key>'",
                              headers={"WWW-Authenticate": "Bearer"})
