@@ -54,6 +54,8 @@ def write_onnx(model: torch.nn.Module, sample_inputs: tuple, path: Path, text: b
     import logging
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    if isinstance(model, torch.jit.ScriptModule):   # torch.export cannot take TorchScript: legacy exporter
+        return _write_onnx_torchscript(model, sample_inputs, path)
     module = _TextModel(model) if text else model
     names = ["input_ids", "attention_mask"] if text else None
     batch, seq = torch.export.Dim("batch", min=1, max=1 << 16), torch.export.Dim("seq", min=1, max=1 << 16)
@@ -68,7 +70,7 @@ def write_onnx(model: torch.nn.Module, sample_inputs: tuple, path: Path, text: b
                                             dynamic_shapes=shapes, input_names=names, verbose=False,
                                             report=False, optimize=True)
             program.save(str(path), external_data=False)
-            info = {"dynamic_axes": shapes is not None}
+            info = {"dynamic_axes": shapes is not None, "exporter": "dynamo"}
             if first_error is not None:
                 info["dynamic_failed"] = first_error
             return info
@@ -77,6 +79,27 @@ def write_onnx(model: torch.nn.Module, sample_inputs: tuple, path: Path, text: b
             if shapes is None:
                 raise
     raise AssertionError("unreachable")
+
+
+def _write_onnx_torchscript(model: torch.jit.ScriptModule, sample_inputs: tuple, path: Path) -> dict:
+    names = [f"input_{i}" for i in range(len(sample_inputs))]
+    axes = {n: {0: "batch"} for n, t in zip(names, sample_inputs) if t.ndim}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, tuple(sample_inputs), str(path), dynamo=False, input_names=names,
+                          dynamic_axes=axes)
+    return {"dynamic_axes": bool(axes), "exporter": "torchscript"}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The innermost cause of an export failure, one line, without terminal colour codes."""
+    import re
+
+    root = exc
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(root).__name__}: {root}")
+    return " ".join(text.split())[:500]
 
 
 class OrtModule:

@@ -107,7 +107,7 @@ def _export_onnx(model: torch.nn.Module, inputs: tuple, path: Path, text: bool, 
         result = {"ok": True, **export.write_onnx(model, inputs, path, text=text)}
     except Exception as exc:
         path.unlink(missing_ok=True)
-        result = {"ok": False, "reason": f"torch.onnx.export failed: {type(exc).__name__}: {exc}"[:500]}
+        result = {"ok": False, "reason": f"torch.onnx.export failed: {export.failure_reason(exc)}"[:500]}
     progress.timed("export onnx", start)
     return result
 

@@ -51,6 +51,8 @@ def test_torchscript_upload(torchscript_file, tiny_model, tmp_path):
     assert torch.allclose(reloaded(x), tiny_model(x), atol=0.05) and not torch.equal(reloaded(x), tiny_model(x))
     assert out.metrics["parameters_before"] == sum(p.numel() for p in tiny_model.parameters())
     assert out.metrics["output_mean_cosine"] > 0.99
+    # torch.export cannot take TorchScript: the legacy exporter writes model.onnx, verified in onnxruntime
+    assert out.metrics["exports"]["onnx"]["exporter"] == "torchscript" and "model.onnx" in out.metrics["verification"]
 
 
 def test_pt2_upload(pt2_file, tiny_model, tmp_path):
@@ -61,6 +63,7 @@ def test_pt2_upload(pt2_file, tiny_model, tmp_path):
     assert torch.allclose(load_own_pt2(art.path)(x), tiny_model(x), atol=1e-2)
     assert out.metrics["verification"]["model.pt2"]["output_max_abs_diff"] == 0.0
     assert 1.9 < out.metrics["compression_ratio"]   # .pt2 upload vs fp16 container
+    assert out.metrics["exports"]["onnx"]["ok"] and out.metrics["verification"]["model.onnx"]["output_max_abs_diff"] < 1e-3
 
 
 @pytest.mark.parametrize("cancel_after", [1, 4])   # before loading; inside the quantize stage
