@@ -16,24 +16,15 @@ from compression.encoding import raw
 from compression.errors import CompressionError
 from compression.formats import ModelFormatError, onnx_file
 from compression.outputs import max_abs_diff, mean_cosine
+from compression.verify import check_outputs
 from compression.report import layer_report
 
 ONNX_NAME = "model.onnx"
 
 
 def _check(name: str, model_bytes: bytes, feeds: dict, reference: torch.Tensor) -> float:
-    from compression.verify import _tolerance
-
-    try:
-        out = onnx_file.run_bytes(model_bytes, feeds)
-    except Exception as exc:
-        raise CompressionError(f"verification of {name} failed: onnxruntime cannot run it: "
-                               f"{type(exc).__name__}: {exc}"[:500]) from None
-    diff = max_abs_diff(out, reference)
-    if not diff <= _tolerance(reference):
-        raise CompressionError(f"verification of {name} failed: outputs differ by {diff:.3g} from the "
-                               "compressed model")
-    return diff
+    # The same check as for torch artifacts, with onnxruntime as the probe.
+    return check_outputs(name, model_bytes, feeds, reference, probe=onnx_file.run_bytes)
 
 
 def run_onnx_job(model_path: Path, options: dict, pipeline, out_dir: Path, progress, job) -> "job.JobOutput":
