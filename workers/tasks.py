@@ -12,7 +12,6 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
-from compression.formats import ModelFormatError
 from compression.job import CompressionError, JobCancelled
 from storage import jobs
 from storage.models import Artifact, Job, JobStatus, Model
@@ -51,7 +50,7 @@ def execute(rt: Runtime, job: Job, model: Model, worker: str) -> JobStatus:
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat_loop, args=(rt, job.id, worker, progress, stop), daemon=True)
     beat.start()
-    stored: list[Artifact] = []
+    stored: list[dict] = []  # artifact rows to insert, as plain values (rebuilt on each DB retry)
     status, error, metrics = JobStatus.failed, None, None
     try:
         with tempfile.TemporaryDirectory(prefix=f"{job.id}-") as tmp:
@@ -62,12 +61,12 @@ def execute(rt: Runtime, job: Job, model: Model, worker: str) -> JobStatus:
             )
             for art in output.artifacts:
                 key, size, sha = rt.blobs.put_file(job.owner, art.path)
-                stored.append(Artifact(owner=job.owner, job_id=job.id, name=art.name, kind=art.kind,
-                                       size_bytes=size, sha256=sha, blob_key=key))
+                stored.append(dict(owner=job.owner, job_id=job.id, name=art.name, kind=art.kind,
+                                   size_bytes=size, sha256=sha, blob_key=key))
             status, metrics = JobStatus.succeeded, output.metrics
     except JobCancelled:
         status, error = JobStatus.cancelled, "cancelled by user"
-    except (CompressionError, ModelFormatError) as exc:
+    except CompressionError as exc:  # the child turns every user-facing error into this
         error = getattr(exc, "message", None) or str(exc)
     except SoftTimeLimitExceeded:
         error = f"time limit of {rt.settings.job_time_limit_s} s exceeded"
@@ -77,21 +76,16 @@ def execute(rt: Runtime, job: Job, model: Model, worker: str) -> JobStatus:
     finally:
         stop.set()
         beat.join()
+
     def record() -> None:
         with rt.sessions() as s:
             if not jobs.finish(s, job.id, worker, status, error=error, metrics=metrics,
-                               artifacts=[_fresh(a) for a in stored]):
+                               artifacts=[Artifact(**row) for row in stored]):
                 log.warning("job %s was taken away from %s before it finished", job.id, worker)
-                _drop_unreferenced(rt, s, [a.blob_key for a in stored])
+                _drop_unreferenced(rt, s, [row["blob_key"] for row in stored])
 
     with_db_retry(record)
     return status
-
-
-def _fresh(artifact: Artifact) -> Artifact:
-    """A new row object per attempt: a failed commit leaves the old one in a dead session."""
-    return Artifact(owner=artifact.owner, job_id=artifact.job_id, name=artifact.name, kind=artifact.kind,
-                    size_bytes=artifact.size_bytes, sha256=artifact.sha256, blob_key=artifact.blob_key)
 
 
 def _drop_unreferenced(rt: Runtime, session, keys: list[str]) -> None:
@@ -105,6 +99,7 @@ def run_job(self, job_id: str) -> str | None:
     rt = runtime()
     # The pid tells a restarted worker apart from the one that died under the same name.
     worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
+
     def claim() -> tuple[Job | None, Model | None]:
         with rt.sessions() as s:
             job = jobs.claim(s, job_id, worker)
