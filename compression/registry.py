@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from compression.methods.base import CompressionState, MethodSpec
 from compression.methods.entropy import HuffmanSpec, huffman_stage
+from compression.methods.gptq import GPTQSpec, gptq
 from compression.methods.pruning import PruneSpec, prune
 from compression.methods.quantization import QuantizeSpec, quantize
 from compression.methods.sharing import ShareSpec, share
@@ -26,6 +27,7 @@ METHODS: dict[str, Method] = {
     "prune": Method(PruneSpec, prune),
     "share": Method(ShareSpec, share),
     "huffman": Method(HuffmanSpec, huffman_stage),
+    "gptq": Method(GPTQSpec, gptq),
 }
 STAGE_SPECS: tuple[type[MethodSpec], ...] = tuple(m.spec for m in METHODS.values())
 
@@ -57,6 +59,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            [{"kind": "quantize", "dtype": "int8", "granularity": "per_tensor"}]),
     Recipe("int4", "4-bit symmetric per-output-channel weight quantization (~7-8x smaller, lossy).",
            [{"kind": "quantize", "dtype": "int4", "granularity": "per_channel"}]),
+    Recipe("int4-g64-huffman", "4-bit asymmetric codes with one float16 scale and zero point per 64 input "
+                               "weights of each row, Huffman-coded (~7.5-8x smaller, data-free; a row's last "
+                               "group may be shorter).",
+           [{"kind": "quantize", "dtype": "int4", "group_size": 64, "symmetric": False}, {"kind": "huffman"}]),
     Recipe("fixed16", "16-bit fixed point (Qm.n, fractional bits chosen per tensor), ~2x smaller.",
            [{"kind": "quantize", "dtype": "fixed16"}]),
     Recipe("binary", "Binary weights: sign x mean|w| per output channel (XNOR-Net), ~32x smaller weights; "

@@ -1,0 +1,218 @@
+"""GPTQ (Frantar et al. 2022): error-compensating weight quantization in the Optimal Brain Surgeon
+style. Per Linear layer, H = 2 XᵀX / n from calibration activations (forward pre-hooks, one pass
+over the calibration batches with the float model), dampened by `damp` × mean diag(H); columns are
+quantized left to right on a (group-wise) affine grid, each column's rounding error spread over the
+not-yet-quantized columns through the upper Cholesky factor of H⁻¹, in lazy blocks of
+`block_size` columns. Weights without activations (embeddings, conv, anything not reached) are
+rounded to nearest on the same grid. The output is the `affine` codec (CONTAINER.md), so `huffman`
+re-codes the codes like any other."""
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field
+
+from compression.encoding import decode, dtype_name, group_layout
+from compression.errors import CompressionError
+from compression.methods.base import (CompressionState, MethodSpec, Phase, WeightTarget, check_finite,
+                                      pattern_matches, select_targets)
+from compression.methods.groupwise import affine_node, dequant, grid, round_to_nearest, to_codes
+
+Pattern = Annotated[str, Field(min_length=1, max_length=256)]
+Bits = Annotated[int, Field(ge=2, le=8)]
+
+
+class GPTQSpec(MethodSpec):
+    """Calibrated (GPTQ) weight quantization of Linear layers; needs calibration batches."""
+    phase = Phase.VALUES
+
+    kind: Literal["gptq"]
+    bits: Bits = Field(4, description="code width of Linear weights")
+    group_size: int | None = Field(128, ge=1, le=65536, description="one scale (and zero point) per this many "
+                                   "consecutive input columns of each row; null: one per output row")
+    symmetric: bool = Field(False, description="true: codes in ±(2^(b-1)-1), no zero point; false: unsigned codes "
+                                               "with a zero point per group")
+    scale_dtype: Literal["float16", "float32"] = Field("float16", description="storage of scales")
+    damp: float = Field(0.01, gt=0, le=1, description="dampening added to diag(H), relative to its mean")
+    block_size: int = Field(128, ge=1, le=4096, description="columns per lazy-update block")
+    layers: dict[Pattern, Bits] = Field(default_factory=dict, max_length=256,
+                                        description="per-layer bits overrides: glob pattern -> bits; first match wins")
+    embedding_bits: Bits | None = Field(None, description="bits of weights quantized without activations "
+                                                          "(embeddings, ...), rounded to nearest; default `bits`")
+    exclude: list[Pattern] = Field(default_factory=list, max_length=256,
+                                   description="glob patterns of layers or tensors left in float32")
+    include_embeddings: bool = Field(True, description="also quantize nn.Embedding weights (rounded to nearest)")
+    sequential: bool = Field(False, description="true: each Linear's Hessian comes from the model with the layers "
+                                               "before it already quantized (one calibration pass per layer); "
+                                               "false: all from the float model in one pass")
+
+    @property
+    def needs_data(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return f"gptq int{self.bits} " + (f"group {self.group_size}" if self.group_size else "per_channel")
+
+    def check_against(self, layer_names: list[str]) -> list[str]:
+        return [f"{field} pattern {p!r} matches no layer of the model"
+                for field, pats in (("exclude", self.exclude), ("layers", list(self.layers)))
+                for p in pats if not pattern_matches(p, layer_names)]
+
+    def bits_for(self, name: str, hessian: bool) -> int:
+        found = next((b for p, b in self.layers.items() if pattern_matches(p, [name])), None)
+        if found is not None:
+            return found
+        return self.bits if hessian or self.embedding_bits is None else self.embedding_bits
+
+
+def _forward(model: torch.nn.Module, batch) -> None:
+    """Run one calibration batch: all its tensors as positional inputs, or all but a trailing integer
+    target when the forward signature does not take them all."""
+    batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+    try:
+        inspect.signature(model.forward).bind(*batch)
+        args = batch
+    except (TypeError, ValueError):
+        args = batch[:-1] if len(batch) >= 2 and not batch[-1].is_floating_point() else batch
+    model(*args)
+
+
+def hessians(model: torch.nn.Module, modules: dict[str, torch.nn.Linear], batches) -> dict[str, torch.Tensor]:
+    """name -> 2 XᵀX / n (float64) of each Linear's inputs over the calibration batches."""
+    acc: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name):
+        def pre(mod, args):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+            acc[name] = acc.get(name, 0) + x.T @ x
+            counts[name] = counts.get(name, 0) + x.shape[0]
+        return pre
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                _forward(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(training)
+    return {n: 2 * acc[n] / counts[n] for n in acc if counts[n] > 0}
+
+
+def _call_order(model: torch.nn.Module, modules: dict[str, torch.nn.Linear], batch) -> list[str]:
+    """Module names in the order one forward pass calls them (never-called ones last)."""
+    seen: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: seen.append(n) if n not in seen else None)
+               for n, m in modules.items()]
+    try:
+        with torch.no_grad():
+            _forward(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen + [n for n in modules if n not in seen]
+
+
+def gptq_codes(w: torch.Tensor, h: torch.Tensor, bits: int, symmetric: bool, group_size: int | None,
+               scale_storage: str, damp: float, block_size: int):
+    """-> (codes [rows, cols], scales, zero points or None) for a [rows, cols] weight and its Hessian."""
+    W = w.detach().float().clone()
+    rows, cols = W.shape
+    H = h.double().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(cols, dtype=H.dtype)
+    try:
+        L = torch.linalg.cholesky(H)
+        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True).float()
+    except RuntimeError:
+        raise CompressionError("GPTQ: the calibration Hessian is not positive definite; raise damp") from None
+    codes = torch.zeros(rows, cols)
+    groups = -(-cols // group_size) if group_size else 1
+    scales = torch.zeros(rows, groups)
+    zeros = torch.zeros(rows, groups) if not symmetric else None
+    if not group_size:
+        s, z = grid(W, bits, symmetric, scale_storage)
+        scales[:, 0] = s
+        if zeros is not None:
+            zeros[:, 0] = z
+    s, z = scales[:, 0], zeros[:, 0] if zeros is not None else None
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if group_size and col % group_size == 0:
+                g = col // group_size
+                end = min(col + group_size, cols)
+                span = torch.cat([W1[:, i:min(i2 - i1, end - i1)], W[:, i2:end]], dim=1) if end > i2 else \
+                    W1[:, i:end - i1]
+                s, z = grid(span, bits, symmetric, scale_storage)
+                scales[:, g] = s
+                if zeros is not None:
+                    zeros[:, g] = z
+            x = W1[:, i:i + 1]
+            q = to_codes(x, s, z, bits, symmetric)
+            codes[:, col] = q[:, 0]
+            err = (x[:, 0] - dequant(q, s, z)[:, 0]) / Hinv1[i, i]
+            W1[:, i:] -= err[:, None] @ Hinv1[i:i + 1, i:]
+            Err1[:, i] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return codes, scales, zeros
+
+
+def gptq(spec: GPTQSpec, state: CompressionState) -> None:
+    if not state.calibration:
+        raise CompressionError("the gptq stage needs calibration data; none was given")
+    targets = select_targets(state, spec.exclude, spec.include_embeddings, "gptq")
+    for t in targets:
+        if t.name in state.masks or t.name in state.encodings:
+            raise CompressionError(f"{t.name} is already pruned or encoded; gptq must be the only weight stage")
+        check_finite(t.name, t.param.detach())
+    linear = {}
+    for t in targets:
+        mod = state.model.get_submodule(t.module_name)
+        if isinstance(mod, torch.nn.Linear):
+            linear[t.module_name] = mod
+    order = _call_order(state.model, linear, state.calibration[0]) if spec.sequential else list(linear)
+    hs = {} if spec.sequential else hessians(state.model, linear, state.calibration)
+    state.checkpoint(0.05)
+    done = 0
+    for name in order:   # Linear layers first, in the order the forward pass reaches them
+        if spec.sequential:
+            hs = hessians(state.model, {name: linear[name]}, state.calibration)
+        for t in targets:
+            if t.module_name == name:
+                _encode(spec, state, t, hs.get(name))
+                done += 1
+        state.checkpoint(0.05 + 0.95 * done / len(targets))
+    for t in targets:
+        if t.name not in state.encodings:
+            _encode(spec, state, t, None)
+    state.checkpoint(1.0)
+
+
+def _encode(spec: GPTQSpec, state: CompressionState, t: WeightTarget, h: torch.Tensor | None) -> None:
+    w = t.param.detach()
+    bits = spec.bits_for(t.name, h is not None)
+    if h is None:
+        enc = round_to_nearest(w, dtype_name(w.dtype), bits, spec.symmetric, spec.group_size, spec.scale_dtype)
+    else:
+        codes, scales, zeros = gptq_codes(w, h, bits, spec.symmetric, spec.group_size, spec.scale_dtype,
+                                          spec.damp, spec.block_size)
+        enc = affine_node(tuple(w.shape), dtype_name(w.dtype), codes, scales, zeros, bits, spec.symmetric,
+                          spec.group_size, spec.scale_dtype)
+    with torch.no_grad():
+        t.param.copy_(decode(enc))
+    state.encodings[t.name] = enc
+
+
+__all__ = ["GPTQSpec", "gptq", "gptq_codes", "group_layout", "hessians"]
