@@ -1,13 +1,14 @@
 FROM python:3.11-slim
 WORKDIR /app
-# CPU build of torch, pinned (the default index would pull a CUDA build).
-RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# torch pinned first, so no dependency resolves a different release.
+RUN pip install --no-cache-dir torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY api api
 COPY workers workers
 COPY compression compression
 COPY storage storage
 COPY web web
+COPY mpclient mpclient
 RUN pip install --no-cache-dir .
 ENV MODELPRESS_HOME=/data
 EXPOSE 8000
