@@ -53,6 +53,15 @@ def _member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     zf.writestr(info, data)
 
 
+def _decode_requires(origin: dict) -> str:
+    """What besides modelpress rebuilds a runnable model (see CONTAINER.md)."""
+    if origin.get("architecture"):
+        return "architecture"
+    if origin.get("hf_config"):
+        return "hf-config"   # carried in the manifest: transformers builds the module
+    return "program"
+
+
 def write_container(path: Path, encodings: dict[str, Encoded], *, origin: dict, pipeline: dict) -> int:
     """Write tensors (in the given order) and return the file's size in bytes."""
     blobs: list[tuple[str, bytes]] = []
@@ -77,7 +86,7 @@ def write_container(path: Path, encodings: dict[str, Encoded], *, origin: dict, 
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
         "writer": {"modelpress": _version(), "torch": torch.__version__},
         "origin": origin,
-        "decode_requires": "architecture" if origin.get("architecture") else "program",
+        "decode_requires": _decode_requires(origin),
         "pipeline": pipeline,
         "tensors": tensors,
     }

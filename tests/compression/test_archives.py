@@ -88,6 +88,7 @@ def test_job_exports_a_runnable_folder_and_a_self_describing_container(tmp_path,
     assert set(out.metrics["verification"]) == {"model.mpz", "model.safetensors", "model-hf.zip", "model.onnx"}
     assert out.metrics["output_mean_cosine"] > 0.9
     _, manifest = read_container(kinds["container"])
+    assert manifest["decode_requires"] == "hf-config"
     assert manifest["origin"]["format"] == "hf-folder" and manifest["origin"]["hf_config"]["model_type"] == "bert"
     module = load_container_module(kinds["container"])   # no other file needed
     exported = load_model(kinds["hf-folder"], "hf-folder", {})
