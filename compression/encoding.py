@@ -10,6 +10,8 @@ after a stage and when reading a container, so the two are bitwise identical.
 """
 from __future__ import annotations
 
+import math
+
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,10 +53,7 @@ class Encoded:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -124,6 +123,15 @@ def _cast(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     return parts["values"].to(STORAGE_DTYPES[enc.dtype]).reshape(enc.shape)
 
 
+def _per_slice(enc: Encoded, values: torch.Tensor) -> torch.Tensor:
+    """float32 values shaped to broadcast one per slice along `params.axis` (or one for the tensor)."""
+    axis = enc.params.get("axis")
+    view = [1] * len(enc.shape)
+    if axis is not None:
+        view[axis] = enc.shape[axis]
+    return values.to(torch.float32).reshape(view)
+
+
 @codec("affine")
 def _affine(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     """Integer codes; value = (code - zero_point) * scale, per tensor or per slice along `axis`, or
@@ -131,13 +139,9 @@ def _affine(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     if enc.params.get("group_size") is not None:
         return _affine_grouped(enc, parts)
     codes = parts["codes"].reshape(enc.shape).to(torch.float32)
-    axis = enc.params.get("axis")
-    view = [1] * len(enc.shape)
-    if axis is not None:
-        view[axis] = enc.shape[axis]
-    scales = parts["scales"].to(torch.float32).reshape(view)
+    scales = _per_slice(enc, parts["scales"])
     if "zero_points" in parts:
-        codes = codes - parts["zero_points"].to(torch.float32).reshape(view)
+        codes = codes - _per_slice(enc, parts["zero_points"])
     return (codes * scales).to(STORAGE_DTYPES[enc.dtype])
 
 
@@ -228,11 +232,7 @@ def _codebook(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
 def _sign(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     """Binary weights: value = (2 * bit - 1) * scale, one float32 scale per slice along `axis` (or one)."""
     bits = parts["signs"].reshape(enc.shape).to(torch.float32)
-    axis = enc.params.get("axis")
-    view = [1] * len(enc.shape)
-    if axis is not None:
-        view[axis] = enc.shape[axis]
-    scales = parts["scales"].to(torch.float32).reshape(view)
+    scales = _per_slice(enc, parts["scales"])
     return ((bits * 2 - 1) * scales).to(STORAGE_DTYPES[enc.dtype])
 
 

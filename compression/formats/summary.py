@@ -1,6 +1,8 @@
 """JSON-able model summaries and checks of tensor names/shapes against a built-in architecture."""
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -18,10 +20,7 @@ class TensorMeta:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 def require_architecture(architecture: str | None, fmt: str) -> str:
