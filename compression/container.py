@@ -23,6 +23,7 @@ import torch
 
 from compression.architectures import ARCHITECTURES, build_architecture
 from compression.encoding import CODECS, PACKED, STORAGE_DTYPES, Encoded, Part, decode, part_from_bytes, part_to_bytes
+from compression.errors import CompressionError
 
 FORMAT_NAME = "modelpress.container"
 FORMAT_VERSION = 1
@@ -62,7 +63,8 @@ def _decode_requires(origin: dict) -> str:
     return "program"
 
 
-def write_container(path: Path, encodings: dict[str, Encoded], *, origin: dict, pipeline: dict) -> int:
+def write_container(path: Path, encodings: dict[str, Encoded], *, origin: dict, pipeline: dict,
+                    structure: list[dict] | None = None) -> int:
     """Write tensors (in the given order) and return the file's size in bytes."""
     blobs: list[tuple[str, bytes]] = []
 
@@ -90,6 +92,8 @@ def write_container(path: Path, encodings: dict[str, Encoded], *, origin: dict, 
         "pipeline": pipeline,
         "tensors": tensors,
     }
+    if structure:   # architecture edits replayed on the original architecture (compression.structure)
+        manifest["structure"] = structure
     path = Path(path)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         _member(zf, MANIFEST, json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode())
@@ -213,6 +217,12 @@ def load_container_module(path: Path, *, program: Path | None = None) -> torch.n
     else:
         raise ContainerError(f"this container holds weights for a {origin.get('format')} program; "
                              "pass the program file (program=...) to rebuild a runnable module")
+    if manifest.get("structure"):
+        from compression.structure import apply_structure
+        try:
+            apply_structure(model, manifest["structure"])
+        except CompressionError as exc:
+            raise ContainerError(str(exc)) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -16,12 +16,14 @@ from compression import export, verify
 from compression.architectures import build_architecture
 from compression.container import write_container
 from compression.encoding import raw
+from compression.data import JobData
 from compression.errors import CompressionError, JobCancelled
 from compression.formats import LoadedModel, hf_folder, load_model
 from compression.methods.base import CompressionState
 from compression.outputs import max_abs_diff, mean_cosine, run
 from compression.pipeline import PipelineSpec
 from compression.registry import run_stage
+from compression.structure import apply_structure
 from compression.report import layer_report, parameter_counts
 
 __all__ = ["ArtifactFile", "CompressionError", "JobCancelled", "JobHooks", "JobOutput", "run_compression_job"]
@@ -83,9 +85,7 @@ def _copy(loaded: LoadedModel, path: Path, fmt: str, options: dict, seed: int) -
         return load_model(path, fmt, options, seed=seed).model
 
 
-def _compress(spec: PipelineSpec, model: torch.nn.Module, progress: _Run,
-              calibration: list[tuple] | None = None) -> CompressionState:
-    state = CompressionState(model, {}, spec.seed, calibration=calibration)
+def _compress(spec: PipelineSpec, state: CompressionState, progress: _Run) -> CompressionState:
     width = (_EXPORT - _STAGES) / len(spec.stages)
     for i, stage in enumerate(spec.stages):
         base = _STAGES + width * i
@@ -93,7 +93,7 @@ def _compress(spec: PipelineSpec, model: torch.nn.Module, progress: _Run,
         state.checkpoint = lambda fraction, kind=stage.kind, base=base: progress.at(
             kind, base + width * min(max(fraction, 0.0), 1.0))
         start = time.perf_counter()
-        with torch.no_grad():
+        with torch.enable_grad() if stage.trains else torch.no_grad():
             run_stage(stage, state)
         progress.timed(f"stage {i} {stage.kind}", start)
     return state
@@ -114,8 +114,9 @@ def _export_onnx(model: torch.nn.Module, inputs: tuple, path: Path, text: bool, 
 
 def run_compression_job(model_path: Path, model_format: str, model_options: dict, pipeline: PipelineSpec,
                         out_dir: Path, hooks: JobHooks = JobHooks(),
-                        calibration: list[tuple] | None = None) -> JobOutput:
-    """`calibration`: optional batches (inputs..., [int targets]) for data-driven stages (saliency pruning)."""
+                        calibration: list[tuple] | None = None, data: JobData | None = None) -> JobOutput:
+    """`calibration`: optional batches (inputs..., [int targets]) for data-driven stages (saliency pruning);
+    `data`: the job's datasets by role (calibration batches are taken from it when not given)."""
     model_path, out_dir, options = Path(model_path), Path(out_dir), dict(model_options or {})
     progress = _Run(hooks)
     if model_format == "onnx":   # ONNX in, ONNX out: compressed in place, run by onnxruntime
@@ -132,7 +133,13 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     compressed = _copy(loaded, model_path, model_format, options, pipeline.seed)
     progress.timed("load", start)
 
-    state = _compress(pipeline, compressed, progress, calibration)
+    if calibration is None and data is not None:
+        calibration = data.calibration_batches()
+    state = CompressionState(compressed, {}, pipeline.seed, calibration=calibration, data=data, example_inputs=inputs,
+                             probe=loaded.probe, teacher=loaded.model)
+    state = _compress(pipeline, state, progress)
+    compressed = state.model   # architecture stages may have replaced the module
+    structure = state.structure
 
     progress.at("export", _EXPORT)
     start = time.perf_counter()
@@ -144,22 +151,27 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     if loaded.hf is not None:   # the container rebuilds the model from this config (see CONTAINER.md)
         origin["hf_config"] = loaded.hf.config
     container = out_dir / CONTAINER_NAME
-    container_bytes = write_container(container, encodings, origin=origin, pipeline=pipeline.model_dump(mode="json"))
+    container_bytes = write_container(container, encodings, origin=origin, pipeline=pipeline.model_dump(mode="json"),
+                                      structure=structure)
     artifacts = [ArtifactFile(container.name, "container", container),
                  ArtifactFile("model.safetensors", "safetensors", out_dir / "model.safetensors")]
     export.write_safetensors(weights, artifacts[1].path, {
-        "format": "pt", "modelpress.architecture": loaded.architecture or "", "modelpress.origin_format": model_format})
+        "format": "pt", "modelpress.architecture": loaded.architecture or "", "modelpress.origin_format": model_format,
+        **({"modelpress.structure": json.dumps(structure, separators=(",", ":"))} if structure else {})})
     notes = []
     # programs are written before the compressed model ever runs, so forward-time mutation cannot leak in
-    if loaded.hf is not None:
+    if loaded.hf is not None and not structure:
         artifacts.append(ArtifactFile(HF_FOLDER_NAME, "hf-folder", out_dir / HF_FOLDER_NAME))
         hf_folder.write_folder_zip(artifacts[-1].path, artifacts[1].path, loaded.hf)
         notes.append("hf-folder: the runnable artifact is model-hf.zip (transformers.AutoModel.from_pretrained); "
                      "no .pt2 export")
-    elif model_format == "torchscript":
+    elif model_format == "torchscript" and not structure:
         artifacts.append(ArtifactFile("model.torchscript.pt", "torchscript", out_dir / "model.torchscript.pt"))
         export.write_torchscript(compressed, inputs, artifacts[-1].path)
     else:
+        if structure and loaded.hf is not None:
+            notes.append("hf-folder: not exported; the architecture changed in ways config.json cannot describe. "
+                         "Runnable artifacts: model.pt2 and model.onnx, or the container via modelpress")
         try:
             export.write_pt2(compressed, inputs, out_dir / "model.pt2")
             artifacts.append(ArtifactFile("model.pt2", "torch-export", out_dir / "model.pt2"))
@@ -178,8 +190,8 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     arch = loaded.architecture
     checks = {container.name: verify.verify_container(container, weights, inputs, compressed_out,
                                                       None if arch or loaded.hf else model_path, probe)}
-    build = (lambda: build_architecture(arch)) if arch else \
-        (lambda: hf_folder.module_from_config(loaded.hf.config)) if loaded.hf else None
+    build = (lambda: apply_structure(build_architecture(arch), structure)) if arch else \
+        (lambda: apply_structure(hf_folder.module_from_config(loaded.hf.config), structure)) if loaded.hf else None
     checks["model.safetensors"] = verify.verify_safetensors(
         artifacts[1].path, weights, build, inputs, compressed_out, probe)
     for art in artifacts[2:]:

@@ -5,7 +5,7 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compression.methods.base import EXCLUSIVE_PHASES
+from compression.methods.base import EXCLUSIVE_PHASES, Phase
 from compression.registry import STAGE_SPECS
 
 Stage = Annotated[Union[STAGE_SPECS], Field(discriminator="kind")]  # noqa: UP007 (built from a tuple)
@@ -19,9 +19,10 @@ class PipelineSpec(BaseModel):
 
     @model_validator(mode="after")
     def _ordering(self):
-        for i, (a, b) in enumerate(zip(self.stages, self.stages[1:])):
+        ordered = [(i, s) for i, s in enumerate(self.stages) if s.phase != Phase.TRAINING]
+        for (i, a), (j, b) in zip(ordered, ordered[1:]):
             if b.phase < a.phase:
-                raise ValueError(f"stage {i + 1} ({b.kind}, {b.phase.name.lower()} phase) cannot come after "
+                raise ValueError(f"stage {j} ({b.kind}, {b.phase.name.lower()} phase) cannot come after "
                                  f"stage {i} ({a.kind}, {a.phase.name.lower()} phase)")
         for phase in EXCLUSIVE_PHASES:
             kinds = [s.kind for s in self.stages if s.phase == phase]

@@ -11,14 +11,18 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from compression.data import JobData
 from compression.encoding import Encoded, Part
 from compression.errors import CompressionError
 
 
 class Phase(IntEnum):
-    """Stages run in non-decreasing phase order. STRUCTURE (pruning) may repeat; VALUES
+    """Stages run in non-decreasing phase order. ARCHITECTURE (structured pruning, low-rank
+    factorization, student derivation) and STRUCTURE (unstructured pruning) may repeat; VALUES
     (quantization, weight sharing, binarisation) and CODING (entropy coding) at most once each,
-    so an entropy coder is always last."""
+    so an entropy coder is always last. TRAINING stages (fine-tuning) may go anywhere."""
+    TRAINING = 0
+    ARCHITECTURE = 5
     STRUCTURE = 10
     VALUES = 20
     CODING = 30
@@ -33,6 +37,7 @@ class MethodSpec(BaseModel):
 
     version: Literal[1] = 1
     phase: ClassVar[Phase]
+    trains: ClassVar[bool] = False   # runs with autograd enabled (fine-tuning, distillation)
 
     def check_against(self, layer_names: list[str]) -> list[str]:
         """Problems visible from the model's tensor names alone (used at submit time)."""
@@ -52,6 +57,12 @@ class CompressionState:
     checkpoint: Callable[[float], None] = lambda fraction: None      # progress within the stage; may raise JobCancelled
     masks: dict[str, torch.Tensor] = field(default_factory=dict)     # pruned tensors: bool keep-mask, persists
     calibration: list[tuple] | None = None   # batches (inputs..., [int targets]) for data-driven criteria
+    data: JobData | None = None              # the job's datasets by role (calibration, train, eval)
+    example_inputs: tuple = ()               # sample inputs the model runs on (tracing, MACs)
+    # (model, inputs) -> [batch, features] outputs that fidelity is measured on (None: outputs.run)
+    probe: Callable[[torch.nn.Module, tuple], torch.Tensor] | None = None
+    teacher: torch.nn.Module | None = None   # the uploaded model, untouched (distillation, evaluation)
+    structure: list[dict] = field(default_factory=list)   # architecture edits (compression.structure)
 
 
 @dataclass(frozen=True)
