@@ -50,7 +50,7 @@ def test_round_trip_is_bitwise_exact(stage, tmp_path):
         assert decoded[name].dtype == tensor.dtype
         assert torch.equal(decoded[name].view(-1).view(torch.uint8) if tensor.is_floating_point() else decoded[name],
                            tensor.view(-1).view(torch.uint8) if tensor.is_floating_point() else tensor), name
-    assert manifest["format_version"] == 1 and manifest["decode_requires"] == "program"
+    assert manifest["format_version"] == 2 and manifest["decode_requires"] == "program"
 
 
 def test_container_is_about_4x_smaller_for_int8_and_2x_for_fp16(lenet_safetensors, tmp_path):
@@ -124,18 +124,46 @@ def _manifest_edit(fn):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda n, d: bytes([d[0] ^ 1]) + d[1:] if n.endswith("codes") else d, "sha256"),
+    (lambda n, d: bytes([d[0] ^ 1]) + d[1:] if n == "parts.bin" else d, "sha256"),
     (_manifest_edit(lambda m: m["tensors"][0]["parts"]["codes"].update(numel=10**12)), "too many elements"),
-    (_manifest_edit(lambda m: m["tensors"][0]["parts"]["codes"].update(numel=17)), "expected"),
-    (_manifest_edit(lambda m: m.update(format_version=2)), "version"),
+    (_manifest_edit(lambda m: m["tensors"][0]["parts"]["codes"].update(numel=17)), "wrong size"),
+    (_manifest_edit(lambda m: m.update(format_version=3)), "version"),
     (_manifest_edit(lambda m: m["tensors"][1].update(codec="exec")), "unknown codec"),
     (_manifest_edit(lambda m: m["tensors"][1].update(shape=[4, 5])), "cannot be decoded"),
-    (_manifest_edit(lambda m: m["tensors"][0]["parts"]["codes"].update(file="../../etc/passwd")), "missing"),
+    (_manifest_edit(lambda m: m["tensors"][0]["parts"]["codes"].update(offset=10**6)), "outside"),
+    (_manifest_edit(lambda m: m["tensors"][0]["parts"]["codes"].update(offset=-1)), "outside"),
+    # a few bytes claiming a huge decoded tensor (a sparse/codebook node could) is refused before decoding
+    (_manifest_edit(lambda m: m["tensors"][1].update(shape=[1 << 20, 1 << 20])), "decodes to more than"),
 ])
 def test_tampered_containers_are_rejected(small_container, tmp_path, edit, message):
     bad = _tamper(small_container, tmp_path / "bad.mpz", edit)
     with pytest.raises(ContainerError, match=message):
         read_container(bad)
+
+
+def test_manifest_bomb_is_refused(small_container, tmp_path):
+    bomb = tmp_path / "bomb.mpz"
+    with zipfile.ZipFile(small_container) as zin, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zout:
+        zout.writestr("manifest.json", b" " * (65 << 20))   # 65 MiB of spaces deflate to ~65 KB
+        zout.writestr(zin.getinfo("parts.bin"), zin.read("parts.bin"))
+    with pytest.raises(ContainerError, match="too large"):
+        read_container(bomb)
+
+
+def test_version_1_containers_are_still_read(tmp_path):
+    """Format 1: one stored member per part with a sha256 each (containers written before version 2)."""
+    import hashlib
+    data = SCALES.numpy().tobytes()
+    manifest = {"format": "modelpress.container", "format_version": 1, "origin": {"format": "test"}, "pipeline": {},
+                "tensors": [{"name": "s", "codec": "raw", "shape": [3], "dtype": "float32", "params": {},
+                             "parts": {"values": {"file": "parts/000000/values", "storage": "float32", "numel": 3,
+                                                  "nbytes": 12, "sha256": hashlib.sha256(data).hexdigest()}}}]}
+    old = tmp_path / "v1.mpz"
+    with zipfile.ZipFile(old, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        zf.writestr("parts/000000/values", data)
+    state, _ = read_container(old)
+    assert torch.equal(state["s"], SCALES)
 
 
 def test_decoding_matches_the_encoder(small_container):
