@@ -90,6 +90,15 @@ def test_share_has_at_most_2_pow_bits_values_and_keeps_zeros(lenet, bits):
         assert state.masks[n].float().mean() == pytest.approx(0.3, abs=1e-3)
 
 
+def test_share_can_store_biases_in_float16(lenet, tmp_path):
+    bias = lenet.fc1.bias.detach().clone()
+    state = _run(lenet, [{"kind": "share", "bits": 4, "bias_dtype": "float16", "centroid_dtype": "float16"}])
+    assert torch.equal(lenet.fc1.bias.detach(), bias.half().float())
+    assert state.encodings["fc1.bias"].parts["values"].storage == "float16"
+    decoded, _ = read_container(_container(tmp_path, lenet, state)[0])
+    assert torch.equal(decoded["fc1.bias"], lenet.fc1.bias.detach())
+
+
 def test_binary_is_sign_times_channel_scale(lenet):
     original = lenet.fc1.weight.detach().clone()
     _run(lenet, [{"kind": "quantize", "dtype": "binary"}])
