@@ -80,5 +80,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("deep-compression", "Deep Compression without retraining: magnitude-prune 80% per layer, "
                                "share 5-bit k-means centroids on the kept weights, Huffman-code indices "
                                "and gaps. Retrain (compression.training) for the paper's ratios.",
-           [{"kind": "prune", "sparsity": 0.8}, {"kind": "share", "bits": 5}, {"kind": "huffman"}]),
+           [{"kind": "prune", "sparsity": 0.8},
+            {"kind": "share", "bits": 5, "centroid_dtype": "float16", "bias_dtype": "float16"}, {"kind": "huffman"}]),
 )}
