@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from compression.methods.base import CompressionState, MethodSpec
 from compression.methods.entropy import HuffmanSpec, huffman_stage
 from compression.methods.gptq import GPTQSpec, gptq
+from compression.methods.lowrank import LowRankSpec, low_rank
 from compression.methods.pruning import PruneSpec, prune
 from compression.methods.quantization import QuantizeSpec, quantize
 from compression.methods.sharing import ShareSpec, share
@@ -28,6 +29,7 @@ METHODS: dict[str, Method] = {
     "share": Method(ShareSpec, share),
     "huffman": Method(HuffmanSpec, huffman_stage),
     "gptq": Method(GPTQSpec, gptq),
+    "low_rank": Method(LowRankSpec, low_rank),
 }
 STAGE_SPECS: tuple[type[MethodSpec], ...] = tuple(m.spec for m in METHODS.values())
 
