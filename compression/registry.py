@@ -15,6 +15,7 @@ from compression.methods.lowrank import LowRankSpec, low_rank
 from compression.methods.pruning import PruneSpec, prune
 from compression.methods.quantization import QuantizeSpec, quantize
 from compression.methods.sharing import ShareSpec, share
+from compression.methods.structured import StructuredPruneSpec, structured_prune
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ METHODS: dict[str, Method] = {
     "huffman": Method(HuffmanSpec, huffman_stage),
     "gptq": Method(GPTQSpec, gptq),
     "low_rank": Method(LowRankSpec, low_rank),
+    "structured_prune": Method(StructuredPruneSpec, structured_prune),
 }
 STAGE_SPECS: tuple[type[MethodSpec], ...] = tuple(m.spec for m in METHODS.values())
 

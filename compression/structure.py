@@ -98,8 +98,10 @@ def _parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:
 
 def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
     parent, leaf = _parent(model, path)
-    if not hasattr(parent, leaf):
+    old = getattr(parent, leaf, None)
+    if not isinstance(old, nn.Module):
         raise CompressionError(f"structure record names a module the model lacks: {path!r}")
+    new.train(old.training)   # a fresh BatchNorm is in training mode: keep the model's eval mode
     setattr(parent, leaf, new)
 
 
