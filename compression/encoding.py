@@ -249,6 +249,26 @@ def _sparse(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.from_numpy(dense).to(STORAGE_DTYPES[enc.dtype]).reshape(enc.shape)
 
 
+@codec("rows")
+def _rows(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Row partition (mixed precision across rows, e.g. frequent tokens of an embedding): rows whose
+    `selected` flag is 1 come, in order, from `a`, the others from `b`; `a` and `b` decode to
+    [their row count, row length] (any codec)."""
+    rows = enc.shape[0] if enc.shape else 0
+    width = math.prod(enc.shape[1:])
+    selected = parts["selected"].reshape(-1).to(torch.int64)
+    if selected.numel() != rows or bool(((selected != 0) & (selected != 1)).any()):
+        raise ValueError("rows: `selected` must hold one 0/1 flag per row")
+    mask = selected.bool()
+    a, b = parts["a"].reshape(-1), parts["b"].reshape(-1)
+    if a.numel() != int(mask.sum()) * width or b.numel() != int((~mask).sum()) * width:
+        raise ValueError("rows: part sizes do not match the selected rows")
+    out = torch.empty(rows, width, dtype=STORAGE_DTYPES[enc.dtype])
+    out[mask] = a.reshape(-1, width).to(out.dtype)
+    out[~mask] = b.reshape(-1, width).to(out.dtype)
+    return out.reshape(enc.shape)
+
+
 def int_part(values, storage: str | None = None) -> Part:
     """A flat integer Part in the narrowest plain storage holding `values` (numpy or torch ints)."""
     t = values if isinstance(values, torch.Tensor) else torch.from_numpy(__import__("numpy").asarray(values).astype("int64"))

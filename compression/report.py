@@ -24,7 +24,9 @@ def describe(enc: Encoded) -> str:
             return f"ternary {'per_tensor' if p.get('axis') is None else 'per_channel'}{huff}"
         if "frac_bits" in p:
             return f"fixed16 x2^-{p['frac_bits']}{huff}"
-        return (f"int{p['bits']} {'per_tensor' if p.get('axis') is None else 'per_channel'} "
+        layout = f"group {p['group_size']}" if p.get("group_size") else \
+            "per_tensor" if p.get("axis") is None else "per_channel"
+        return (f"int{p['bits']} {layout} "
                 f"{'symmetric' if p.get('symmetric', True) else 'asymmetric'}{huff}")
     if enc.codec == "sign":
         return f"binary {'per_tensor' if enc.params.get('axis') is None else 'per_channel'}"
@@ -34,6 +36,8 @@ def describe(enc: Encoded) -> str:
         values = enc.parts["values"]
         inner = describe(values) if isinstance(values, Encoded) else values.storage
         return f"sparse {enc.params.get('bits')}-bit gaps{huff} / {inner}"
+    if enc.codec == "rows":
+        return f"rows {describe(enc.parts['a'])} | {describe(enc.parts['b'])}"
     return enc.codec
 
 

@@ -14,11 +14,11 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field
 
-from compression.encoding import decode, dtype_name, group_layout
+from compression.encoding import Encoded, bitpacked, decode, dtype_name, group_layout
 from compression.errors import CompressionError
 from compression.methods.base import (CompressionState, MethodSpec, Phase, WeightTarget, check_finite,
                                       pattern_matches, select_targets)
-from compression.methods.groupwise import affine_node, dequant, grid, round_to_nearest, to_codes
+from compression.methods.groupwise import affine_node, dequant, grid, mse_grid, round_to_nearest, to_codes
 
 Pattern = Annotated[str, Field(min_length=1, max_length=256)]
 Bits = Annotated[int, Field(ge=2, le=8)]
@@ -41,9 +41,18 @@ class GPTQSpec(MethodSpec):
                                         description="per-layer bits overrides: glob pattern -> bits; first match wins")
     embedding_bits: Bits | None = Field(None, description="bits of weights quantized without activations "
                                                           "(embeddings, ...), rounded to nearest; default `bits`")
+    embedding_hot_bits: Bits | None = Field(
+        None, description="bits of the embedding rows the calibration data looks up (the tokens of the calibration "
+                          "text); the other rows get the embedding bits. Frequent tokens dominate any text, so "
+                          "precision goes where lookups happen (a `rows` node). Null: every row alike")
     exclude: list[Pattern] = Field(default_factory=list, max_length=256,
                                    description="glob patterns of layers or tensors left in float32")
     include_embeddings: bool = Field(True, description="also quantize nn.Embedding weights (rounded to nearest)")
+    act_order: bool = Field(True, description="quantize columns in order of decreasing Hessian diagonal (most "
+                                              "activated inputs first, while the most error can still be "
+                                              "compensated); group grids are then fixed up front from the float weights")
+    clip_search: bool = Field(True, description="shrink each group's range to the factor minimising its "
+                                                "Hessian-weighted rounding error (MSE-optimal clipping)")
     sequential: bool = Field(False, description="true: each Linear's Hessian comes from the model with the layers "
                                                "before it already quantized (one calibration pass per layer); "
                                                "false: all from the float model in one pass")
@@ -105,6 +114,26 @@ def hessians(model: torch.nn.Module, modules: dict[str, torch.nn.Linear], batche
     return {n: 2 * acc[n] / counts[n] for n in acc if counts[n] > 0}
 
 
+def lookup_counts(model: torch.nn.Module, modules: dict[str, torch.nn.Embedding], batches) -> dict[str, torch.Tensor]:
+    """name -> how often the calibration batches look up each row of each Embedding."""
+    counts = {n: torch.zeros(m.num_embeddings, dtype=torch.int64) for n, m in modules.items()}
+
+    def hook(name):
+        def pre(mod, args):
+            counts[name] += torch.bincount(args[0].reshape(-1).to(torch.int64), minlength=mod.num_embeddings)
+        return pre
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                _forward(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return counts
+
+
 def _call_order(model: torch.nn.Module, modules: dict[str, torch.nn.Linear], batch) -> list[str]:
     """Module names in the order one forward pass calls them (never-called ones last)."""
     seen: list[str] = []
@@ -120,29 +149,44 @@ def _call_order(model: torch.nn.Module, modules: dict[str, torch.nn.Linear], bat
 
 
 def gptq_codes(w: torch.Tensor, h: torch.Tensor, bits: int, symmetric: bool, group_size: int | None,
-               scale_storage: str, damp: float, block_size: int):
+               scale_storage: str, damp: float, block_size: int, act_order: bool = False,
+               clip_search: bool = False):
     """-> (codes [rows, cols], scales, zero points or None) for a [rows, cols] weight and its Hessian."""
     W = w.detach().float().clone()
     rows, cols = W.shape
     H = h.double().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
+    W[:, dead] = 0
+    importance = torch.diag(H).float()
     H += damp * torch.mean(torch.diag(H)) * torch.eye(cols, dtype=H.dtype)
+    groups = -(-cols // group_size) if group_size else 1
+    width = group_size or cols
+    scales = torch.zeros(rows, groups)
+    zeros = torch.zeros(rows, groups) if not symmetric else None
+
+    def fit(span: torch.Tensor, cols_idx: torch.Tensor):
+        if clip_search:
+            return mse_grid(span, bits, symmetric, scale_storage, importance[cols_idx])
+        return grid(span, bits, symmetric, scale_storage)
+
+    # static grids: act_order visits a group's columns out of order, so its grid cannot wait for them
+    static = act_order or not group_size
+    if static:
+        for g in range(groups):
+            idx = torch.arange(g * width, min((g + 1) * width, cols))
+            scales[:, g], z = fit(W[:, idx], idx)
+            if zeros is not None:
+                zeros[:, g] = z
+    perm = torch.argsort(importance, descending=True) if act_order else torch.arange(cols)
+    W, H = W[:, perm], H[perm][:, perm]
     try:
         L = torch.linalg.cholesky(H)
         Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True).float()
     except RuntimeError:
         raise CompressionError("GPTQ: the calibration Hessian is not positive definite; raise damp") from None
     codes = torch.zeros(rows, cols)
-    groups = -(-cols // group_size) if group_size else 1
-    scales = torch.zeros(rows, groups)
-    zeros = torch.zeros(rows, groups) if not symmetric else None
-    if not group_size:
-        s, z = grid(W, bits, symmetric, scale_storage)
-        scales[:, 0] = s
-        if zeros is not None:
-            zeros[:, 0] = z
-    s, z = scales[:, 0], zeros[:, 0] if zeros is not None else None
+    group_of = perm // width   # original column -> its group
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         W1 = W[:, i1:i2].clone()
@@ -150,18 +194,17 @@ def gptq_codes(w: torch.Tensor, h: torch.Tensor, bits: int, symmetric: bool, gro
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
-            if group_size and col % group_size == 0:
-                g = col // group_size
-                end = min(col + group_size, cols)
-                span = torch.cat([W1[:, i:min(i2 - i1, end - i1)], W[:, i2:end]], dim=1) if end > i2 else \
-                    W1[:, i:end - i1]
-                s, z = grid(span, bits, symmetric, scale_storage)
-                scales[:, g] = s
+            g = int(group_of[col])
+            if not static and col % width == 0:   # dynamic grid from the error-updated columns of this group
+                end = min(col + width, cols)
+                span = torch.cat([W1[:, i:], W[:, i2:end]], dim=1) if end > i2 else W1[:, i:end - i1]
+                scales[:, g], z = fit(span, perm[col:end])
                 if zeros is not None:
                     zeros[:, g] = z
+            s, z = scales[:, g], zeros[:, g] if zeros is not None else None
             x = W1[:, i:i + 1]
             q = to_codes(x, s, z, bits, symmetric)
-            codes[:, col] = q[:, 0]
+            codes[:, perm[col]] = q[:, 0]
             err = (x[:, 0] - dequant(q, s, z)[:, 0]) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] @ Hinv1[i:i + 1, i:]
             Err1[:, i] = err
@@ -182,6 +225,11 @@ def gptq(spec: GPTQSpec, state: CompressionState) -> None:
         mod = state.model.get_submodule(t.module_name)
         if isinstance(mod, torch.nn.Linear):
             linear[t.module_name] = mod
+    hot = {}
+    if spec.embedding_hot_bits is not None:
+        embeddings = {t.module_name: state.model.get_submodule(t.module_name) for t in targets
+                      if isinstance(state.model.get_submodule(t.module_name), torch.nn.Embedding)}
+        hot = {f"{n}.weight": c > 0 for n, c in lookup_counts(state.model, embeddings, state.calibration).items()}
     order = _call_order(state.model, linear, state.calibration[0]) if spec.sequential else list(linear)
     hs = {} if spec.sequential else hessians(state.model, linear, state.calibration)
     state.checkpoint(0.05)
@@ -196,18 +244,25 @@ def gptq(spec: GPTQSpec, state: CompressionState) -> None:
         state.checkpoint(0.05 + 0.95 * done / len(targets))
     for t in targets:
         if t.name not in state.encodings:
-            _encode(spec, state, t, None)
+            _encode(spec, state, t, None, hot.get(t.name))
     state.checkpoint(1.0)
 
 
-def _encode(spec: GPTQSpec, state: CompressionState, t: WeightTarget, h: torch.Tensor | None) -> None:
+def _encode(spec: GPTQSpec, state: CompressionState, t: WeightTarget, h: torch.Tensor | None,
+            hot_rows: torch.Tensor | None = None) -> None:
     w = t.param.detach()
     bits = spec.bits_for(t.name, h is not None)
-    if h is None:
+    if hot_rows is not None and bool(hot_rows.any()) and not bool(hot_rows.all()):
+        rtn = lambda rows, b: round_to_nearest(rows, dtype_name(w.dtype), b, spec.symmetric, spec.group_size,  # noqa: E731
+                                               spec.scale_dtype)
+        enc = Encoded("rows", tuple(w.shape), dtype_name(w.dtype), {},
+                      {"selected": bitpacked(hot_rows.to(torch.int64), 1, "uint8"),
+                       "a": rtn(w[hot_rows], spec.embedding_hot_bits), "b": rtn(w[~hot_rows], bits)})
+    elif h is None:
         enc = round_to_nearest(w, dtype_name(w.dtype), bits, spec.symmetric, spec.group_size, spec.scale_dtype)
     else:
         codes, scales, zeros = gptq_codes(w, h, bits, spec.symmetric, spec.group_size, spec.scale_dtype,
-                                          spec.damp, spec.block_size)
+                                          spec.damp, spec.block_size, spec.act_order, spec.clip_search)
         enc = affine_node(tuple(w.shape), dtype_name(w.dtype), codes, scales, zeros, bits, spec.symmetric,
                           spec.group_size, spec.scale_dtype)
     with torch.no_grad():

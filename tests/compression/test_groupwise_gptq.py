@@ -44,6 +44,8 @@ def _run(model, stages, calibration=None):
     [{"kind": "prune", "sparsity": 0.5}, {"kind": "quantize", "dtype": "int4", "group_size": 8}],
     [{"kind": "gptq", "bits": 3, "group_size": 16}, {"kind": "huffman"}],
     [{"kind": "gptq", "bits": 4, "group_size": None, "symmetric": True, "sequential": True}],
+    [{"kind": "gptq", "bits": 4, "group_size": 16, "act_order": False, "clip_search": False}],
+    [{"kind": "gptq", "bits": 4, "group_size": 16, "embedding_bits": 2, "embedding_hot_bits": 6}, {"kind": "huffman"}],
 ])
 def test_round_trip_exact_and_codes_per_group(tmp_path, stages):
     torch.manual_seed(0)
@@ -83,7 +85,35 @@ def test_gptq_beats_round_to_nearest_on_calibration_outputs():
     rtn = decode(round_to_nearest(w, "float32", 3, False, 32, "float16"))
     err = lambda q: float(((x @ (q - w).T) ** 2).mean())   # noqa: E731
     assert err(gq) < 0.8 * err(rtn)
+    for act_order, clip in ((True, False), (False, True), (True, True)):   # each variant still compensates
+        codes, scales, zeros = gptq_codes(w, h, 3, False, 32, "float16", 0.01, 32, act_order, clip)
+        assert err(decode(affine_node((64, 128), "float32", codes, scales, zeros, 3, False, 32, "float16"))) \
+            < 0.8 * err(rtn)
     assert dequant is not None
+
+
+def test_embedding_rows_the_calibration_looks_up_get_the_hot_bits():
+    torch.manual_seed(0)
+    model = Stack()
+    original = model.emb.weight.detach().clone()
+    seen = torch.tensor([1, 4, 9, 16, 25])
+    state = _run(model, [{"kind": "gptq", "bits": 4, "group_size": 8, "embedding_bits": 2, "embedding_hot_bits": 8}],
+                 [(seen.repeat(4, 1),)])
+    enc = state.encodings["emb.weight"]
+    assert enc.codec == "rows" and decode(enc.parts["selected"]).sum() == len(seen)
+    err = (model.emb.weight.detach() - original).abs().amax(dim=1)
+    cold = torch.ones(50, dtype=torch.bool)
+    cold[seen] = False
+    assert err[seen].max() < 0.2 * err[cold].min()   # 8-bit rows against 2-bit rows
+
+
+def test_rows_codec_rejects_inconsistent_parts():
+    from compression.encoding import Encoded, Part
+    a = round_to_nearest(torch.randn(2, 4), "float32", 4, False, None, "float32")
+    bad = Encoded("rows", (3, 4), "float32", {}, {"selected": Part(torch.tensor([1, 0, 0], dtype=torch.uint8), "uint8"),
+                                                   "a": a, "b": raw(torch.zeros(8))})
+    with pytest.raises(ValueError, match="sizes"):
+        decode(bad)
 
 
 @pytest.mark.parametrize("stage, match", [
