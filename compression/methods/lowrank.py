@@ -46,6 +46,8 @@ class LowRankSpec(MethodSpec):
                                                          description="which layer types to factor")
     exclude: list[Pattern] = Field(default_factory=list, max_length=256,
                                    description="glob patterns of layers left unfactored")
+    min_saving: float = Field(0.0, ge=0.0, lt=1.0, description="factor a layer only when its parameters and MACs "
+                              "drop by at least this fraction (near break-even ranks cost accuracy for little)")
     iterations: int = Field(50, ge=1, le=1000, description="ALS / HOOI iterations of CP and Tucker-2")
 
     @model_validator(mode="before")
@@ -178,12 +180,12 @@ def _method(spec: LowRankSpec, name: str, mod: nn.Module) -> str:
     return next((m for p, m in spec.methods.items() if fnmatchcase(name, p)), spec.conv_method)
 
 
-def _layer(name: str, mod: nn.Module, method: str) -> Layer:
+def _layer(name: str, mod: nn.Module, method: str, min_saving: float) -> Layer:
     w = mod.weight.detach()
     check_finite(f"{name}.weight", w)
     kernel = w[0, 0].numel() if w.ndim == 4 else 1
     stride = stride_product(mod.stride) if method != "svd" else 1
-    return Layer(name, method, w.shape[0], w.shape[1], kernel, stride, spectra_of(w, method))
+    return Layer(name, method, w.shape[0], w.shape[1], kernel, stride, spectra_of(w, method), min_saving)
 
 
 def plan(spec: LowRankSpec, state: CompressionState) -> tuple[list[Layer], dict[str, tuple[int, ...]]]:
@@ -201,7 +203,7 @@ def plan(spec: LowRankSpec, state: CompressionState) -> tuple[list[Layer], dict[
         raise CompressionError("the low_rank stage finds no Linear or (ungrouped) Conv2d layer to factor")
     layers = []
     for j, name in enumerate(names):
-        layers.append(_layer(name, modules[name], _method(spec, name, modules[name])))
+        layers.append(_layer(name, modules[name], _method(spec, name, modules[name]), spec.min_saving))
         state.checkpoint(0.3 * (j + 1) / len(names))
     return layers, choose_ranks(layers, spec.energy, spec.ratio, spec.rank, spec.scope)
 

@@ -41,6 +41,7 @@ class Layer:
     kernel: int          # kh * kw (1 for Linear)
     stride: int          # sh * sw: input pixels per output pixel (for the MACs of the first 1x1 conv)
     spectra: list[torch.Tensor]   # normalised energies, descending, float64
+    min_saving: float = 0.0       # factor only when params and MACs drop by at least this fraction
 
     def params(self) -> int:
         return self.out * self.inp * self.kernel
@@ -59,7 +60,8 @@ class Layer:
 
     def shrinks(self, ranks: tuple[int, ...]) -> bool:
         params, macs = self.factored(ranks)
-        return params < self.params() and macs < self.params()
+        limit = self.params() * (1.0 - self.min_saving)
+        return params < limit and macs < limit
 
     def cost(self, ranks: tuple[int, ...]) -> int:
         return self.factored(ranks)[0] if self.shrinks(ranks) else self.params()

@@ -108,6 +108,9 @@ def test_global_energy_gives_ranks_by_spectrum_and_leaves_growing_layers_alone()
     assert decisions["steep"].factored and isinstance(state.model.steep, nn.Sequential)
     assert not decisions["tiny"].factored and type(state.model.tiny) is nn.Linear   # 3x64: rank>=1 cannot shrink
     assert [e["module"] for e in state.structure] == [n for n, d in decisions.items() if d.factored]
+    strict = {d.name: d for d in low_rank(spec(energy=0.8, scope="global", min_saving=0.75),
+                                          CompressionState(TwoLayers()))}
+    assert strict["steep"].factored and not strict["flat"].factored   # flat: rank 9 x 128 > a quarter of 64 x 64
     rebuilt = apply_structure(TwoLayers(), state.structure)
     rebuilt.load_state_dict(state.model.state_dict(), strict=True)
     assert torch.equal(rebuilt(x), state.model(x))

