@@ -16,6 +16,7 @@ from compression import export, verify
 from compression.architectures import build_architecture
 from compression.container import write_container
 from compression.encoding import raw
+from compression.evaluation import evaluate
 from compression.data import JobData
 from compression.errors import CompressionError, JobCancelled
 from compression.formats import LoadedModel, hf_folder, load_model
@@ -58,6 +59,7 @@ class JobOutput:
 class _Run:
     hooks: JobHooks
     timings: dict[str, float] = field(default_factory=dict)
+    evaluation: list[dict] = field(default_factory=list)   # eval-data metrics before and after each stage
 
     def at(self, phase: str | None, fraction: float) -> None:
         if self.hooks.is_cancelled():
@@ -87,6 +89,7 @@ def _copy(loaded: LoadedModel, path: Path, fmt: str, options: dict, seed: int) -
 
 def _compress(spec: PipelineSpec, state: CompressionState, progress: _Run) -> CompressionState:
     width = (_EXPORT - _STAGES) / len(spec.stages)
+    _evaluate(state, progress, None, None)
     for i, stage in enumerate(spec.stages):
         base = _STAGES + width * i
         progress.at(stage.kind, base)
@@ -96,7 +99,17 @@ def _compress(spec: PipelineSpec, state: CompressionState, progress: _Run) -> Co
         with torch.enable_grad() if stage.trains else torch.no_grad():
             run_stage(stage, state)
         progress.timed(f"stage {i} {stage.kind}", start)
+        _evaluate(state, progress, i, stage.kind)
     return state
+
+
+def _evaluate(state: CompressionState, progress: _Run, index: int | None, kind: str | None) -> None:
+    if state.data is None or state.data.eval is None:
+        return
+    start = time.perf_counter()
+    metrics = evaluate(state.model, state.teacher, state.data.eval, state.probe)
+    progress.evaluation.append({"after_stage": index, "kind": kind, **metrics})
+    progress.timed("evaluation" if index is None else f"evaluation {index}", start)
 
 
 def _export_onnx(model: torch.nn.Module, inputs: tuple, path: Path, text: bool, progress: _Run) -> dict:
@@ -232,6 +245,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         "layers": layer_report(encodings, weights),
         "seed": pipeline.seed,
         "elapsed_seconds": progress.timings,
+        **({"evaluation": progress.evaluation} if progress.evaluation else {}),
         "notes": notes,
     }
     report = out_dir / "report.json"

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from compression.methods.base import CompressionState, MethodSpec
+from compression.methods.distill import DistillSpec, distill
 from compression.methods.entropy import HuffmanSpec, huffman_stage
+from compression.methods.finetune import FinetuneSpec, finetune
 from compression.methods.gptq import GPTQSpec, gptq
 from compression.methods.lowrank import LowRankSpec, low_rank
 from compression.methods.pruning import PruneSpec, prune
@@ -32,6 +34,8 @@ METHODS: dict[str, Method] = {
     "gptq": Method(GPTQSpec, gptq),
     "low_rank": Method(LowRankSpec, low_rank),
     "structured_prune": Method(StructuredPruneSpec, structured_prune),
+    "finetune": Method(FinetuneSpec, finetune),
+    "distill": Method(DistillSpec, distill),
 }
 STAGE_SPECS: tuple[type[MethodSpec], ...] = tuple(m.spec for m in METHODS.values())
 

@@ -1,0 +1,99 @@
+"""Distillation: derived students (narrower CNN/MLP, fewer transformer layers) trained on the
+teacher's outputs, rebuilt from the structure record, and the stage inside a whole job."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from compression.architectures import build_architecture
+from compression.data import JobData, TensorData
+from compression.job import run_compression_job
+from compression.methods.base import CompressionState
+from compression.pipeline import parse_pipeline
+from compression.registry import METHODS
+from compression.structure import apply_structure
+from compression.students import derive_student, spread
+
+torch.set_num_threads(1)
+
+
+def _run(state, stage: dict):
+    spec = parse_pipeline({"stages": [stage]}).stages[0]
+    with torch.enable_grad():
+        return METHODS[spec.kind].run(spec, state)   # the stage's own result (run_stage drops it)
+
+
+def _mlp_state(x: torch.Tensor) -> CompressionState:
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                  torch.nn.Linear(64, 5)).eval()
+    return CompressionState(copy.deepcopy(teacher), data=JobData(train=TensorData((x,))), teacher=teacher,
+                            example_inputs=(x[:2],))
+
+
+def test_spread_keeps_evenly_spaced_layers_ending_at_the_last():
+    assert spread(6, 3) == [1, 3, 5] and spread(12, 4) == [2, 5, 8, 11] and spread(4, 4) == [0, 1, 2, 3]
+
+
+def test_distillation_lowers_the_students_loss_on_unlabelled_data():
+    x = torch.randn(512, 8, generator=torch.Generator().manual_seed(1))
+    derived = _mlp_state(x)
+    with torch.no_grad():
+        derive_student(derived, False, None, None, 0.25)
+        before = float(torch.nn.functional.mse_loss(derived.model(x), derived.teacher(x)))
+    state = _mlp_state(x)
+    result = _run(state, {"kind": "distill", "width": 0.25, "epochs": 5, "lr": 0.01})
+    with torch.no_grad():
+        after = float(torch.nn.functional.mse_loss(state.model(x), state.teacher(x)))
+    assert result["loss"] == "mse" and result["parameters_after"] < result["parameters_before"] / 4
+    assert after < before * 0.5
+    # the structure record rebuilds the student from the teacher's architecture
+    rebuilt = apply_structure(copy.deepcopy(state.teacher), state.structure)
+    rebuilt.load_state_dict(state.model.state_dict(), strict=True)
+    torch.testing.assert_close(rebuilt(x), state.model(x))
+
+
+def test_transformer_student_keeps_every_other_layer():
+    transformers = pytest.importorskip("transformers")
+    from compression.formats.hf_folder import sentence_embeddings
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=16)
+    torch.manual_seed(0)
+    teacher = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+    ids = torch.randint(1, 50, (64, 10), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    data = JobData(train=TensorData((ids, mask)), eval=TensorData((ids[:16], mask[:16])))
+    state = CompressionState(copy.deepcopy(teacher), data=data, teacher=teacher, probe=sentence_embeddings,
+                             example_inputs=(ids[:2], mask[:2]))
+    logs = []
+    state.log = logs.append
+    result = _run(state, {"kind": "distill", "layers": 2, "epochs": 2, "lr": 1e-3, "hint_weight": 1.0})
+    assert result["student"]["kept"] == [1, 3] and len(state.model.encoder.layer) == 2
+    assert result["loss"] == "cosine" and [r["epoch"] for r in logs] == [1, 2] and "cosine" in logs[-1]["eval"]
+    rebuilt = apply_structure(transformers.BertModel(cfg, add_pooling_layer=False).eval(), state.structure)
+    rebuilt.load_state_dict(state.model.state_dict(), strict=True)
+    torch.testing.assert_close(sentence_embeddings(rebuilt, (ids, mask)), sentence_embeddings(state.model, (ids, mask)))
+
+
+def test_distill_stage_in_a_lenet5_job_reports_evaluation(tmp_path):
+    torch.manual_seed(0)
+    model = build_architecture("lenet-5")
+    path = tmp_path / "lenet5.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(128, 1, 28, 28, generator=g), torch.randint(0, 10, (128,), generator=g)
+    data = JobData(train=TensorData((x,), y), eval=TensorData((x[:32],), y[:32]))
+    pipeline = parse_pipeline({"stages": [{"kind": "distill", "width": 0.5, "epochs": 1},
+                                          {"kind": "quantize", "dtype": "int8"},
+                                          {"kind": "finetune", "epochs": 1}]})
+    out = run_compression_job(path, "safetensors", {"architecture": "lenet-5"}, pipeline, tmp_path / "out",
+                              data=data)
+    m = out.metrics
+    assert [e["after_stage"] for e in m["evaluation"]] == [None, 0, 1, 2]
+    assert m["evaluation"][0]["agreement"] == 1.0 and m["evaluation"][0]["cosine"] == pytest.approx(1.0)
+    assert all({"top1", "top5", "cosine", "mse"} <= set(e) for e in m["evaluation"])
+    assert m["parameters_after"] < m["parameters_before"] / 3
+    assert load_file(str(tmp_path / "out" / "model.safetensors"))["conv2.weight"].shape[0] == 8
