@@ -83,6 +83,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            [{"kind": "prune", "sparsity": 0.5}]),
     Recipe("prune-90", "Magnitude-prune 90% of each layer's weights (lossy without retraining).",
            [{"kind": "prune", "sparsity": 0.9}]),
+    Recipe("structured-50", "Structured pruning: remove half of each layer's channels/neurons (BERT-like models: "
+                            "half of each FFN's neurons) by L1 norm; a smaller dense model with 2-4x fewer MACs, "
+                            "lossy until fine-tuned.",
+           [{"kind": "structured_prune", "ratio": 0.5}]),
     Recipe("kmeans-4bit", "Weight sharing: 16 k-means centroids per layer, 4-bit indices.",
            [{"kind": "share", "bits": 4}]),
     Recipe("deep-compression", "Deep Compression without retraining: magnitude-prune 80% per layer, "

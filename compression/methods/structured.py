@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from compression.errors import CompressionError
+from compression.errors import CompressionError, JobCancelled
 from compression.methods.base import CompressionState, MethodSpec, Phase, check_finite, pattern_matches
 from compression.methods.pruning import _split_batch
 from compression.structure import leaf_shapes, record_resized
@@ -103,7 +103,7 @@ def output_layers(model: nn.Module, inputs: tuple, call) -> list[nn.Module]:
 
     def hook(mod, _inp, out):
         if isinstance(out, torch.Tensor):
-            outs[id(mod)] = out.untyped_storage().data_ptr()
+            outs[id(mod)] = out   # held, so that no later tensor reuses its memory address
             ran.append(mod)
 
     leaves = [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
@@ -116,7 +116,7 @@ def output_layers(model: nn.Module, inputs: tuple, call) -> list[nn.Module]:
             h.remove()
     from torch.utils._pytree import tree_leaves
     ptrs = {t.untyped_storage().data_ptr() for t in tree_leaves(result) if isinstance(t, torch.Tensor)}
-    found = [m for m in leaves if outs.get(id(m)) in ptrs]
+    found = [m for m in leaves if id(m) in outs and outs[id(m)].untyped_storage().data_ptr() in ptrs]
     return found or ran[-1:]
 
 
@@ -202,8 +202,11 @@ def structured_prune(spec: StructuredPruneSpec, state: CompressionState) -> Stru
         ratios.update(structured_bert.head_gates(attention, spec.heads_ratio))
 
     training = model.training
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
     model.eval()
     try:
+        for p in model.parameters():   # Torch-Pruning follows grad_fn links from the parameters
+            p.requires_grad_(True)
         with torch.enable_grad():   # the graph is traced through autograd (jobs run stages under no_grad)
             pruner = tp.pruner.MetaPruner(
                 model, example, importance=_importance(spec.importance), global_pruning=spec.scope == "global",
@@ -216,12 +219,14 @@ def structured_prune(spec: StructuredPruneSpec, state: CompressionState) -> Stru
             state.checkpoint(0.6)
             pruner.step()
             model.zero_grad(set_to_none=True)
-    except CompressionError:
+    except (CompressionError, JobCancelled):
         raise
     except Exception as exc:   # a graph Torch-Pruning cannot follow: a user-facing failure
         raise CompressionError(f"structured pruning failed: {type(exc).__name__}: {exc}"[:500]) from None
     finally:
         model.train(training)
+        for n, p in model.named_parameters():   # pruned layers hold new Parameter objects
+            p.requires_grad_(flags.get(n, True))
     state.checkpoint(0.9)
 
     heads = structured_bert.record_heads(model, pruner, state.structure) if hf else {}

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from compression.architectures import build_architecture
-from compression.errors import CompressionError
+from compression.errors import CompressionError, JobCancelled
 from compression.job import run_compression_job
 from compression.methods.base import CompressionState
 from compression.methods.structured import StructuredPruneSpec, structured_prune
@@ -156,9 +156,22 @@ def test_taylor_uses_calibration_data():
     assert s.needs_data and not spec().needs_data
     with pytest.raises(CompressionError, match="calibration"):
         prune(model, (x[:2],), s)
+    model.conv1.weight.requires_grad_(False)   # e.g. frozen by the owner: traced anyway, left frozen
     state = prune(model, (x[:2],), s, calibration=[(x, y)])
     assert state.model.conv2.out_channels == 8 and state.model.fc3.out_features == 10
     assert all(p.grad is None for p in state.model.parameters())
+    assert [n for n, p in state.model.named_parameters() if not p.requires_grad] == ["conv1.weight"]
+
+
+def test_cancellation_is_not_reported_as_a_failure():
+    def cancel(fraction):
+        if fraction > 0.5:
+            raise JobCancelled()
+
+    state = CompressionState(build_architecture("lenet-5"), example_inputs=(torch.randn(2, 1, 28, 28),),
+                             checkpoint=cancel)
+    with pytest.raises(JobCancelled):
+        structured_prune(spec(), state)
 
 
 def test_refusals():
@@ -167,7 +180,8 @@ def test_refusals():
     with pytest.raises(ValidationError):
         spec(heads_ratio=-0.1)
     names = list(build_architecture("lenet-5", "meta").state_dict())
-    assert spec(exclude=["nothing*"]).check_against(names) == ["exclude pattern 'nothing*' matches no layer of the model"]
+    assert spec(exclude=["nothing*"]).check_against(names) == [
+        "exclude pattern 'nothing*' matches no layer of the model"]
     assert spec(exclude=["fc1"], layers={"conv*": 0.3}).check_against(names) == []
     x = (torch.randn(2, 1, 28, 28),)
     with pytest.raises(CompressionError, match="matches no layer"):
