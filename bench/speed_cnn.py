@@ -6,9 +6,15 @@ params, MACs (torch.utils.flop_counter, MACs = FLOPs / 2, one image), CPU latenc
 32 (median over interleaved repeats of original and pruned, after warm-up, fixed thread count)
 and test accuracy. The pruned model is rebuilt from the recorded structure before timing.
 
-    python bench/speed_cnn.py [lenet-5] [small-resnet] [--ratio 0.5] [--threads 1]   # ~2-3 min on 2 cores
+    python bench/speed_cnn.py [lenet-5] [small-resnet] [--ratio 0.6] [--threads 1]   # ~3 min on 2 cores
 
-Latency on a shared machine is noisy: compare the two columns of one run, not runs.
+Measured (torch 2.13 CPU, 1 thread, 2-core machine shared with other jobs; ratio 0.6, L1, per layer):
+  lenet-5       params 61706 -> 9563, MACs 416520 -> 78314 (5.32x), batch 1 0.515 -> 0.447 ms (1.15x),
+                batch 32 3.51 -> 1.84 ms (1.91x), accuracy 94.6 -> 95.2 % (41.7 % before fine-tuning)
+  small-resnet  params 77754 -> 11861, MACs 9345920 -> 1368379 (6.83x), batch 1 1.649 -> 0.907 ms (1.82x),
+                batch 32 19.97 -> 8.29 ms (2.41x), accuracy 96.2 -> 95.5 % (10.8 % before fine-tuning)
+LeNet-5 at batch 1 is bound by per-operator dispatch (~12 tiny ops), not arithmetic: fewer MACs
+barely show there. Latency on a shared machine is noisy: compare the two columns of one run, not runs.
 """
 from __future__ import annotations
 
@@ -34,8 +40,8 @@ from compression.structure import apply_structure  # noqa: E402
 from compression.training import accuracy, train  # noqa: E402
 
 CONFIGS = {   # brief training: the point is the pruned/original comparison, not state of the art
-    "lenet-5": dict(train_epochs=8, finetune_epochs=6, lr=1e-3, finetune_lr=1e-3),
-    "small-resnet": dict(train_epochs=4, finetune_epochs=4, lr=2e-3, finetune_lr=1e-3),
+    "lenet-5": dict(train_epochs=8, finetune_epochs=8, lr=1e-3, finetune_lr=1e-3),
+    "small-resnet": dict(train_epochs=4, finetune_epochs=8, lr=2e-3, finetune_lr=1e-3),
 }
 
 
@@ -97,7 +103,7 @@ def bench(arch: str, cfg: dict, data, ratio: float, importance: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("archs", nargs="*", default=list(CONFIGS))
-    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--ratio", type=float, default=0.6)
     parser.add_argument("--importance", default="l1", choices=["l1", "l2", "bn_scale", "taylor"])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
