@@ -198,7 +198,12 @@ def plan(spec: LowRankSpec, state: CompressionState) -> tuple[list[Layer], dict[
                                "programs cannot be restructured (upload weights + architecture instead)")
     targets = select_targets(state, spec.exclude, include_embeddings=False, kind="low_rank")
     modules = dict(model.named_modules())
-    names = [t.module_name for t in targets if _factorable(modules.get(t.module_name), spec.layer_types)]
+    # tied weights (an output layer sharing the embedding matrix) stay tied: factoring one user would untie them
+    seen: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        seen[id(p)] = seen.get(id(p), 0) + 1
+    names = [t.module_name for t in targets if _factorable(modules.get(t.module_name), spec.layer_types)
+             and seen[id(modules[t.module_name].weight)] == 1]
     if not names:
         raise CompressionError("the low_rank stage finds no Linear or (ungrouped) Conv2d layer to factor")
     layers = []
@@ -219,6 +224,7 @@ def low_rank(spec: LowRankSpec, state: CompressionState) -> list[Decision]:
             new = svd_factor(mod, r[0]) if layer.method == "svd" else \
                 tucker_factor(mod, r, spec.iterations) if layer.method == "tucker" else \
                 cp_factor(mod, max(r), spec.iterations, state.seed)
+            new.train(mod.training)
             record_replacement(state.structure, state.model, layer.name, new)
         decisions.append(Decision(layer.name, layer.method, r, layer.params(), layer.cost(r), ok, kept_energy(layer, r)))
         state.checkpoint(0.3 + 0.7 * (j + 1) / len(layers))

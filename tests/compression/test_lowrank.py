@@ -137,6 +137,23 @@ def test_exclude_types_and_method_override():
     assert state.model.blocks[2].conv2[1].groups > 1
 
 
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.mid, self.out = nn.Embedding(50, 32), nn.Linear(32, 32), nn.Linear(32, 50, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.out(self.mid(self.emb(ids)))
+
+
+def test_tied_output_layer_and_embeddings_are_left_alone():
+    state = CompressionState(Tied().eval())
+    out = {d.name for d in low_rank(spec(rank=2), state)}
+    assert out == {"mid"} and state.model.out.weight is state.model.emb.weight
+    assert not state.model.mid.training
+
+
 def test_refusals():
     with pytest.raises(CompressionError, match="before any stage"):
         low_rank(spec(), CompressionState(build_architecture("lenet-300-100"), {"fc1.weight": raw(torch.zeros(1))}))
