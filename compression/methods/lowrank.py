@@ -227,5 +227,5 @@ def low_rank(spec: LowRankSpec, state: CompressionState) -> list[Decision]:
             new.train(mod.training)
             record_replacement(state.structure, state.model, layer.name, new)
         decisions.append(Decision(layer.name, layer.method, r, layer.params(), layer.cost(r), ok, kept_energy(layer, r)))
-        state.checkpoint(0.3 + 0.7 * (j + 1) / len(layers))
+        state.checkpoint((3 * len(layers) + 7 * (j + 1)) / (10 * len(layers)))   # exactly 1.0 at the end
     return decisions

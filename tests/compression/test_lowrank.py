@@ -119,8 +119,10 @@ def test_global_energy_gives_ranks_by_spectrum_and_leaves_growing_layers_alone()
 def test_global_ratio_meets_parameter_budget():
     model = build_architecture("lenet-300-100")
     before = n_params(model)
-    state = CompressionState(model)
+    seen = []
+    state = CompressionState(model, checkpoint=seen.append)
     low_rank(spec(ratio=0.3, scope="global"), state)
+    assert seen == sorted(seen) and seen[-1] == 1.0
     weights = sum(p.numel() for n, p in state.model.named_parameters() if n.endswith("weight"))
     assert weights <= 0.3 * (784 * 300 + 300 * 100 + 100 * 10) and n_params(state.model) < before
 
