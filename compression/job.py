@@ -112,6 +112,11 @@ def _evaluate(state: CompressionState, progress: _Run, index: int | None, kind: 
     progress.timed("evaluation" if index is None else f"evaluation {index}", start)
 
 
+def _positional(probe):
+    """An exported HF program takes (input_ids, attention_mask) positionally; the probe calls by keyword."""
+    return lambda program, inputs: probe(lambda input_ids, attention_mask: program(input_ids, attention_mask), inputs)
+
+
 def _export_onnx(model: torch.nn.Module, inputs: tuple, path: Path, text: bool, progress: _Run) -> dict:
     """Best effort: a model that does not export still gives a successful job, with the reason recorded."""
     progress.at("export", (_EXPORT + _VERIFY) / 2)
@@ -219,7 +224,8 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
                 art.path.unlink(missing_ok=True)
             continue
         load = export.load_own_torchscript if art.kind == "torchscript" else export.load_own_pt2
-        checks[art.name] = verify.verify_program(art.path, load, inputs, compressed_out)
+        checks[art.name] = verify.verify_program(art.path, load, inputs, compressed_out,
+                                                 _positional(probe) if loaded.hf is not None else run)
         progress.at("verify", _VERIFY + (_DONE - _VERIFY) * 0.9 * len(checks) / (len(artifacts) + 1))
     progress.timed("verify", start)
     artifacts = [a for a in artifacts if a.path.exists()]

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from compression.methods.base import EXCLUSIVE_PHASES, Phase
 from compression.registry import STAGE_SPECS
 
+PROGRAM_FORMATS = ("torchscript", "torch-export")
+
 Stage = Annotated[Union[STAGE_SPECS], Field(discriminator="kind")]  # noqa: UP007 (built from a tuple)
 
 
@@ -44,6 +46,10 @@ def check_pipeline_against_model(spec: PipelineSpec, summary: dict) -> list[str]
     if summary and summary.get("format") == "onnx":
         from compression.formats.onnx_file import check_stages
         problems = check_stages(spec.stages)
+    if summary and summary.get("format") in PROGRAM_FORMATS:
+        problems += [f"stage {i} ({stage.kind}) changes the architecture, which a {summary['format']} program "
+                     "cannot be rebuilt with; upload safetensors weights with a built-in architecture or a "
+                     "Hugging Face folder" for i, stage in enumerate(spec.stages) if stage.phase == Phase.ARCHITECTURE]
     if not summary or not summary.get("layers_complete"):
         return problems
     names = [layer["name"] for layer in summary.get("layers", [])]

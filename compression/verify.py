@@ -69,13 +69,13 @@ def verify_safetensors(path: Path, expected: dict[str, torch.Tensor], build: Cal
 
 
 def verify_program(path: Path, load: Callable[[Path], torch.nn.Module], inputs: tuple,
-                   reference: torch.Tensor) -> dict:
+                   reference: torch.Tensor, probe: Probe = run) -> dict:
     try:
         module = load(path)
     except Exception as exc:
         raise CompressionError(f"verification of {path.name} failed: it does not load: "
                                f"{type(exc).__name__}: {exc}"[:500]) from None
-    return {"output_max_abs_diff": check_outputs(path.name, module, inputs, reference)}
+    return {"output_max_abs_diff": check_outputs(path.name, module, inputs, reference, probe)}
 
 
 def verify_hf_folder(path: Path, expected: dict[str, torch.Tensor], inputs: tuple, reference: torch.Tensor,

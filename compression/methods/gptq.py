@@ -41,6 +41,12 @@ class GPTQSpec(MethodSpec):
                                         description="per-layer bits overrides: glob pattern -> bits; first match wins")
     embedding_bits: Bits | None = Field(None, description="bits of weights quantized without activations "
                                                           "(embeddings, ...), rounded to nearest; default `bits`")
+    bits_per_weight: float | None = Field(
+        None, ge=2, le=8, description="mixed precision: average code bits over the Linear layers; each layer gets a "
+                                      "width from `allocation_bits` by its measured sensitivity on the calibration "
+                                      "data (`layers` overrides still win). Null: every layer `bits`")
+    allocation_bits: list[Bits] = Field([3, 4, 5, 6], min_length=2, max_length=7,
+                                        description="candidate widths for `bits_per_weight`")
     embedding_hot_bits: Bits | None = Field(
         None, description="bits of the embedding rows the calibration data looks up (the tokens of the calibration "
                           "text); the other rows get the embedding bits. Frequent tokens dominate any text, so "
@@ -69,14 +75,16 @@ class GPTQSpec(MethodSpec):
                 for field, pats in (("exclude", self.exclude), ("layers", list(self.layers)))
                 for p in pats if not pattern_matches(p, layer_names)]
 
-    def bits_for(self, name: str, hessian: bool) -> int:
+    def bits_for(self, name: str, hessian: bool, allocated: dict[str, int] | None = None) -> int:
         found = next((b for p, b in self.layers.items() if pattern_matches(p, [name])), None)
         if found is not None:
             return found
+        if allocated and name in allocated:
+            return allocated[name]
         return self.bits if hessian or self.embedding_bits is None else self.embedding_bits
 
 
-def _forward(model: torch.nn.Module, batch) -> None:
+def _forward(model: torch.nn.Module, batch):
     """Run one calibration batch: all its tensors as positional inputs, or all but a trailing integer
     target when the forward signature does not take them all."""
     batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
@@ -85,7 +93,7 @@ def _forward(model: torch.nn.Module, batch) -> None:
         args = batch
     except (TypeError, ValueError):
         args = batch[:-1] if len(batch) >= 2 and not batch[-1].is_floating_point() else batch
-    model(*args)
+    return model(*args)
 
 
 def hessians(model: torch.nn.Module, modules: dict[str, torch.nn.Linear], batches) -> dict[str, torch.Tensor]:
@@ -230,6 +238,7 @@ def gptq(spec: GPTQSpec, state: CompressionState) -> None:
         embeddings = {t.module_name: state.model.get_submodule(t.module_name) for t in targets
                       if isinstance(state.model.get_submodule(t.module_name), torch.nn.Embedding)}
         hot = {f"{n}.weight": c > 0 for n, c in lookup_counts(state.model, embeddings, state.calibration).items()}
+    allocated = _allocate(spec, state, linear) if spec.bits_per_weight is not None else {}
     order = _call_order(state.model, linear, state.calibration[0]) if spec.sequential else list(linear)
     hs = {} if spec.sequential else hessians(state.model, linear, state.calibration)
     state.checkpoint(0.05)
@@ -239,7 +248,7 @@ def gptq(spec: GPTQSpec, state: CompressionState) -> None:
             hs = hessians(state.model, {name: linear[name]}, state.calibration)
         for t in targets:
             if t.module_name == name:
-                _encode(spec, state, t, hs.get(name))
+                _encode(spec, state, t, hs.get(name), allocated=allocated)
                 done += 1
         state.checkpoint(0.05 + 0.95 * done / len(targets))
     for t in targets:
@@ -248,10 +257,23 @@ def gptq(spec: GPTQSpec, state: CompressionState) -> None:
     state.checkpoint(1.0)
 
 
+def _allocate(spec: GPTQSpec, state: CompressionState, linear: dict[str, torch.nn.Linear]) -> dict[str, int]:
+    """tensor name -> bits, from sensitivities measured on the first calibration batches."""
+    from compression.methods.bit_allocation import allocate, sensitivities
+    free = {n: m for n, m in linear.items() if not any(pattern_matches(p, [f"{n}.weight"]) for p in spec.layers)}
+    batches = state.calibration[:2]
+    rtn = lambda w, b: round_to_nearest(w, dtype_name(w.dtype), b, spec.symmetric, spec.group_size,  # noqa: E731
+                                        spec.scale_dtype)
+    errors = sensitivities(state.model, free, batches, tuple(sorted(set(spec.allocation_bits))), rtn,
+                           _forward, lambda f: state.checkpoint(0.04 * f))
+    chosen = allocate(errors, {n: m.weight.numel() for n, m in free.items()}, spec.bits_per_weight)
+    return {f"{n}.weight": b for n, b in chosen.items()}
+
+
 def _encode(spec: GPTQSpec, state: CompressionState, t: WeightTarget, h: torch.Tensor | None,
-            hot_rows: torch.Tensor | None = None) -> None:
+            hot_rows: torch.Tensor | None = None, allocated: dict[str, int] | None = None) -> None:
     w = t.param.detach()
-    bits = spec.bits_for(t.name, h is not None)
+    bits = spec.bits_for(t.name, h is not None, allocated)
     if hot_rows is not None and bool(hot_rows.any()) and not bool(hot_rows.all()):
         rtn = lambda rows, b: round_to_nearest(rows, dtype_name(w.dtype), b, spec.symmetric, spec.group_size,  # noqa: E731
                                                spec.scale_dtype)

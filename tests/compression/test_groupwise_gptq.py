@@ -140,3 +140,30 @@ def test_preset_runs_on_a_model_whose_dims_it_does_not_divide():
     torch.manual_seed(0)
     state = _run(Stack(), RECIPES["int4-g64-huffman"].stages)   # fc1 has 40 inputs, fc2 72
     assert state.encodings["fc2.weight"].params["group_size"] == 64
+
+
+def test_bit_allocation_widens_the_sensitive_layer_within_the_budget():
+    from compression.methods.bit_allocation import allocate
+    errors = {"big_robust": {3: 1.0, 4: 0.5, 5: 0.25}, "small_sensitive": {3: 100.0, 4: 20.0, 5: 4.0}}
+    sizes = {"big_robust": 1000, "small_sensitive": 100}
+    chosen = allocate(errors, sizes, 3.2)   # 220 spare bits: only the small layer fits, twice
+    assert chosen == {"big_robust": 3, "small_sensitive": 5}
+    assert sum(sizes[n] * b for n, b in chosen.items()) <= 3.2 * 1100
+
+
+def test_bit_allocation_can_skip_a_width_for_a_steep_curve():
+    from compression.methods.bit_allocation import allocate
+    errors = {"a": {3: 1.0, 4: 0.9, 5: 0.0}, "b": {3: 0.2, 4: 0.0, 5: 0.0}}
+    assert allocate(errors, {"a": 100, "b": 100}, 4.0) == {"a": 5, "b": 3}
+
+
+def test_gptq_bits_per_weight_stays_within_the_budget():
+    torch.manual_seed(0)
+    model = Stack()
+    calibration = [(torch.randint(0, 50, (16, 5)),) for _ in range(2)]
+    state = _run(model, [{"kind": "gptq", "bits_per_weight": 4.0, "allocation_bits": [3, 4, 5, 6],
+                          "group_size": 8, "include_embeddings": False}], calibration)
+    bits = {n: state.encodings[n].params["bits"] for n in ("fc1.weight", "fc2.weight")}
+    sizes = {"fc1.weight": 72 * 40, "fc2.weight": 24 * 72}
+    assert set(bits.values()) <= {3, 4, 5, 6}
+    assert sum(sizes[n] * b for n, b in bits.items()) <= 4.0 * sum(sizes.values())

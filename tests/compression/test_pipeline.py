@@ -68,6 +68,22 @@ def test_check_against_model_summary():
     assert check_pipeline_against_model(spec, {**summary, "layers_complete": False}) == []
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "torch-export"])
+def test_architecture_stages_are_refused_for_programs_at_submit(fmt):
+    spec = parse_pipeline({"stages": [{"kind": "low_rank", "energy": 0.9}, {"kind": "quantize", "dtype": "int8"}]})
+    problems = check_pipeline_against_model(spec, {"format": fmt, "layers": [], "layers_complete": False})
+    assert len(problems) == 1 and "stage 0 (low_rank)" in problems[0] and "architecture" in problems[0]
+    assert check_pipeline_against_model(spec, {"format": "safetensors", "layers_complete": False}) == []
+
+
+def test_architecture_stages_come_before_value_stages():
+    ok = {"stages": [{"kind": "prune", "sparsity": 0.5}, {"kind": "quantize", "dtype": "int8"},
+                     {"kind": "huffman"}]}
+    parse_pipeline(ok)
+    errors = _error({"stages": [{"kind": "quantize", "dtype": "int8"}, {"kind": "low_rank", "energy": 0.9}]})
+    assert "cannot come after" in errors[0]["msg"]
+
+
 def test_method_schemas_are_json_schema_with_descriptions():
     schemas = method_schemas()
     q = schemas["quantize"]

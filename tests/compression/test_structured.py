@@ -215,8 +215,6 @@ def test_lenet5_job_with_structured_prune_verifies_every_artifact(tmp_path):
     assert {a.kind for a in out.artifacts} >= {"container", "safetensors", "torch-export", "report"}
 
 
-@pytest.mark.xfail(strict=True, reason="job.py verifies model.pt2 of hf-folder uploads with outputs.run against "
-                                       "the sentence-embedding probe (shape mismatch); lead wires the probe")
 def test_bert_folder_job_with_heads_pruned_verifies_every_artifact(tmp_path):
     import json
     import zipfile
