@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import time
@@ -59,6 +60,7 @@ class JobOutput:
 class _Run:
     hooks: JobHooks
     timings: dict[str, float] = field(default_factory=dict)
+    stage_reports: list[dict] = field(default_factory=list)
     evaluation: list[dict] = field(default_factory=list)   # eval-data metrics before and after each stage
 
     def at(self, phase: str | None, fraction: float) -> None:
@@ -97,8 +99,9 @@ def _compress(spec: PipelineSpec, state: CompressionState, progress: _Run) -> Co
             kind, base + width * min(max(fraction, 0.0), 1.0))
         start = time.perf_counter()
         with torch.enable_grad() if stage.trains else torch.no_grad():
-            run_stage(stage, state)
+            result = run_stage(stage, state)
         progress.timed(f"stage {i} {stage.kind}", start)
+        progress.stage_reports.append({"stage": i, "kind": stage.kind, **_jsonable_report(result)})
         _evaluate(state, progress, i, stage.kind)
     return state
 
@@ -110,6 +113,15 @@ def _evaluate(state: CompressionState, progress: _Run, index: int | None, kind: 
     metrics = evaluate(state.model, state.teacher, state.data.eval, state.probe)
     progress.evaluation.append({"after_stage": index, "kind": kind, **metrics})
     progress.timed("evaluation" if index is None else f"evaluation {index}", start)
+
+
+def _jsonable_report(result) -> dict:
+    """What a stage returned (a dataclass or a list of them), for the job's metrics; capped in size."""
+    if dataclasses.is_dataclass(result):
+        return {"result": dataclasses.asdict(result)}
+    if isinstance(result, list) and result and all(dataclasses.is_dataclass(r) for r in result):
+        return {"result": [dataclasses.asdict(r) for r in result[:500]]}
+    return {}
 
 
 def _positional(probe):
@@ -251,6 +263,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         "layers": layer_report(encodings, weights),
         "seed": pipeline.seed,
         "elapsed_seconds": progress.timings,
+        "stages": progress.stage_reports,
         **({"evaluation": progress.evaluation} if progress.evaluation else {}),
         "notes": notes,
     }

@@ -211,3 +211,5 @@ def test_job_with_low_rank_stage(arch, stage, tmp_path):
     assert all("output_max_abs_diff" in check for check in m["verification"].values())
     assert m["exports"]["onnx"]["ok"]
     assert m["output_mean_cosine"] > 0.5
+    decisions = m["stages"][0]["result"]   # what the stage decided, per layer, in the job's metrics
+    assert m["stages"][0]["kind"] == "low_rank" and any(d["factored"] for d in decisions)
