@@ -46,7 +46,7 @@ def method_schemas() -> dict[str, dict]:
 
 
 def run_stage(spec: MethodSpec, state: CompressionState) -> None:
-    METHODS[spec.kind].run(spec, state)
+    return METHODS[spec.kind].run(spec, state)
 
 
 @dataclass(frozen=True)
