@@ -45,7 +45,7 @@ def method_schemas() -> dict[str, dict]:
     return {kind: m.spec.model_json_schema() for kind, m in METHODS.items()}
 
 
-def run_stage(spec: MethodSpec, state: CompressionState) -> None:
+def run_stage(spec: MethodSpec, state: CompressionState):
     return METHODS[spec.kind].run(spec, state)
 
 
