@@ -256,7 +256,7 @@ def load_container_module(path: Path, *, program: Path | None = None) -> torch.n
         if arch not in ARCHITECTURES:
             raise ContainerError(f"container needs architecture {arch!r}, unknown to this modelpress")
         model = build_architecture(arch)
-    elif origin.get("format") == "hf-folder":   # config.json kept in the manifest: needs transformers only
+    elif origin.get("hf_config"):   # config.json kept in the manifest: needs transformers only
         from compression.formats.hf_folder import container_module
         model = container_module(origin.get("hf_config"))
     elif program is not None:

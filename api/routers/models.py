@@ -30,6 +30,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
         "properties": {
             "file": {"type": "string", "format": "binary"},
             "architecture": {"type": "string", "description": "built-in architecture for bare weights"},
+            "config": {"type": "string", "description": "for bare weights of a transformers model: its config.json "
+                                                        "(JSON object; a model type built into transformers)"},
             "options": {"type": "string", "description": "JSON object of loader options, e.g. {\"input_shape\": [1, 3, 32, 32]}"},
         }}}}}},
 )
@@ -50,7 +52,8 @@ async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settin
     try:
         options = _parse_options(upload.fields)
         try:
-            info = await run_in_threadpool(sniff, pending.path, architecture=options.get("architecture"))
+            info = await run_in_threadpool(sniff, pending.path, architecture=options.get("architecture"),
+                                           hf_config=options.get("hf_config"))
         except ModelFormatError as exc:
             raise HTTPException(exc.status_code, exc.message) from None
         key = blobs.commit(owner, pending)
@@ -81,7 +84,7 @@ def _insert(rt, blobs, model: Model) -> Model:
 
 
 def _parse_options(fields: dict[str, str]) -> dict:
-    unknown = set(fields) - {"architecture", "options"}
+    unknown = set(fields) - {"architecture", "options", "config"}
     if unknown:
         raise HTTPException(422, f"unknown form field(s): {', '.join(sorted(unknown))}")
     options: dict = {}
@@ -94,6 +97,11 @@ def _parse_options(fields: dict[str, str]) -> dict:
             raise HTTPException(422, "'options' must be a JSON object")
     if fields.get("architecture"):
         options["architecture"] = fields["architecture"]
+    if "config" in fields:
+        try:
+            options["hf_config"] = json.loads(fields["config"])
+        except json.JSONDecodeError as exc:
+            raise HTTPException(422, f"'config' must be a transformers config.json (JSON object): {exc}") from None
     return options
 
 

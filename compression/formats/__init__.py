@@ -16,10 +16,11 @@ from safetensors.torch import load_file
 
 from compression.architectures import build_architecture, get_architecture
 from compression.formats import archives, hf_folder, onnx_file, safetensors_file, state_dict, torch_export, torchscript
+from compression.formats import hf_config as hf_config_module
 from compression.formats._errors import REFUSED, UNSUPPORTED, ModelFormatError
 from compression.formats.inputs import SAMPLE_BATCH, inputs_from_options, random_input
 from compression.formats.limits import MAX_MODEL_BYTES, MAX_ZIP_MEMBERS
-from compression.formats.summary import build_summary, check_against_architecture, require_architecture
+from compression.formats.summary import TensorMeta, build_summary, check_against_architecture, require_architecture
 from compression.formats.torch_zip import STATE_DICT, TORCH_EXPORT, TORCHSCRIPT, classify, open_archive
 
 SAFETENSORS = "safetensors"
@@ -74,7 +75,16 @@ def _detect(path: Path) -> str:
                            ".zip/.tar.gz)", UNSUPPORTED)
 
 
-def sniff(path: Path, *, architecture: str | None = None) -> ModelInfo:
+def _bare_weights(metas: list[TensorMeta], architecture: str | None, hf_config: dict | None, fmt: str) -> dict:
+    """Summary of bare weights described by a built-in architecture or a transformers config."""
+    if hf_config is not None and not architecture:
+        config = hf_config_module.checked(hf_config)
+        return build_summary(hf_config_module.check_tensors(metas, config), None, hf_model_type=config["model_type"])
+    arch = require_architecture(architecture, fmt)
+    return build_summary(check_against_architecture(metas, arch), arch)
+
+
+def sniff(path: Path, *, architecture: str | None = None, hf_config: dict | None = None) -> ModelInfo:
     """Identify and summarise an upload from headers and archive indexes; never runs its code."""
     path = Path(path)
     kind = _detect(path)
@@ -83,16 +93,14 @@ def sniff(path: Path, *, architecture: str | None = None) -> ModelInfo:
     if kind == ONNX:
         return ModelInfo(ONNX, onnx_file.summarise(onnx_file.parse(path)))
     if kind == SAFETENSORS:
-        arch = require_architecture(architecture, SAFETENSORS)
-        metas = check_against_architecture(safetensors_file.read_header(path), arch)
-        return ModelInfo(SAFETENSORS, build_summary(metas, arch))
+        return ModelInfo(SAFETENSORS, _bare_weights(safetensors_file.read_header(path), architecture, hf_config,
+                                                    SAFETENSORS))
     zf, archive = open_archive(path)
     with zf:
         fmt = classify(archive)
         if fmt == STATE_DICT:
-            arch = require_architecture(architecture, "torch state_dict")
-            metas = check_against_architecture(state_dict.metas(state_dict.load_state_dict(path, archive)), arch)
-            return ModelInfo(fmt, build_summary(metas, arch))
+            metas = state_dict.metas(state_dict.load_state_dict(path, archive))
+            return ModelInfo(fmt, _bare_weights(metas, architecture, hf_config, "torch state_dict"))
         if fmt == TORCHSCRIPT:
             storage = torchscript.check_archive(zf, archive)
             return ModelInfo(fmt, build_summary(None, None, weight_bytes=storage))
@@ -111,6 +119,17 @@ def _builtin(tensors: dict[str, torch.Tensor], arch: str, seed: int) -> tuple[to
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, strict=True)
     shape = (SAMPLE_BATCH, *get_architecture(arch).input_shape)
     return model.float().eval(), (random_input(shape, torch.float32, seed),)
+
+
+def _load_bare(tensors: dict[str, torch.Tensor], fmt: str, options: dict, seed: int) -> LoadedModel:
+    if options.get("hf_config") is not None and not options.get("architecture"):
+        config = hf_config_module.checked(options["hf_config"])
+        model, inputs = hf_config_module.build(tensors, config, seed)
+        return LoadedModel(model, fmt, None, inputs, probe=hf_folder.sentence_embeddings,
+                           hf=hf_folder.HFParts(config, {}))
+    arch = options["architecture"]
+    model, inputs = _builtin(tensors, arch, seed)
+    return LoadedModel(model, fmt, arch, inputs)
 
 
 def load_model(path: Path, format: str, options: dict, *, seed: int = 0) -> LoadedModel:
@@ -133,21 +152,19 @@ def load_model(path: Path, format: str, options: dict, *, seed: int = 0) -> Load
     if detected == SAFETENSORS:
         if format != SAFETENSORS:
             raise ModelFormatError(f"file is safetensors, not {format}")
-        arch = require_architecture(options.get("architecture"), SAFETENSORS)
-        check_against_architecture(safetensors_file.read_header(path), arch)
-        model, inputs = _builtin(load_file(str(path)), arch, seed)
-        return LoadedModel(model, format, arch, inputs)
+        _bare_weights(safetensors_file.read_header(path), options.get("architecture"), options.get("hf_config"),
+                      SAFETENSORS)
+        return _load_bare(load_file(str(path)), format, options, seed)
     zf, archive = open_archive(path)
     with zf:
         fmt = classify(archive)
         if fmt != format:
             raise ModelFormatError(f"file is {fmt}, not {format}")
         if fmt == STATE_DICT:
-            arch = require_architecture(options.get("architecture"), "torch state_dict")
             tensors = state_dict.load_state_dict(path, archive)
-            check_against_architecture(state_dict.metas(tensors), arch)
-            model, inputs = _builtin(tensors, arch, seed)
-            return LoadedModel(model, format, arch, inputs)
+            _bare_weights(state_dict.metas(tensors), options.get("architecture"), options.get("hf_config"),
+                          "torch state_dict")
+            return _load_bare(tensors, format, options, seed)
     inputs = inputs_from_options(options, seed)
     if fmt == TORCHSCRIPT:
         if inputs is None:

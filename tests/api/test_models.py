@@ -172,3 +172,30 @@ def test_onnx_upload_is_detected_and_summarised(client, tmp_path):
     body = resp.json()
     assert body["format"] == "onnx"
     assert body["summary"]["parameters"] == 12 and body["summary"]["weight_targets"] == ["fc.weight"]
+
+
+def test_bare_weights_with_a_transformers_config(client, embedded_settings, tmp_path):
+    """safetensors + config.json (no folder): transformers builds the model from its own code."""
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    weights = tmp_path / "bert.safetensors"
+    save_file({k: v.contiguous() for k, v in BertModel(cfg).state_dict().items()}, str(weights))
+    resp = upload(client, weights, architecture=None, config=json.dumps(cfg.to_dict()))
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["summary"]["hf_model_type"] == "bert" and body["summary"]["layers_complete"]
+    job = client.post("/v1/jobs", json={"model_id": body["id"], "recipe": "int8"})
+    assert job.status_code == 201, job.text
+
+    wrong = cfg.to_dict() | {"hidden_size": 32, "intermediate_size": 64}
+    resp = upload(client, weights, architecture=None, config=json.dumps(wrong))
+    assert resp.status_code == 422 and "wrong shape" in resp.json()["detail"]
+    remote = cfg.to_dict() | {"auto_map": {"AutoModel": "evil.Model"}}
+    resp = upload(client, weights, architecture=None, config=json.dumps(remote))
+    assert resp.status_code == 422 and "auto_map" in resp.json()["detail"]
+    assert upload(client, weights, architecture=None, config="{nope").status_code == 422
+    assert client.get("/v1/models").json()["total"] == 1

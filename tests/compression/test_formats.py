@@ -212,3 +212,23 @@ def test_summary_layer_list_is_capped(tmp_path):
     s = sniff(path).summary
     assert s["tensors"] > SUMMARY_LAYER_CAP and len(s["layers"]) == SUMMARY_LAYER_CAP
     assert s["layers_complete"] is False
+
+
+def test_state_dict_plus_transformers_config_goes_through_a_job(tmp_path):
+    """Bare weights + config.json: exported as an HF folder too, the container rebuilt from the config."""
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertModel
+
+    from compression.container import load_container_module
+    from compression.job import run_compression_job
+    from compression.pipeline import parse_pipeline
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in BertModel(cfg).state_dict().items()}, str(path))
+    out = run_compression_job(path, "safetensors", {"hf_config": cfg.to_dict()},
+                              parse_pipeline({"stages": [{"kind": "quantize", "dtype": "int8"}]}), tmp_path / "out")
+    assert {a.name for a in out.artifacts} >= {"model.mpz", "model.safetensors", "model-hf.zip", "model.onnx"}
+    assert out.metrics["output_mean_cosine"] > 0.999
+    assert type(load_container_module(tmp_path / "out" / "model.mpz")).__name__ == "BertModel"
