@@ -50,6 +50,11 @@ def check_pipeline_against_model(spec: PipelineSpec, summary: dict) -> list[str]
         problems += [f"stage {i} ({stage.kind}) changes the architecture, which a {summary['format']} program "
                      "cannot be rebuilt with; upload safetensors weights with a built-in architecture or a "
                      "Hugging Face folder" for i, stage in enumerate(spec.stages) if stage.phase == Phase.ARCHITECTURE]
+    inspection = (summary or {}).get("inspection") or {}
+    if inspection.get("modules_complete"):   # the model was loaded once in a worker: its real module types
+        types = {m["name"]: m["type"] for m in inspection.get("modules", [])}
+        problems += [f"stage {i} ({stage.kind}): {p}" for i, stage in enumerate(spec.stages)
+                     for p in stage.check_module_types(types)]
     if not summary or not summary.get("layers_complete"):
         return problems
     names = [layer["name"] for layer in summary.get("layers", [])]

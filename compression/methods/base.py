@@ -43,6 +43,10 @@ class MethodSpec(BaseModel):
         """Problems visible from the model's tensor names alone (used at submit time)."""
         return []
 
+    def check_module_types(self, types: dict[str, str]) -> list[str]:
+        """Problems visible from the inspected model's module types (module name -> class name)."""
+        return []
+
     @property
     def needs_data(self) -> bool:
         """True when the stage cannot run without calibration batches."""

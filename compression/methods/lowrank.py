@@ -73,6 +73,14 @@ class LowRankSpec(MethodSpec):
                 for what, pats in (("exclude", self.exclude), ("methods", self.methods))
                 for p in pats if not pattern_matches(p, layer_names)]
 
+    def check_module_types(self, types: dict[str, str]) -> list[str]:
+        wanted = {"linear": {"Linear"}, "conv": {"Conv2d"}}
+        present = set(types.values())
+        if not any(wanted[t] & present for t in self.layer_types):
+            return [f"layer_types {self.layer_types} finds no such layer in the model "
+                    f"(it has {', '.join(sorted(present)) or 'no parametrised layers'})"]
+        return []
+
 
 @dataclass
 class Decision:

@@ -59,6 +59,14 @@ class StructuredPruneSpec(MethodSpec):
                 for what, pats in (("exclude", self.exclude), ("layers", self.layers))
                 for p in pats if not pattern_matches(p, layer_names)]
 
+    def check_module_types(self, types: dict[str, str]) -> list[str]:
+        problems = []
+        if self.heads_ratio and not any(n.rpartition(".")[2] == "query" for n in types):   # BERT-style q/k/v
+            problems.append("heads_ratio needs attention heads; the model has no attention layers")
+        if self.importance == "bn_scale" and not any(t.startswith("BatchNorm") for t in types.values()):
+            problems.append("importance bn_scale needs batch norms; the model has none")
+        return problems
+
 
 @dataclass
 class StructuredResult:

@@ -91,3 +91,17 @@ def test_method_schemas_are_json_schema_with_descriptions():
     assert q["additionalProperties"] is False
     assert set(q["properties"]["dtype"]["enum"]) == {"fp16", "bf16", "int8", "int4", "int3", "binary", "ternary", "fixed16"}
     assert q["properties"]["symmetric"]["default"] is True and "description" in q["properties"]["exclude"]
+
+
+def test_inspected_module_types_make_inapplicable_stages_a_submit_problem():
+    inspection = {"modules_complete": True, "modules": [{"name": "fc1", "type": "Linear"},
+                                                        {"name": "fc2", "type": "Linear"}]}
+    summary = {"format": "safetensors", "layers_complete": False, "inspection": inspection}
+    conv_only = parse_pipeline({"stages": [{"kind": "low_rank", "energy": 0.9, "layer_types": ["conv"]}]})
+    problems = check_pipeline_against_model(conv_only, summary)
+    assert len(problems) == 1 and "no such layer" in problems[0] and "Linear" in problems[0]
+    heads = parse_pipeline({"stages": [{"kind": "structured_prune", "ratio": 0.2, "heads_ratio": 0.5}]})
+    assert "attention" in check_pipeline_against_model(heads, summary)[0]
+    fine = parse_pipeline({"stages": [{"kind": "low_rank", "energy": 0.9}]})
+    assert check_pipeline_against_model(fine, summary) == []
+    assert check_pipeline_against_model(conv_only, {**summary, "inspection": None}) == []   # not inspected yet
