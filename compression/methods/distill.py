@@ -28,15 +28,16 @@ class DistillSpec(TrainingSpec):
                                "spaced and ending at the last (default: half)")
     layer_indices: list[Annotated[int, Field(ge=0)]] | None = Field(
         None, max_length=1024, description="transformers: exactly which teacher layers the student keeps")
-    width: float = Field(0.5, gt=0, le=1, description="CNN/MLP: fraction of every hidden layer's channels/neurons "
-                         "kept (parameters shrink about width^2); transformers: fraction of FFN neurons kept")
+    width: float | None = Field(None, gt=0, le=1, description="CNN/MLP: fraction of every hidden layer's channels/"
+                                "neurons kept (parameters shrink about width^2; default 0.5); transformers: "
+                                "fraction of FFN neurons kept (default 1: only layers are dropped)")
     loss: Loss = Field("auto", description="auto: cosine of sentence embeddings (Hugging Face models), kl (Hinton "
                                            "soft targets + alpha x ce) with labels, mse of outputs without")
     hint_weight: float = Field(0.0, ge=0, le=100, description="transformers: weight of the MSE between each "
                                "student layer's hidden states and its teacher layer's (intermediate hints)")
 
     def describe(self) -> str:
-        shape = f"{self.layers or 'half the'} layers" if self.layers or self.layer_indices else f"width {self.width:g}"
+        shape = f"{self.layers or 'half the'} layers" if self.layers or self.layer_indices else f"width {self.width or 0.5:g}"
         return f"distill into {shape}, {self.epochs} epochs ({self.loss})"
 
 
@@ -52,7 +53,8 @@ def distill(spec: DistillSpec, state: CompressionState) -> dict:
     outer = state.checkpoint
     state.checkpoint = lambda f: outer(0.05 * f)
     try:
-        student = derive_student(state, hf, spec.layers, spec.layer_indices, spec.width)
+        width = spec.width if spec.width is not None else 1.0 if hf else 0.5
+        student = derive_student(state, hf, spec.layers, spec.layer_indices, width)
     finally:
         state.checkpoint = outer
     hint_map = {0: 0, **{k + 1: i + 1 for k, i in enumerate(student.get("kept", []))}} if hf else None

@@ -72,6 +72,7 @@ def test_transformer_student_keeps_every_other_layer():
     state.log = logs.append
     result = _run(state, {"kind": "distill", "layers": 2, "epochs": 2, "lr": 1e-3, "hint_weight": 1.0})
     assert result["student"]["kept"] == [1, 3] and len(state.model.encoder.layer) == 2
+    assert state.model.encoder.layer[0].intermediate.dense.out_features == 32   # width defaults to 1 here
     assert result["loss"] == "cosine" and [r["epoch"] for r in logs] == [1, 2] and "cosine" in logs[-1]["eval"]
     rebuilt = apply_structure(transformers.BertModel(cfg, add_pooling_layer=False).eval(), state.structure)
     rebuilt.load_state_dict(state.model.state_dict(), strict=True)
