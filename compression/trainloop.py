@@ -150,6 +150,14 @@ def _restore(payload: bytes, weights: TrainableWeights, model: nn.Module, opt) -
     return {k[5:]: float(t) for k, t in tensors.items() if k.startswith("meta/")}, best
 
 
+def _trim(batch: tuple) -> tuple:
+    """Drops token columns that are padding in every row (exact: masked positions do not count)."""
+    ids, mask, *rest = batch
+    used = mask.any(0).nonzero()
+    n = int(used.max()) + 1 if len(used) else mask.shape[1]
+    return (ids[:, :n], mask[:, :n], *rest)
+
+
 def fit(spec: TrainingSpec, state: CompressionState, model: nn.Module, weights: TrainableWeights,
         batch_loss: Callable[[nn.Module, dict, tuple], torch.Tensor], name: str,
         progress: Callable[[float], None] | None = None) -> dict:
@@ -179,7 +187,7 @@ def fit(spec: TrainingSpec, state: CompressionState, model: nn.Module, weights: 
             epoch, total, count = int(meta["epoch"]), 0.0, 0
             model.train()
             for i, batch in enumerate(train.batches(spec.batch_size, shuffle=True, seed=state.seed + epoch)):
-                batch = tuple(t.to(device) for t in batch)
+                batch = tuple(t.to(device) for t in (_trim(batch) if hf else batch))
                 opt.zero_grad(set_to_none=True)
                 loss = batch_loss(model, weights.current(), batch)
                 if not torch.isfinite(loss):
