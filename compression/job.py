@@ -18,6 +18,7 @@ from compression.architectures import build_architecture
 from compression.container import write_container
 from compression.encoding import raw
 from compression.evaluation import evaluate
+from compression.metrics import job_metrics
 from compression.data import JobData
 from compression.errors import CompressionError, JobCancelled
 from compression.formats import LoadedModel, hf_folder, load_model
@@ -244,6 +245,9 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
 
     params_before, _ = parameter_counts(loaded.model)
     params_after, nonzero_after = parameter_counts(compressed)
+    costs, cost_notes = job_metrics(loaded.model, compressed, inputs, call=loaded.probe or (lambda m, x: m(*x)),
+                                    measure_latency=bool(options.get("measure_latency", True)))
+    notes.extend(cost_notes)
     # hf-folder: the dense weights in the upload (the archive also holds tokenizer files, README, ...)
     size_before = loaded.weights_bytes or origin["size_bytes"]
     metrics = {
@@ -254,6 +258,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         "artifact_bytes": {a.name: a.path.stat().st_size for a in artifacts},
         "parameters_before": params_before,
         "parameters_after": params_after,
+        **costs,   # macs_before, macs_after, latency
         "nonzero_parameters_after": nonzero_after,
         "output_max_abs_diff": max_abs_diff(compressed_out, reference),
         "output_mean_cosine": round(mean_cosine(compressed_out, reference), 8),
