@@ -1,0 +1,149 @@
+"""Runnable int8 programs with real int8 kernels, beside the container's int8 codes.
+
+Two routes, both libraries: torchao's pt2e flow (X86InductorQuantizer; the converted program is
+q/dq ops that inductor fuses into int8 kernels under torch.compile) and onnxruntime's quantizer
+(MatMulInteger / QLinearConv kernels, fast without compiling).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+
+def _quantizer_class():
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
+
+    class Quantizer(X86InductorQuantizer):
+        """torchao 0.18 fails on BERT's linear+GELU partitions (no output node, IndexError); those
+        linears are then annotated as plain linears, which only loses the fused activation."""
+
+        def _annotate_linear_unary(self, *args, **kwargs):
+            try:
+                return super()._annotate_linear_unary(*args, **kwargs)
+            except IndexError:
+                return None
+
+    return Quantizer
+
+
+def pt2e_quantize(model: torch.nn.Module, example: tuple, calibration: list[tuple] | None, *, dynamic: bool,
+                  text: bool = False) -> torch.export.ExportedProgram:
+    """Export (dynamic batch), quantize Linear/Conv with X86InductorQuantizer, convert, re-export."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
+
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    _Quantizer = _quantizer_class()
+    dims = tuple({0: batch} if isinstance(t, torch.Tensor) and t.ndim else None for t in example)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.export.export(model, tuple(example), dynamic_shapes=dims).module()
+        quantizer = _Quantizer().set_global(get_default_x86_inductor_quantization_config(is_dynamic=dynamic))
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            for batch_inputs in calibration or [tuple(example)]:
+                prepared(*batch_inputs)
+        converted = convert_pt2e(prepared)
+        return torch.export.export(converted, tuple(example), dynamic_shapes=dims)
+
+
+def onnx_quantize(src: Path, dst: Path, calibration: list[tuple] | None = None, input_names: list[str] | None = None,
+                  static: bool = False) -> None:
+    """onnxruntime int8: dynamic (weights int8 per channel, activations quantized at run time) or static
+    (QDQ with activation ranges from the calibration batches)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = dst.with_suffix(".pre.onnx")
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        source = pre
+    except Exception:   # preprocessing is an optimisation only
+        source = src
+    try:
+        if not static:
+            quantize_dynamic(str(source), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+            return
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+        class _Reader(CalibrationDataReader):
+            def __init__(self):
+                self.items = iter([{n: t.numpy() for n, t in zip(input_names, b)} for b in calibration])
+
+            def get_next(self):
+                return next(self.items, None)
+
+        quantize_static(str(source), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+class OnnxRunner:
+    """An onnxruntime session called like a module: positional tensors in, first output as a tensor."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, *inputs):
+        feeds = {n: t.detach().cpu().numpy() for n, t in zip(self.names, inputs)}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
+
+
+INT8_ONNX_NAME = "model.int8.onnx"
+
+
+def int8_runtime_artifacts(stages: list, onnx_path: Path | None, out_dir: Path, calibration: list[tuple] | None,
+                           inputs: tuple, reference: torch.Tensor, probe) -> tuple[list[Path], dict | None]:
+    """For a pipeline with an int8 stage: model.int8.onnx (onnxruntime int8 kernels) quantized from the
+    job's verified float model.onnx, reloaded and run on the sample inputs. Returns (files, report);
+    report None when the pipeline has no int8 stage. Best effort: a failure is a report, not an error.
+    The output difference is recorded, not bounded: activations are quantized too."""
+    from compression.export import load_own_onnx
+    from compression.outputs import max_abs_diff, mean_cosine
+
+    spec = next((s for s in stages if getattr(s, "kind", None) == "int8"), None)
+    if spec is None:
+        return [], None
+    if onnx_path is None or not Path(onnx_path).exists():
+        return [], {"ok": False, "reason": "no verified model.onnx to quantize"}
+    dst = Path(out_dir) / INT8_ONNX_NAME
+    try:
+        names = [i.name for i in load_own_onnx(onnx_path).session.get_inputs()]
+        batches = [tuple(b[:len(names)]) for b in (calibration or [])]
+        _quantize_onnx(spec, Path(onnx_path), dst, batches, names)
+        out = probe(load_own_onnx(dst), inputs)
+    except Exception as exc:
+        dst.unlink(missing_ok=True)
+        return [], {"ok": False, "reason": f"int8 program failed: {type(exc).__name__}: {exc}"[:500]}
+    return [dst], {"ok": True, "runtime": "onnxruntime", "mode": spec.mode,
+                   "output_max_abs_diff": max_abs_diff(out, reference),
+                   "output_mean_cosine": round(mean_cosine(out, reference), 8)}
+
+
+def _quantize_onnx(spec, src: Path, dst: Path, calibration: list[tuple], names: list[str]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if spec.mode == "dynamic":
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=spec.op_types(), weight_type=QuantType.QInt8,
+                         per_channel=True)
+        return
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{n: t.numpy() for n, t in zip(names, b)} for b in calibration])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=spec.op_types(),
+                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)

@@ -1,0 +1,64 @@
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from compression.architectures import build_architecture
+from compression.encoding import decode
+from compression.errors import CompressionError
+from compression.export import write_onnx
+from compression.int8_runtime import INT8_ONNX_NAME, int8_runtime_artifacts
+from compression.methods.base import CompressionState
+from compression.methods.int8 import Int8Spec, int8
+from compression.outputs import run
+from compression.pipeline import parse_pipeline
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10)).eval()
+
+
+def test_stage_stores_int8_codes_that_decode_to_the_model_weights():
+    model = build_architecture("lenet-300-100")
+    before = model.fc1.weight.detach().clone()
+    state = CompressionState(model)
+    int8(Int8Spec(kind="int8", exclude=["fc3"]), state)
+    assert set(state.encodings) == {"fc1.weight", "fc2.weight"}
+    enc = state.encodings["fc1.weight"]
+    assert enc.parts["codes"].storage == "int8" and enc.parts["scales"].data.shape == (300,)
+    assert torch.equal(decode(enc), model.fc1.weight)
+    assert 0 < (model.fc1.weight - before).abs().max() <= before.abs().amax(1).max() / 254 + 1e-6
+
+
+def test_layer_types_and_static_mode_need_what_they_say():
+    with pytest.raises(CompressionError, match="selects no Conv"):
+        int8(Int8Spec(kind="int8", layers=["Conv"]), CompressionState(build_architecture("lenet-300-100")))
+    assert Int8Spec(kind="int8", mode="static").needs_data and not Int8Spec(kind="int8").needs_data
+    with pytest.raises(CompressionError, match="calibration"):
+        int8(Int8Spec(kind="int8", mode="static"), CompressionState(_cnn()))
+    state = CompressionState(_cnn())
+    int8(Int8Spec(kind="int8", layers=["Conv"]), state)
+    assert set(state.encodings) == {"0.weight"}
+    assert parse_pipeline({"stages": [{"kind": "int8", "mode": "static"}]}).stages[0].mode == "static"
+
+
+@pytest.mark.parametrize("mode, op", [("dynamic", "MatMulInteger"), ("static", "QLinearConv")])
+def test_runtime_artifact_runs_int8_kernels(tmp_path, mode, op):
+    model, x = _cnn(), torch.randn(8, 1, 8, 8)
+    spec = Int8Spec(kind="int8", mode=mode)
+    state = CompressionState(model, calibration=[(x,)])
+    int8(spec, state)
+    write_onnx(model, (x[:2],), tmp_path / "model.onnx")
+    reference = run(model, (x,))
+    files, report = int8_runtime_artifacts([spec], tmp_path / "model.onnx", tmp_path, [(x,)], (x,), reference, run)
+    assert files == [tmp_path / INT8_ONNX_NAME] and report["ok"], report
+    ops = {n.op_type for n in onnx.load(str(files[0])).graph.node}
+    assert op in ops or (mode == "static" and "QuantizeLinear" in ops), ops
+    assert report["output_mean_cosine"] > 0.99 and report["output_max_abs_diff"] > 0
+
+
+def test_runtime_artifact_only_for_int8_pipelines(tmp_path):
+    assert int8_runtime_artifacts([], None, tmp_path, None, (), torch.zeros(1), run) == ([], None)
+    files, report = int8_runtime_artifacts([Int8Spec(kind="int8")], None, tmp_path, None, (), torch.zeros(1), run)
+    assert files == [] and not report["ok"]
