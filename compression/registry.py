@@ -13,6 +13,7 @@ from compression.methods.distill import DistillSpec, distill
 from compression.methods.entropy import HuffmanSpec, huffman_stage
 from compression.methods.finetune import FinetuneSpec, finetune
 from compression.methods.gptq import GPTQSpec, gptq
+from compression.methods.int8 import Int8Spec, int8
 from compression.methods.lowrank import LowRankSpec, low_rank
 from compression.methods.pruning import PruneSpec, prune
 from compression.methods.quantization import QuantizeSpec, quantize
@@ -36,6 +37,7 @@ METHODS: dict[str, Method] = {
     "structured_prune": Method(StructuredPruneSpec, structured_prune),
     "finetune": Method(FinetuneSpec, finetune),
     "distill": Method(DistillSpec, distill),
+    "int8": Method(Int8Spec, int8),
 }
 STAGE_SPECS: tuple[type[MethodSpec], ...] = tuple(m.spec for m in METHODS.values())
 
