@@ -18,6 +18,7 @@ from compression.architectures import build_architecture
 from compression.container import write_container
 from compression.encoding import raw
 from compression.evaluation import evaluate
+from compression.int8_runtime import int8_runtime_artifacts
 from compression.metrics import job_metrics
 from compression.data import JobData
 from compression.errors import CompressionError, JobCancelled
@@ -47,7 +48,7 @@ class JobHooks:
 @dataclass
 class ArtifactFile:
     name: str
-    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "hf-folder" | "onnx" | "report"
+    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "hf-folder" | "onnx" | "onnx-int8" | "report"
     path: Path
 
 
@@ -240,6 +241,12 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         checks[art.name] = verify.verify_program(art.path, load, inputs, compressed_out,
                                                  _positional(probe) if loaded.hf is not None else run)
         progress.at("verify", _VERIFY + (_DONE - _VERIFY) * 0.9 * len(checks) / (len(artifacts) + 1))
+    onnx_ok = exports["onnx"]["ok"] and (out_dir / ONNX_NAME).exists()
+    int8_files, int8_report = int8_runtime_artifacts(pipeline.stages, out_dir / ONNX_NAME if onnx_ok else None, out_dir,
+                                                     state.calibration, inputs, compressed_out, probe)
+    if int8_report is not None:   # int8 stage: a program with int8 kernels, its output difference recorded
+        exports["int8"] = int8_report
+        artifacts.extend(ArtifactFile(f.name, "onnx-int8", f) for f in int8_files)
     progress.timed("verify", start)
     artifacts = [a for a in artifacts if a.path.exists()]
 

@@ -62,3 +62,20 @@ def test_runtime_artifact_only_for_int8_pipelines(tmp_path):
     assert int8_runtime_artifacts([], None, tmp_path, None, (), torch.zeros(1), run) == ([], None)
     files, report = int8_runtime_artifacts([Int8Spec(kind="int8")], None, tmp_path, None, (), torch.zeros(1), run)
     assert files == [] and not report["ok"]
+
+
+def test_job_writes_and_checks_the_int8_program(lenet_safetensors, tmp_path, monkeypatch):
+    from compression.job import run_compression_job
+
+    monkeypatch.setenv("MODELPRESS_LATENCY_BUDGET_S", "0")
+    out = run_compression_job(lenet_safetensors, "safetensors", {"architecture": "lenet-300-100"},
+                              parse_pipeline({"stages": [{"kind": "int8"}]}), tmp_path)
+    kinds = {a.kind: a for a in out.artifacts}
+    assert kinds["onnx-int8"].path.name == INT8_ONNX_NAME
+    m = out.metrics
+    assert m["verification"]["model.mpz"]["weights_bitwise_equal"] is True
+    assert m["exports"]["int8"]["ok"] and m["exports"]["int8"]["output_mean_cosine"] > 0.99
+    assert m["artifact_bytes"][INT8_ONNX_NAME] < m["artifact_bytes"]["model.onnx"] / 3
+    batch = m["sample_inputs"][0][0]
+    assert m["macs_before"] == m["macs_after"] == batch * (784 * 300 + 300 * 100 + 100 * 10)
+    assert "latency: not measured (turned off)" in m["notes"]
