@@ -124,9 +124,30 @@ def int8_runtime_artifacts(stages: list, onnx_path: Path | None, out_dir: Path, 
     except Exception as exc:
         dst.unlink(missing_ok=True)
         return [], {"ok": False, "reason": f"int8 program failed: {type(exc).__name__}: {exc}"[:500]}
-    return [dst], {"ok": True, "runtime": "onnxruntime", "mode": spec.mode,
-                   "output_max_abs_diff": max_abs_diff(out, reference),
-                   "output_mean_cosine": round(mean_cosine(out, reference), 8)}
+    report = {"ok": True, "runtime": "onnxruntime", "mode": spec.mode,
+              "output_max_abs_diff": max_abs_diff(out, reference),
+              "output_mean_cosine": round(mean_cosine(out, reference), 8)}
+    report.update(_onnx_latency(Path(onnx_path), dst, inputs, probe))
+    return [dst], report
+
+
+def _onnx_latency(fp32: Path, q: Path, inputs: tuple, probe) -> dict:
+    """model.onnx vs model.int8.onnx side by side (the container's model runs float kernels)."""
+    from compression.export import load_own_onnx
+    from compression.metrics import default_threads, job_budget_s, latency
+
+    budget = job_budget_s()
+    if budget == 0:
+        return {}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(default_threads())   # sessions take their thread count from torch's
+    try:
+        sessions = {"model.onnx": load_own_onnx(fp32), INT8_ONNX_NAME: load_own_onnx(q)}
+        return {"latency": latency(sessions, inputs, budget_s=budget, call=probe, gpu=False)}
+    except Exception as exc:
+        return {"latency_note": f"not measured ({type(exc).__name__}: {str(exc)[:200]})"}
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _quantize_onnx(spec, src: Path, dst: Path, calibration: list[tuple], names: list[str]) -> None:

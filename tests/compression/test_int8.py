@@ -44,7 +44,8 @@ def test_layer_types_and_static_mode_need_what_they_say():
 
 
 @pytest.mark.parametrize("mode, op", [("dynamic", "MatMulInteger"), ("static", "QLinearConv")])
-def test_runtime_artifact_runs_int8_kernels(tmp_path, mode, op):
+def test_runtime_artifact_runs_int8_kernels(tmp_path, monkeypatch, mode, op):
+    monkeypatch.setenv("MODELPRESS_LATENCY_BUDGET_S", "0.01")
     model, x = _cnn(), torch.randn(8, 1, 8, 8)
     spec = Int8Spec(kind="int8", mode=mode)
     state = CompressionState(model, calibration=[(x,)])
@@ -56,6 +57,7 @@ def test_runtime_artifact_runs_int8_kernels(tmp_path, mode, op):
     ops = {n.op_type for n in onnx.load(str(files[0])).graph.node}
     assert op in ops or (mode == "static" and "QuantizeLinear" in ops), ops
     assert report["output_mean_cosine"] > 0.99 and report["output_max_abs_diff"] > 0
+    assert set(report["latency"]["cpu"]["batch_32"]) == {"model.onnx", INT8_ONNX_NAME}
 
 
 def test_runtime_artifact_only_for_int8_pipelines(tmp_path):
