@@ -88,7 +88,13 @@ def main() -> None:
         write_onnx(fp32.model, (ids[:2], mask[:2]), Path(f"{tmp}/m.onnx"), text=True)
         onnx_quantize(Path(f"{tmp}/m.onnx"), Path(f"{tmp}/q.onnx"))
         runners["onnx fp32"], sizes["onnx fp32"] = OnnxRunner(Path(f"{tmp}/m.onnx"), args.threads), os.path.getsize(f"{tmp}/m.onnx")
-        runners["onnx int8"], sizes["onnx int8"] = OnnxRunner(Path(f"{tmp}/q.onnx"), args.threads), os.path.getsize(f"{tmp}/q.onnx")
+        runners["onnx int8 all ops"], sizes["onnx int8 all ops"] = (OnnxRunner(Path(f"{tmp}/q.onnx"), args.threads),
+                                                                    os.path.getsize(f"{tmp}/q.onnx"))
+        from compression.int8_runtime import _quantize_onnx   # what the int8 stage writes (Linear/Conv only)
+        from compression.methods.int8 import Int8Spec
+        _quantize_onnx(Int8Spec(kind="int8"), Path(f"{tmp}/m.onnx"), Path(f"{tmp}/s.onnx"), [], [])
+        runners["onnx int8 (stage)"], sizes["onnx int8 (stage)"] = (OnnxRunner(Path(f"{tmp}/s.onnx"), args.threads),
+                                                                    os.path.getsize(f"{tmp}/s.onnx"))
 
         with torch.no_grad():
             ref = torch.cat([pooled(fp32(ids[i:i + 32], mask[i:i + 32]), mask[i:i + 32]) for i in range(0, len(ids), 32)])
