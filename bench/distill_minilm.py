@@ -5,7 +5,12 @@ pang_lee_polarity sentences are never trained on and give the reported cosine to
 sentence embeddings. Latency: teacher and student side by side in this process, batch 32,
 median of repeats, 2 threads (noisy on a shared machine: compare within one run only).
 
-    HF_HUB_OFFLINE=1 python bench/distill_minilm.py [--epochs 8] [--hint 0] [--lr 2e-4]
+    HF_HUB_OFFLINE=1 python bench/distill_minilm.py [--epochs 6] [--hint 1] [--lr 3e-4]
+
+Measured 2026-11-28 (2 threads, machine shared with 4 agents; defaults, 5051 sentences + clauses):
+teacher 22.7 M params, 1244 ms / batch 32; student (layers 1,3,5) 17.4 M params, 656 ms: 1.90x
+faster. Cosine to the teacher on pang_lee: untrained student 0.516, distilled 0.840 (held-out Lee
+sentences 0.920). Target 0.95: NOT met (the Lee text is too small / off-domain). Distill stage 947 s.
 """
 from __future__ import annotations
 
