@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 
 import web
-from api.routers import artifacts, catalog, events, health, jobs, models
+from api.routers import artifacts, catalog, datasets, events, health, jobs, models
 from api.limits import RateLimiter
 from api.schemas import ERROR_RESPONSES
 from api.settings import Settings, get_settings
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
                             headers={"Retry-After": "5"})
 
     app.include_router(health.router)
-    for router in (models.router, jobs.router, events.router, artifacts.router, catalog.router):
+    for router in (models.router, datasets.router, jobs.router, events.router, artifacts.router, catalog.router):
         app.include_router(router, responses=ERROR_RESPONSES)
 
     # The dashboard: static files, no build step.

@@ -7,10 +7,10 @@ from typing import TypeVar
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
-from storage.models import Artifact, Job, Model
+from storage.models import Artifact, Dataset, Job, Model
 
-T = TypeVar("T", Model, Job, Artifact)
-NOUNS = {Model: "model", Job: "job", Artifact: "artifact"}
+T = TypeVar("T", Model, Job, Artifact, Dataset)
+NOUNS = {Model: "model", Job: "job", Artifact: "artifact", Dataset: "dataset"}
 
 
 def get_owned(session: Session, owner: str, cls: type[T], obj_id: str) -> T:

@@ -31,10 +31,31 @@ class ModelOut(_Out):
     created_at: datetime
 
 
+class DatasetOut(_Out):
+    id: str
+    filename: str
+    format: str
+    size_bytes: int
+    sha256: str
+    summary: dict
+    created_at: datetime
+
+
+class JobData(BaseModel):
+    """Datasets a job uses, by role (ids from POST /v1/datasets)."""
+    model_config = ConfigDict(extra="forbid")
+
+    calibration: str | None = Field(None, description="for data-driven stages (gptq, saliency pruning, static int8); "
+                                                      "the train data stands in when absent")
+    train: str | None = Field(None, description="for finetune and distill (labels optional)")
+    eval: str | None = Field(None, description="task metrics before and after every stage; early stopping")
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str
+    data: JobData | None = Field(default=None, description="datasets by role")
     pipeline: dict | None = Field(default=None, description="{'stages': [...], 'seed': 0}; see GET /v1/methods")
     recipe: str | None = Field(default=None, description="a preset name from GET /v1/recipes")
     device: Literal["cpu", "gpu"] | None = Field(default=None, description="worker queue; default from settings")
@@ -53,8 +74,11 @@ class JobOut(_Out):
     recipe: str | None
     pipeline: dict
     queue: str
+    data: dict | None
     stage: str | None
     progress: float
+    progress_detail: dict | None = Field(None, description="training stages: stage, epoch, epochs, step, loss, "
+                                                           "latest eval metrics")
     error: str | None
     attempts: int
     cancel_requested: bool
@@ -77,6 +101,10 @@ class JobPage(Page):
 
 class ModelPage(Page):
     items: list[ModelOut]
+
+
+class DatasetPage(Page):
+    items: list[DatasetOut]
 
 
 class ArtifactOut(_Out):

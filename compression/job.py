@@ -20,7 +20,8 @@ from compression.encoding import raw
 from compression.evaluation import evaluate
 from compression.int8_runtime import int8_runtime_artifacts
 from compression.metrics import job_metrics
-from compression.data import JobData
+from compression.checkpoints import CheckpointFolder
+from compression.data import JobData, TensorData
 from compression.errors import CompressionError, JobCancelled
 from compression.formats import LoadedModel, hf_folder, load_model
 from compression.methods.base import CompressionState
@@ -43,6 +44,7 @@ ONNX_NAME = "model.onnx"
 class JobHooks:
     on_progress: Callable[[str | None, float], None] = lambda stage, fraction: None
     is_cancelled: Callable[[], bool] = lambda: False
+    on_log: Callable[[dict], None] = lambda record: None   # training stages: one record per epoch
 
 
 @dataclass
@@ -64,6 +66,7 @@ class _Run:
     timings: dict[str, float] = field(default_factory=dict)
     stage_reports: list[dict] = field(default_factory=list)
     evaluation: list[dict] = field(default_factory=list)   # eval-data metrics before and after each stage
+    training_log: list[dict] = field(default_factory=list)  # per-epoch records of training stages
 
     def at(self, phase: str | None, fraction: float) -> None:
         if self.hooks.is_cancelled():
@@ -91,7 +94,15 @@ def _copy(loaded: LoadedModel, path: Path, fmt: str, options: dict, seed: int) -
         return load_model(path, fmt, options, seed=seed).model
 
 
-def _compress(spec: PipelineSpec, state: CompressionState, progress: _Run) -> CompressionState:
+def _log(progress: _Run, index: int, record: dict) -> None:
+    record = {"stage_index": index, **record}
+    if len(progress.training_log) < 10_000:
+        progress.training_log.append(record)
+    progress.hooks.on_log(record)
+
+
+def _compress(spec: PipelineSpec, state: CompressionState, progress: _Run,
+              checkpoints: CheckpointFolder | None) -> CompressionState:
     width = (_EXPORT - _STAGES) / len(spec.stages)
     _evaluate(state, progress, None, None)
     for i, stage in enumerate(spec.stages):
@@ -99,6 +110,10 @@ def _compress(spec: PipelineSpec, state: CompressionState, progress: _Run) -> Co
         progress.at(stage.kind, base)
         state.checkpoint = lambda fraction, kind=stage.kind, base=base: progress.at(
             kind, base + width * min(max(fraction, 0.0), 1.0))
+        state.log = lambda record, i=i: _log(progress, i, record)
+        if checkpoints is not None:   # scoped per stage: two finetune stages never share a file
+            state.save_checkpoint = lambda name, payload, i=i: checkpoints.save(f"stage-{i}-{name}", payload)
+            state.load_checkpoint = lambda name, i=i: checkpoints.load(f"stage-{i}-{name}")
         start = time.perf_counter()
         with torch.enable_grad() if stage.trains else torch.no_grad():
             result = run_stage(stage, state)
@@ -115,6 +130,33 @@ def _evaluate(state: CompressionState, progress: _Run, index: int | None, kind: 
     metrics = evaluate(state.model, state.teacher, state.data.eval, state.probe)
     progress.evaluation.append({"after_stage": index, "kind": kind, **metrics})
     progress.timed("evaluation" if index is None else f"evaluation {index}", start)
+
+
+def _load_datasets(files: dict[str, tuple[Path, str]], loaded: LoadedModel) -> JobData:
+    from compression.datasets import DatasetError, load_dataset
+
+    tokenizer = hf_folder.load_tokenizer(loaded.hf) if loaded.hf is not None and any(
+        fmt == "jsonl" for _, fmt in files.values()) else None
+    data = JobData()
+    for role, (path, fmt) in files.items():
+        try:
+            setattr(data, role, load_dataset(Path(path), fmt, tokenizer=tokenizer))
+        except DatasetError as exc:
+            raise CompressionError(f"{role} dataset: {exc.message}") from None
+        _check_runs(role, getattr(data, role), loaded)
+    return data
+
+
+def _check_runs(role: str, data: TensorData, loaded: LoadedModel) -> None:
+    """The model must run on the dataset's first samples: a mismatch the submit-time check could not
+    see (unknown input signature) fails here, named, before any stage runs."""
+    try:
+        with torch.no_grad():
+            (loaded.probe or run)(loaded.model, data.take(slice(0, 2)).inputs)
+    except Exception as exc:
+        shapes = ", ".join(str(list(t.shape[1:])) for t in data.inputs)
+        raise CompressionError(f"{role} dataset: the model does not run on its samples (per-sample input shapes "
+                               f"{shapes}): {type(exc).__name__}: {exc}"[:600]) from None
 
 
 def _jsonable_report(result) -> dict:
@@ -146,9 +188,13 @@ def _export_onnx(model: torch.nn.Module, inputs: tuple, path: Path, text: bool, 
 
 def run_compression_job(model_path: Path, model_format: str, model_options: dict, pipeline: PipelineSpec,
                         out_dir: Path, hooks: JobHooks = JobHooks(),
-                        calibration: list[tuple] | None = None, data: JobData | None = None) -> JobOutput:
+                        calibration: list[tuple] | None = None, data: JobData | None = None,
+                        dataset_files: dict[str, tuple[Path, str]] | None = None,
+                        checkpoint_dir: Path | None = None) -> JobOutput:
     """`calibration`: optional batches (inputs..., [int targets]) for data-driven stages (saliency pruning);
-    `data`: the job's datasets by role (calibration batches are taken from it when not given)."""
+    `data`: the job's datasets by role (calibration batches are taken from it when not given);
+    `dataset_files`: {role: (path, format)} of uploaded datasets, loaded here (text needs the model's tokenizer);
+    `checkpoint_dir`: where training stages keep per-epoch checkpoints; a rerun with the same folder resumes."""
     model_path, out_dir, options = Path(model_path), Path(out_dir), dict(model_options or {})
     progress = _Run(hooks)
     if model_format == "onnx":   # ONNX in, ONNX out: compressed in place, run by onnxruntime
@@ -165,11 +211,14 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     compressed = _copy(loaded, model_path, model_format, options, pipeline.seed)
     progress.timed("load", start)
 
+    if dataset_files:
+        data = _load_datasets(dataset_files, loaded)
     if calibration is None and data is not None:
         calibration = data.calibration_batches()
     state = CompressionState(compressed, {}, pipeline.seed, calibration=calibration, data=data, example_inputs=inputs,
                              probe=loaded.probe, teacher=loaded.model)
-    state = _compress(pipeline, state, progress)
+    checkpoints = CheckpointFolder(checkpoint_dir) if checkpoint_dir is not None else None
+    state = _compress(pipeline, state, progress, checkpoints)
     compressed = state.model   # architecture stages may have replaced the module
     structure = state.structure
 
@@ -277,6 +326,10 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         "elapsed_seconds": progress.timings,
         "stages": progress.stage_reports,
         **({"evaluation": progress.evaluation} if progress.evaluation else {}),
+        **({"training_log": progress.training_log} if progress.training_log else {}),
+        **({"resumed_from_checkpoints": sorted(checkpoints.resumed)} if checkpoints and checkpoints.resumed else {}),
+        **({"datasets": {role: {"samples": len(d)} for role, d in vars(data).items() if d is not None}}
+           if data is not None else {}),
         "notes": notes,
     }
     report = out_dir / "report.json"

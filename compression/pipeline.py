@@ -62,9 +62,15 @@ def check_pipeline_against_model(spec: PipelineSpec, summary: dict) -> list[str]
                        for p in stage.check_against(names)]
 
 
-def check_pipeline_data(spec: PipelineSpec, has_calibration: bool) -> list[str]:
-    """Stages that need calibration data (e.g. saliency pruning) when none is given."""
-    if has_calibration:
-        return []
-    return [f"stage {i} ({stage.kind}) needs calibration data; none was given"
-            for i, stage in enumerate(spec.stages) if stage.needs_data]
+def check_pipeline_data(spec: PipelineSpec, has_calibration: bool, has_train: bool | None = None) -> list[str]:
+    """Stages whose data is missing: training stages need train data; other data-driven stages
+    (gptq, saliency pruning, static int8) need calibration data, for which train data stands in."""
+    has_train = has_calibration if has_train is None else has_train
+    problems = []
+    for i, stage in enumerate(spec.stages):
+        if stage.trains and not has_train:
+            problems.append(f"stage {i} ({stage.kind}) needs training data (data.train); none was given")
+        elif not stage.trains and stage.needs_data and not (has_calibration or has_train):
+            problems.append(f"stage {i} ({stage.kind}) needs calibration data (data.calibration or data.train); "
+                            "none was given")
+    return problems

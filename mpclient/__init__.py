@@ -8,7 +8,7 @@
 """
 from mpclient.client import Client
 from mpclient.errors import ApiError, ChecksumMismatch, ConnectionFailed, ModelpressError, WaitTimeout
-from mpclient.models import Artifact, Job, JobPage, Metrics, ModelInfo, Recipe
+from mpclient.models import Artifact, DatasetInfo, Job, JobPage, Metrics, ModelInfo, Recipe
 
-__all__ = ["Client", "ApiError", "ChecksumMismatch", "ConnectionFailed", "ModelpressError", "WaitTimeout",
+__all__ = ["Client", "DatasetInfo", "ApiError", "ChecksumMismatch", "ConnectionFailed", "ModelpressError", "WaitTimeout",
            "Artifact", "Job", "JobPage", "Metrics", "ModelInfo", "Recipe"]

@@ -143,8 +143,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
             model_id = model.id
         else:
             model_id = args.model
+        data = {}
+        for role in ("calibration", "train", "eval"):
+            given = getattr(args, role)
+            if given and Path(given).is_file():
+                dataset = c.upload_dataset(given, progress=_bytes_bar(f"upload {role} data", show))
+                if show:
+                    print(f"uploaded {dataset.id} ({dataset.format}, {dataset.summary.get('samples')} samples)",
+                          file=sys.stderr)
+                result.setdefault("datasets", {})[role] = as_dict(dataset)
+                given = dataset.id
+            if given:
+                data[role] = given
         job = c.submit(model_id, recipe=args.recipe, pipeline=pipeline, device=args.device,
-                       idempotency_key=args.idempotency_key)
+                       idempotency_key=args.idempotency_key, data=data or None)
         if show:
             print(f"submitted {job.id}", file=sys.stderr)
         if args.wait or args.download:
@@ -248,6 +260,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--architecture", help="built-in architecture for bare weights, e.g. lenet-300-100")
     p.add_argument("--options", help='loader options JSON, e.g. \'{"input_shape": [1, 784]}\'')
     p.add_argument("--device", choices=["cpu", "gpu"])
+    for role, use in (("calibration", "data-driven stages (gptq, saliency pruning)"),
+                      ("train", "finetune and distill stages"), ("eval", "task metrics after every stage")):
+        p.add_argument(f"--{role}", metavar="DATA", help=f"dataset file to upload, or an uploaded id (ds_…): {use}")
     p.add_argument("--idempotency-key", help="default: a fresh uuid (retries reuse it)")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 if it fails")
     p.add_argument("--download", metavar="DIR", help="wait, then download the artifacts into DIR")

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import httpx
 
 from mpclient.errors import ApiError, ChecksumMismatch, ConnectionFailed, WaitTimeout
-from mpclient.models import Artifact, Job, JobPage, Metrics, ModelInfo, Recipe
+from mpclient.models import Artifact, DatasetInfo, Job, JobPage, Metrics, ModelInfo, Recipe
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
@@ -132,11 +132,33 @@ class Client:
     def model(self, model_id: str) -> ModelInfo:
         return ModelInfo.from_dict(self._get(f"/v1/models/{model_id}"))
 
+    # -- datasets ---------------------------------------------------------------------------
+
+    def upload_dataset(self, path: str | os.PathLike, progress: ProgressFn | None = None) -> DatasetInfo:
+        """Stream a dataset (.npz, safetensors, CSV, Parquet or JSONL) to `POST /v1/datasets`."""
+        path = Path(path)
+        with open(path, "rb") as f:
+            body = _ProgressFile(f, path.stat().st_size, progress)
+            resp = self._request("POST", "/v1/datasets", idempotent=False,
+                                 files={"file": (path.name, body, "application/octet-stream")})
+        return DatasetInfo.from_dict(resp.json())
+
+    def dataset(self, dataset_id: str) -> DatasetInfo:
+        return DatasetInfo.from_dict(self._get(f"/v1/datasets/{dataset_id}"))
+
+    def datasets(self, limit: int = 50, offset: int = 0) -> list[DatasetInfo]:
+        return [DatasetInfo.from_dict(d) for d in self._get("/v1/datasets", limit=limit, offset=offset)["items"]]
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{dataset_id}", idempotent=True)
+
     # -- jobs -------------------------------------------------------------------------------
 
     def submit(self, model_id: str, recipe: str | None = None, pipeline: dict | None = None, *,
-               device: str | None = None, idempotency_key: str | None = None) -> Job:
-        """Submit a job; the Idempotency-Key (a fresh uuid unless given) makes retries safe."""
+               device: str | None = None, idempotency_key: str | None = None,
+               data: dict[str, str] | None = None) -> Job:
+        """Submit a job; the Idempotency-Key (a fresh uuid unless given) makes retries safe.
+        `data`: dataset ids by role, e.g. {"train": "ds_…", "eval": "ds_…"}."""
         if (recipe is None) == (pipeline is None):
             raise ValueError("give exactly one of recipe= or pipeline=")
         body: dict[str, Any] = {"model_id": model_id}
@@ -146,6 +168,8 @@ class Client:
             body["pipeline"] = pipeline
         if device:
             body["device"] = device
+        if data:
+            body["data"] = data
         key = idempotency_key or str(uuid.uuid4())
         resp = self._request("POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": key})
         return Job.from_dict(resp.json())

@@ -44,6 +44,22 @@ class ModelInfo:
 
 
 @dataclass
+class DatasetInfo:
+    id: str
+    filename: str
+    format: str
+    size_bytes: int
+    sha256: str
+    summary: dict = field(default_factory=dict)
+    created_at: datetime | None = None
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DatasetInfo":
+        return _build(cls, data)
+
+
+@dataclass
 class Job:
     id: str
     model_id: str
@@ -51,8 +67,10 @@ class Job:
     recipe: str | None = None
     pipeline: dict = field(default_factory=dict)
     queue: str = ""
+    data: dict | None = None
     stage: str | None = None
     progress: float = 0.0
+    progress_detail: dict | None = None
     error: str | None = None
     attempts: int = 0
     cancel_requested: bool = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +58,8 @@ class BlobStore(Protocol):
     def local_path(self, key: str) -> Path: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
+    def scratch_dir(self, name: str) -> Path: ...
+    def drop_scratch(self, name: str) -> None: ...
     def check(self) -> None: ...
 
 
@@ -113,6 +116,16 @@ class LocalBlobStore:
 
     def delete(self, key: str) -> None:
         self.local_path(key).unlink(missing_ok=True)
+
+    def scratch_dir(self, name: str) -> Path:
+        """A durable folder beside the blobs (training checkpoints), shared by every worker of the store."""
+        path = (self.root / ".scratch" / name).resolve()
+        if (self.root / ".scratch").resolve() not in path.parents:
+            raise ValueError(f"scratch name escapes the store: {name!r}")
+        return path
+
+    def drop_scratch(self, name: str) -> None:
+        shutil.rmtree(self.scratch_dir(name), ignore_errors=True)
 
     def check(self) -> None:
         """Raise unless the store is writable (used by /readyz)."""

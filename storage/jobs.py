@@ -36,13 +36,15 @@ def claim(session: Session, job_id: str, worker: str) -> Job | None:
     return session.get(Job, job_id, populate_existing=True)
 
 
-def heartbeat(session: Session, job_id: str, worker: str, stage: str | None, progress: float) -> bool:
+def heartbeat(session: Session, job_id: str, worker: str, stage: str | None, progress: float,
+              detail: dict | None = None) -> bool:
     """Record liveness and progress. Returns True when cancellation was requested
     (or the job was taken away from this worker)."""
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.running.value, Job.worker == worker)
-        .values(heartbeat_at=utcnow(), stage=stage, progress=progress)
+        .values(heartbeat_at=utcnow(), stage=stage, progress=progress,
+                **({"progress_detail": detail} if detail is not None else {}))
     )
     session.commit()
     if result.rowcount != 1:

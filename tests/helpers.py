@@ -31,6 +31,27 @@ def upload(client, path: Path, architecture: str | None = "lenet-300-100", **ext
         return client.post("/v1/models", files={"file": (path.name, f, "application/octet-stream")}, data=data)
 
 
+def digits_npz(path: Path, n: int = 256, flat: bool = True, labels: bool = True, side: int = 28) -> Path:
+    """Real data: scikit-learn's 8x8 digits upsampled to side x side (28: LeNet inputs), [n, side^2] or
+    [n, 1, side, side]."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images[:n], dtype=torch.float32)[:, None] / 16.0
+    x = torch.nn.functional.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
+    arrays = {"inputs": (x.reshape(len(x), -1) if flat else x).numpy()}
+    if labels:
+        arrays["labels"] = digits.target[:n].astype(np.int64)
+    np.savez(path, **arrays)
+    return path
+
+
+def upload_dataset(client, path: Path):
+    with open(path, "rb") as f:
+        return client.post("/v1/datasets", files={"file": (path.name, f, "application/octet-stream")})
+
+
 def wait_for(client, job_id: str, predicate, timeout: float = 120.0, interval: float = 0.1) -> dict:
     deadline = time.monotonic() + timeout
     job = None

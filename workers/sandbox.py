@@ -6,7 +6,7 @@ explodes in memory or hangs takes down only that child. Cancelling kills the
 child, which really stops the compute (not just at the next stage boundary).
 
 Protocol: the parent writes one JSON request to the child's stdin; the child
-writes JSON lines to stdout: {"progress": [stage, fraction]} ... then
+writes JSON lines to stdout: {"progress": [stage, fraction]} and {"log": {epoch record}} ... then
 {"result": {...}} or {"error": {"kind": ..., "message": ...}}.
 """
 from __future__ import annotations
@@ -34,9 +34,14 @@ def run_job_in_child(
     model_path: Path, model_format: str, model_options: dict, pipeline: dict, out_dir: Path, *,
     on_progress: Callable[[str | None, float], None], is_cancelled: Callable[[], bool],
     memory_limit_bytes: int, time_limit_s: float,
+    datasets: dict[str, tuple[Path, str]] | None = None, checkpoint_dir: Path | None = None,
+    on_log: Callable[[dict], None] = lambda record: None,
 ) -> JobOutput:
+    """`datasets`: {role: (path, format)}; `checkpoint_dir`: kept across attempts so a rerun resumes."""
     request = json.dumps({"model_path": str(model_path), "model_format": model_format,
-                          "model_options": model_options, "pipeline": pipeline, "out_dir": str(out_dir)})
+                          "model_options": model_options, "pipeline": pipeline, "out_dir": str(out_dir),
+                          "datasets": {role: [str(path), fmt] for role, (path, fmt) in (datasets or {}).items()},
+                          "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None})
 
     def limit_resources() -> None:
         die_with_parent(signal.SIGKILL)  # a killed worker takes its job's compute with it
@@ -71,6 +76,8 @@ def run_job_in_child(
                 message = json.loads(line)
                 if "progress" in message:
                     on_progress(*message["progress"])
+                elif "log" in message:
+                    on_log(message["log"])
                 else:
                     outcome = message
     finally:
@@ -126,7 +133,10 @@ def _child_main() -> None:
         output = run_compression_job(
             Path(request["model_path"]), request["model_format"], request["model_options"],
             parse_pipeline(request["pipeline"]), Path(request["out_dir"]),
-            JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]})),
+            JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]}),
+                     on_log=lambda record: send({"log": record})),
+            dataset_files={role: (Path(path), fmt) for role, (path, fmt) in request.get("datasets", {}).items()},
+            checkpoint_dir=Path(request["checkpoint_dir"]) if request.get("checkpoint_dir") else None,
         )
     except JobCancelled:
         send({"error": {"kind": "cancelled", "message": "cancelled"}})

@@ -10,11 +10,11 @@ import threading
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import select
 
 from compression.job import CompressionError, JobCancelled
 from storage import jobs
-from storage.models import Artifact, Job, JobStatus, Model
+from storage.blob_refs import drop_if_unreferenced
+from storage.models import Artifact, Dataset, Job, JobStatus, Model
 from storage.retry import with_db_retry
 from workers.celery_app import RUN_JOB, app
 from workers.runtime import Runtime, runtime
@@ -29,23 +29,30 @@ class _Progress:
     def __init__(self) -> None:
         self.stage: str | None = None
         self.fraction = 0.0
+        self.detail: dict | None = None   # the latest training record: epoch, step, loss, eval
         self.cancelled = threading.Event()
 
     def update(self, stage: str | None, fraction: float) -> None:
         self.stage, self.fraction = stage, max(0.0, min(1.0, fraction))
+
+    def log(self, record: dict) -> None:
+        self.detail = record
 
 
 def _heartbeat_loop(rt: Runtime, job_id: str, worker: str, progress: _Progress, stop: threading.Event) -> None:
     while not stop.wait(rt.settings.heartbeat_interval_s):
         try:
             with rt.sessions() as s:
-                if jobs.heartbeat(s, job_id, worker, progress.stage, progress.fraction):
+                if jobs.heartbeat(s, job_id, worker, progress.stage, progress.fraction, progress.detail):
                     progress.cancelled.set()
         except Exception:  # a DB blip must not kill the job; the next beat retries
             log.warning("heartbeat for %s failed", job_id, exc_info=True)
 
 
-def execute(rt: Runtime, job: Job, model: Model, worker: str) -> JobStatus:
+def execute(rt: Runtime, job: Job, model: Model, worker: str,
+            datasets: dict[str, tuple[Path, str]] | None = None) -> JobStatus:
+    """`datasets`: {role: (blob path, format)}. Training checkpoints live in the blob store under the
+    job's id, so an attempt after a crash resumes; they are dropped once the job is finished."""
     progress = _Progress()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat_loop, args=(rt, job.id, worker, progress, stop), daemon=True)
@@ -58,6 +65,7 @@ def execute(rt: Runtime, job: Job, model: Model, worker: str) -> JobStatus:
                 rt.blobs.local_path(model.blob_key), model.format, model.options or {}, job.pipeline,
                 Path(tmp) / "out", on_progress=progress.update, is_cancelled=progress.cancelled.is_set,
                 memory_limit_bytes=rt.settings.job_memory_limit_bytes, time_limit_s=rt.settings.job_time_limit_s,
+                datasets=datasets, checkpoint_dir=rt.blobs.scratch_dir(f"checkpoints/{job.id}"), on_log=progress.log,
             )
             for art in output.artifacts:
                 key, size, sha = rt.blobs.put_file(job.owner, art.path)
@@ -77,21 +85,19 @@ def execute(rt: Runtime, job: Job, model: Model, worker: str) -> JobStatus:
         stop.set()
         beat.join()
 
-    def record() -> None:
+    def record() -> bool:
         with rt.sessions() as s:
             if not jobs.finish(s, job.id, worker, status, error=error, metrics=metrics,
                                artifacts=[Artifact(**row) for row in stored]):
                 log.warning("job %s was taken away from %s before it finished", job.id, worker)
-                _drop_unreferenced(rt, s, [row["blob_key"] for row in stored])
+                for row in stored:
+                    drop_if_unreferenced(s, rt.blobs, row["blob_key"])
+                return False
+            return True
 
-    with_db_retry(record)
+    if with_db_retry(record):   # a job taken away from this worker keeps its checkpoints for the next attempt
+        rt.blobs.drop_scratch(f"checkpoints/{job.id}")
     return status
-
-
-def _drop_unreferenced(rt: Runtime, session, keys: list[str]) -> None:
-    for key in keys:
-        if session.scalar(select(Artifact.id).where(Artifact.blob_key == key).limit(1)) is None:
-            rt.blobs.delete(key)
 
 
 @app.task(name=RUN_JOB, bind=True)
@@ -100,13 +106,24 @@ def run_job(self, job_id: str) -> str | None:
     # The pid tells a restarted worker apart from the one that died under the same name.
     worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
 
-    def claim() -> tuple[Job | None, Model | None]:
+    def claim() -> tuple[Job | None, Model | None, dict]:
         with rt.sessions() as s:
             job = jobs.claim(s, job_id, worker)
-            return job, (s.get(Model, job.model_id) if job else None)
+            if job is None:
+                return None, None, {}
+            found = {role: s.get(Dataset, ds_id) for role, ds_id in (job.data or {}).items()}
+            return job, s.get(Model, job.model_id), found
 
-    job, model = with_db_retry(claim)
+    job, model, found = with_db_retry(claim)
     if job is None:
         log.info("job %s not claimable (finished, cancelled or taken); skipping", job_id)
         return None
-    return execute(rt, job, model, worker).value
+    missing = [role for role, ds in found.items() if ds is None]
+    if missing:   # deleting a dataset is refused while a job uses it; this is the last line of defence
+        def fail() -> None:
+            with rt.sessions() as s:
+                jobs.finish(s, job.id, worker, JobStatus.failed, error=f"the {', '.join(missing)} dataset was deleted")
+        with_db_retry(fail)
+        return JobStatus.failed.value
+    datasets = {role: (rt.blobs.local_path(ds.blob_key), ds.format) for role, ds in found.items()}
+    return execute(rt, job, model, worker, datasets).value

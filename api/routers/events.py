@@ -2,7 +2,7 @@
 
 The stream polls the database every `POLL_INTERVAL_S` with a short-lived session
 (no connection is held between polls), sends an `event: job` with the job's state
-whenever status, stage, progress or error change, and ends with `event: end` once
+whenever status, stage, progress (with training detail) or error change, and ends with `event: end` once
 the job has finished. A stream lives at most `MAX_STREAM_S` seconds (the client
 reconnects; EventSource does this on its own), and sends a comment line every
 `KEEPALIVE_S` so proxies do not cut an idle stream.
@@ -30,7 +30,7 @@ POLL_INTERVAL_S = 0.5
 KEEPALIVE_S = 15.0
 MAX_STREAM_S = 300.0
 RETRY_MS = 1000
-_WATCHED = ("status", "stage", "progress", "error", "cancel_requested", "attempts")
+_WATCHED = ("status", "stage", "progress", "progress_detail", "error", "cancel_requested", "attempts")
 
 
 def _snapshot(rt: Runtime, owner: str, job_id: str) -> dict | None:

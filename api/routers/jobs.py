@@ -15,8 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from api.ownership import get_owned
 from api.deps import OwnerDep, RuntimeDep, SessionDep
 from api.pagination import paginate
+from api.routers.datasets import get_owned_dataset
 from api.routers.models import get_owned_model
 from api.schemas import ErrorOut, ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut
+from compression.datasets import check_dataset_against_model
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES
 from storage import jobs as job_state
@@ -29,7 +31,19 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 NOT_FOUND = {404: {"model": ErrorOut, "description": "unknown id"}}
 
 
-def _validated_pipeline(body: JobCreate, model_summary: dict) -> dict:
+def _datasets(session, owner: str, body: JobCreate, model) -> dict[str, str]:
+    """{role: dataset id} after checking ownership (404) and fit to the model (422)."""
+    refs = {role: ds_id for role, ds_id in (body.data.model_dump() if body.data else {}).items() if ds_id}
+    problems = []
+    for role, ds_id in refs.items():
+        dataset = get_owned_dataset(session, owner, ds_id)
+        problems += check_dataset_against_model(dataset.summary, model.summary or {}, model.options or {}, role)
+    if problems:
+        raise RequestValidationError([{"loc": ("body", "data"), "type": "value_error", "msg": p} for p in problems])
+    return refs
+
+
+def _validated_pipeline(body: JobCreate, model_summary: dict, roles: dict[str, str]) -> dict:
     if body.recipe is not None:
         recipe = RECIPES.get(body.recipe)
         if recipe is None:
@@ -46,9 +60,9 @@ def _validated_pipeline(body: JobCreate, model_summary: dict) -> dict:
         raise RequestValidationError(
             [{**err, "loc": (*where, *err["loc"])} for err in exc.errors(include_url=False)]
         ) from None
-    # Datasets do not reach jobs yet, so a stage that needs calibration data
-    # cannot run: say so now rather than fail an hour later.
-    problems = check_pipeline_against_model(spec, model_summary) + check_pipeline_data(spec, has_calibration=False)
+    # a stage without the data it needs is refused now rather than failing an hour later
+    problems = check_pipeline_against_model(spec, model_summary) + check_pipeline_data(
+        spec, has_calibration="calibration" in roles, has_train="train" in roles)
     if problems:
         raise RequestValidationError([{"loc": where, "type": "value_error", "msg": p} for p in problems])
     return spec.model_dump(mode="json")
@@ -75,11 +89,12 @@ def submit_job(
             response.status_code = status.HTTP_200_OK
             return earlier
     model = get_owned_model(session, owner, body.model_id)
-    pipeline = _validated_pipeline(body, model.summary)
+    roles = _datasets(session, owner, body, model)
+    pipeline = _validated_pipeline(body, model.summary, roles)
     if active_jobs(session, owner) >= rt.settings.tenant_max_active_jobs:
         raise HTTPException(429, f"at most {rt.settings.tenant_max_active_jobs} queued or running jobs per tenant",
                             headers={"Retry-After": "30"})
-    job = Job(owner=owner, model_id=model.id, recipe=body.recipe, pipeline=pipeline,
+    job = Job(owner=owner, model_id=model.id, recipe=body.recipe, pipeline=pipeline, data=roles or None,
               queue=rt.settings.queue_name(body.device or rt.settings.default_queue),
               idempotency_key=idempotency_key, request_hash=request_hash, enqueued_at=utcnow())
     session.add(job)

@@ -13,6 +13,7 @@ from api.deps import BlobsDep, OwnerDep, RuntimeDep, SessionDep, SettingsDep
 from api.schemas import ErrorOut, ModelOut, ModelPage
 from api.upload import receive_upload
 from compression.formats import ModelFormatError, sniff
+from storage.blob_refs import drop_if_unreferenced
 from storage.models import Model
 from storage.usage import usage_bytes
 
@@ -77,8 +78,7 @@ def _insert(rt, blobs, model: Model) -> Model:
             session.commit()
         except BaseException:
             session.rollback()
-            if session.scalar(select(Model.id).where(Model.blob_key == model.blob_key).limit(1)) is None:
-                blobs.delete(model.blob_key)
+            drop_if_unreferenced(session, blobs, model.blob_key)
             raise
         return model
 

@@ -231,6 +231,27 @@ def _sample_inputs(folder: Path, config: dict, tokenizer_files: list[str], seed:
     return ids, torch.ones_like(ids)
 
 
+def load_tokenizer(parts: HFParts):
+    """The upload's own tokenizer (for text datasets), or None when the folder had none."""
+    if not any(name in parts.files for name in TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="mp-tok-") as tmp:
+        folder = Path(tmp)
+        (folder / CONFIG).write_text(json.dumps(parts.config))
+        for name, data in parts.files.items():
+            (folder / name).write_bytes(data)
+        try:
+            tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        except Exception as exc:
+            raise ModelFormatError(f"the model's tokenizer could not be loaded: {type(exc).__name__}: {exc}"[:500]) \
+                from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
 def load_archive(path: Path, kind: str, seed: int = 0) -> tuple[torch.nn.Module, tuple, HFParts, int]:
     """-> (model, sample inputs, config + tokenizer files, bytes of model.safetensors)."""
     with tempfile.TemporaryDirectory(prefix="modelpress-hf-") as tmp:

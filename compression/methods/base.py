@@ -67,6 +67,10 @@ class CompressionState:
     probe: Callable[[torch.nn.Module, tuple], torch.Tensor] | None = None
     teacher: torch.nn.Module | None = None   # the uploaded model, untouched (distillation, evaluation)
     structure: list[dict] = field(default_factory=list)   # architecture edits (compression.structure)
+    # training stages: durable checkpoints (the job scopes names per stage) and per-epoch records
+    save_checkpoint: Callable[[str, bytes], None] = lambda name, payload: None
+    load_checkpoint: Callable[[str], bytes | None] = lambda name: None
+    log: Callable[[dict], None] = lambda record: None
 
 
 @dataclass(frozen=True)

@@ -219,3 +219,34 @@ def test_deep_compression_pipeline_through_the_api(stack, lenet_file, tmp_path):
     path = tmp_path / "dc.mpz"
     path.write_bytes(download_and_check(client, container))
     reload_container_and_check(path)
+
+
+def test_distillation_killed_mid_training_resumes_from_its_checkpoint(stack, stack_settings, lenet_file, tmp_path):
+    """A distillation job on real digits: the worker is killed during training, the reaper re-queues the job
+    and a new worker continues from the last epoch's checkpoint; the student's loss keeps falling."""
+    from tests.helpers import digits_npz, upload_dataset
+
+    client, spawn, log = stack
+    first = spawn()
+    model = upload(client, lenet_file).json()
+    train = upload_dataset(client, digits_npz(tmp_path / "digits.npz", n=1797, labels=False)).json()
+    stage = {"kind": "distill", "width": 0.25, "epochs": 40, "batch_size": 8, "patience": None}
+    job = client.post("/v1/jobs", json={"model_id": model["id"], "pipeline": {"stages": [stage]},
+                                        "data": {"train": train["id"]}}).json()
+    seen = wait_for(client, job["id"], lambda j: (j["progress_detail"] or {}).get("epoch", 0) >= 2,
+                    timeout=180, interval=0.05)
+    assert seen["status"] == "running" and seen["progress_detail"]["stage"] == "distill"
+    kill_hard(first)
+    checkpoints = stack_settings.resolved_storage_dir / ".scratch" / "checkpoints" / job["id"]
+    assert [p.name for p in checkpoints.iterdir()] == ["stage-0-distill.safetensors"]
+    spawn()
+    done = wait_finished(client, job["id"], timeout=300)
+    assert done["status"] == "succeeded", (done, log.read_text()[-3000:])
+    assert done["attempts"] == 2
+    metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]
+    assert metrics["resumed_from_checkpoints"] == ["stage-0-distill"]
+    epochs = [r["epoch"] for r in metrics["training_log"]]
+    assert epochs[0] >= seen["progress_detail"]["epoch"] + 1 and epochs[-1] == 40   # not restarted from epoch 1
+    assert metrics["training_log"][-1]["loss"] < seen["progress_detail"]["loss"]
+    assert metrics["parameters_after"] < metrics["parameters_before"] / 4
+    assert not checkpoints.exists()   # dropped once the job finished
