@@ -128,6 +128,29 @@ def huffman_efficiency(state) -> tuple[int, float]:
     return payload, bound
 
 
+def calibration_jsonl(path: Path, cal: list[tuple]) -> Path:
+    """The same calibration chunks as an uploadable JSONL dataset (the job tokenizes it with the model's tokenizer)."""
+    import json
+    with open(path, "w") as f:
+        for ids, _ in cal:
+            for chunk in ids:
+                f.write(json.dumps({"text": TOK.decode(chunk[1:-1])}) + "\n")
+    return path
+
+
+def through_the_job_runner(src: Path, cal: list[tuple], tmp: Path) -> None:
+    """CALIBRATED_MIXED as a user submits it: the HF folder zip + data.calibration = the JSONL file."""
+    from safetensors.torch import load_file
+    start = time.perf_counter()
+    out = run_compression_job(src, "hf-folder", {}, parse_pipeline({"stages": CALIBRATED_MIXED}), tmp / "gptq-job",
+                              dataset_files={"calibration": (calibration_jsonl(tmp / "cal.jsonl", cal), "jsonl")})
+    model = load()
+    missing, _ = model.load_state_dict(load_file(str(tmp / "gptq-job" / "model.safetensors")), strict=False)
+    assert not set(missing) & set(dict(model.named_parameters())), missing
+    row("job runner: same gptq, JSONL calibration data", out.metrics["size_bytes_after"], model,
+        time.perf_counter() - start, "(POST /v1/jobs path)")
+
+
 def hf_zip(path: Path) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         for f in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -160,6 +183,7 @@ def main():
           "(data-free row; headers/code tables excluded)")
     with tempfile.TemporaryDirectory() as tmp:
         src = hf_zip(Path(tmp) / "minilm.zip")
+        through_the_job_runner(src, cal, Path(tmp))
         for recipe in ("int4-g64-huffman", "deep-compression"):
             start = time.perf_counter()
             out = run_compression_job(src, "hf-folder", {}, parse_pipeline({"stages": RECIPES[recipe].stages}),

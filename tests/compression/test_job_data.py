@@ -60,3 +60,15 @@ def test_a_dataset_the_model_cannot_run_on_fails_before_any_stage(files, tmp_pat
     with pytest.raises(CompressionError, match="train dataset: the model does not run on its samples"):
         run_compression_job(model, "safetensors", OPTIONS, _pipeline(1), tmp_path / "out",
                             dataset_files={"train": (images, "npz")})
+
+
+def test_a_retraining_pipeline_gives_the_same_bytes_twice(files, tmp_path):
+    """Seeded jobs are deterministic, training included: the same job via REST yields the same bytes."""
+    model, data = files
+    pipeline = parse_pipeline({"stages": [{"kind": "prune", "sparsity": 0.8}, {"kind": "finetune", "epochs": 1},
+                                          {"kind": "share", "bits": 4}, {"kind": "finetune", "epochs": 1},
+                                          {"kind": "huffman"}], "seed": 3})
+    first = run_compression_job(model, "safetensors", OPTIONS, pipeline, tmp_path / "a", dataset_files=data)
+    second = run_compression_job(model, "safetensors", OPTIONS, pipeline, tmp_path / "b", dataset_files=data)
+    assert (tmp_path / "a" / "model.mpz").read_bytes() == (tmp_path / "b" / "model.mpz").read_bytes()
+    assert first.metrics["evaluation"] == second.metrics["evaluation"]
