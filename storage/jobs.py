@@ -27,6 +27,7 @@ def claim(session: Session, job_id: str, worker: str) -> Job | None:
             heartbeat_at=now,
             stage=None,
             progress=0.0,
+            progress_detail=None,   # the new attempt reports its own epochs (resumed ones start past the checkpoint)
             error=None,
         )
     )

@@ -28,13 +28,14 @@ export function detailText(detail) {
   return detail == null ? "" : typeof detail === "string" ? detail : JSON.stringify(detail);
 }
 
+const keyHint = (status, detail) => (status === 401 ? `${detailText(detail)} — set your API key (top right).` : detail);
+
 async function errorFrom(resp) {
   let detail = resp.statusText;
   try {
     detail = (await resp.json()).detail ?? detail;
   } catch (_) { /* not JSON */ }
-  if (resp.status === 401) detail = `${detailText(detail)} — set your API key (top right).`;
-  return new ApiError(resp.status, detail);
+  return new ApiError(resp.status, keyHint(resp.status, detail));
 }
 
 export async function api(path, { method = "GET", body, headers = {} } = {}) {
@@ -53,25 +54,35 @@ export async function api(path, { method = "GET", body, headers = {} } = {}) {
   return resp.status === 204 ? null : resp.json();
 }
 
-export function uploadModel(file, { architecture, options, onProgress } = {}) {
+// Multipart POST of `file` plus string fields, with upload progress (fetch cannot report it).
+function uploadForm(path, file, fields, onProgress) {
   return new Promise((resolve, reject) => {
     const form = new FormData();
     form.append("file", file, file.name);
-    if (architecture) form.append("architecture", architecture);
-    if (options) form.append("options", typeof options === "string" ? options : JSON.stringify(options));
+    for (const [k, v] of Object.entries(fields)) if (v !== undefined) form.append(k, v);
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/v1/models");
+    xhr.open("POST", path);
     for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
     xhr.upload.onprogress = (e) => e.lengthComputable && onProgress && onProgress(e.loaded, e.total);
     xhr.onload = () => {
       let data = null;
       try { data = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
       if (xhr.status >= 200 && xhr.status < 300) resolve(data);
-      else reject(new ApiError(xhr.status, (data && data.detail) || xhr.statusText || "upload failed"));
+      else reject(new ApiError(xhr.status, keyHint(xhr.status, (data && data.detail) || xhr.statusText || "upload failed")));
     };
     xhr.onerror = () => reject(new ApiError(0, "upload failed: the connection broke"));
     xhr.send(form);
   });
+}
+
+export function uploadModel(file, { architecture, options, onProgress } = {}) {
+  const opts = options && typeof options !== "string" ? JSON.stringify(options) : options;
+  return uploadForm("/v1/models", file, { architecture: architecture || undefined, options: opts || undefined }, onProgress);
+}
+
+// .npz, safetensors, CSV, Parquet or JSONL; the server detects the format from the content.
+export function uploadDataset(file, { onProgress } = {}) {
+  return uploadForm("/v1/datasets", file, {}, onProgress);
 }
 
 export const FINISHED = new Set(["succeeded", "failed", "cancelled"]);

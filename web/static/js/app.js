@@ -1,13 +1,18 @@
-// modelpress dashboard: upload, job builder, jobs list, job page. No build step.
-import { api, apiKey, ApiError, detailText, downloadArtifact, FINISHED, uploadModel, watchJob } from "./api.js";
+// modelpress dashboard: upload, job builder, jobs list, job page, datasets. No build step.
+import { api, apiKey, detailText, downloadArtifact, FINISHED, uploadModel, watchJob } from "./api.js";
 import { barChart } from "./charts.js";
+import { dataSelectors, datasetsView } from "./datasets.js";
 import { bytes, h, when } from "./dom.js";
 import { methodForm } from "./forms.js";
+import { evaluationCard, trainingLine, trainingLogCard, trainingText } from "./training.js";
+import { badge, errorBox, fileDrop, progressBar, progressSlot, runUpload } from "./widgets.js";
 
 const main = document.getElementById("main");
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 let cleanups = [];
 let lastUploaded = null;
+let routeSeq = 0;   // a view whose route has been left since it started must not draw or watch
+const stale = (seq) => seq !== routeSeq;
 
 function cleanup() {
   cleanups.forEach((f) => f());
@@ -21,24 +26,6 @@ function uuid() {
     return (c === "x" ? r : (r & 0x3) | 0x8).toString(16);
   });
 }
-
-function errorBox(err) {
-  const text = err instanceof ApiError ? (err.status ? `HTTP ${err.status}: ${err.message}` : err.message) : String(err.message || err);
-  return h("div", { class: "error", role: "alert" }, text);
-}
-
-function progressBar(fraction, label = "") {
-  const pct = Math.round(Math.max(0, Math.min(1, fraction || 0)) * 100);
-  return h("div", { class: "progress", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
-    h("div", { class: "progress-fill", style: `width:${pct}%` }),
-    h("span", { class: "progress-text" }, `${pct}%${label ? ` · ${label}` : ""}`));
-}
-
-function setProgress(bar, fraction, label = "") {
-  bar.replaceWith(progressBar(fraction, label));
-}
-
-const badge = (status) => h("span", { class: `badge s-${status}`, "data-status": status }, status);
 
 // Failure reasons in plain words (the raw error is always shown too).
 export function explain(error) {
@@ -54,6 +41,10 @@ export function explain(error) {
   if (e.includes("time limit") || e.includes("timed out") || e.includes("timeout")) return "The job ran longer than the service allows.";
   if (e.includes("memory")) return "The job needed more memory than the service allows; try a smaller model or a lighter recipe.";
   if (e.includes("cancel")) return "The job was cancelled.";
+  if (e.includes("dataset") || e.includes("training loss")) {
+    return "The job's data could not be used: check that the datasets fit the model (input shapes, label classes) "
+      + "and, for training, try a lower learning rate.";
+  }
   if (e.includes("unsupported") || e.includes("cannot load") || e.includes("not a model")) {
     return "The model file could not be used as uploaded.";
   }
@@ -65,17 +56,10 @@ export function explain(error) {
 function uploadSection(onUploaded) {
   const arch = h("input", { id: "architecture", type: "text", placeholder: "e.g. lenet-300-100 (for bare weights)", list: "archs" });
   const options = h("input", { id: "options", type: "text", placeholder: '{"input_shape": [1, 784]} (TorchScript, exported)' });
-  const file = h("input", { id: "file", type: "file", hidden: true });
   const status = h("div", { class: "upload-status", "aria-live": "polite" });
   const summary = h("div", { class: "summary" });
-  let bar = progressBar(0);
-  bar.hidden = true;
-  const zone = h("div", { class: "dropzone", id: "dropzone", tabindex: 0, role: "button" },
-    h("strong", {}, "Drop a model file here"), h("span", {}, " or "),
-    h("button", { type: "button", class: "link", onclick: () => file.click() }, "choose a file"),
-    h("small", { class: "help" }, "safetensors, PyTorch state dicts, TorchScript, exported programs, Hugging Face folders (zip)"));
+  const bar = progressSlot();
   const start = async (f) => {
-    if (!f) return;
     let opts;
     if (options.value.trim()) {
       try { opts = JSON.parse(options.value); } catch (e) {
@@ -83,46 +67,22 @@ function uploadSection(onUploaded) {
         return;
       }
     }
-    status.replaceChildren(h("span", {}, `Uploading ${f.name} (${bytes(f.size)})…`));
     summary.replaceChildren();
-    const fresh = progressBar(0);
-    bar.replaceWith(fresh);
-    bar = fresh;
-    try {
-      const model = await uploadModel(f, {
-        architecture: arch.value.trim() || undefined, options: opts,
-        onProgress: (done, total) => {
-          const next = progressBar(done / total, `${bytes(done)} of ${bytes(total)}`);
-          bar.replaceWith(next);
-          bar = next;
-        },
-      });
-      const done = progressBar(1, "uploaded");
-      bar.replaceWith(done);
-      bar = done;
-      status.replaceChildren(h("span", { class: "ok" }, `Uploaded ${model.filename}`));
-      summary.replaceChildren(modelSummary(model));
-      onUploaded(model);
-    } catch (err) {
-      status.replaceChildren(errorBox(err));
-    }
+    const model = await runUpload(f, { status, bar, send: (onProgress) =>
+      uploadModel(f, { architecture: arch.value.trim() || undefined, options: opts, onProgress }) });
+    if (!model) return;
+    summary.replaceChildren(modelSummary(model));
+    onUploaded(model);
   };
-  file.addEventListener("change", () => start(file.files[0]));
-  zone.addEventListener("keydown", (e) => (e.key === "Enter" || e.key === " ") && file.click());
-  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
-  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
-  zone.addEventListener("drop", (e) => {
-    e.preventDefault();
-    zone.classList.remove("over");
-    start(e.dataTransfer.files[0]);
-  });
+  const { zone, input } = fileDrop({ id: "dropzone", inputId: "file", title: "Drop a model file here", onFile: start,
+    help: "safetensors, PyTorch state dicts, TorchScript, exported programs, Hugging Face folders (zip)" });
   return h("section", { class: "card", id: "upload" },
     h("h2", {}, "1. Upload a model"),
     h("div", { class: "row" },
       h("div", { class: "field" }, h("label", { for: "architecture" }, "Architecture"), arch),
       h("div", { class: "field" }, h("label", { for: "options" }, "Loader options (JSON)"), options)),
     h("datalist", { id: "archs" }, ["lenet-300-100", "lenet-5", "small-resnet"].map((a) => h("option", { value: a }))),
-    zone, file, bar, status, summary);
+    zone, input, bar.element, status, summary);
 }
 
 function modelSummary(m) {
@@ -174,6 +134,7 @@ async function builderSection() {
   presetRadio.addEventListener("change", sync);
   customRadio.addEventListener("change", sync);
 
+  const data = dataSelectors();
   const submit = h("button", { type: "submit", class: "primary", id: "submit-job" }, "Compress");
   const form = h("form", { class: "builder", onsubmit: async (e) => {
     e.preventDefault();
@@ -182,7 +143,7 @@ async function builderSection() {
       message.replaceChildren(errorBox(new Error("upload or choose a model first")));
       return;
     }
-    const body = { model_id: modelSel.value };
+    const body = { model_id: modelSel.value, data: data.read() };
     try {
       if (presetRadio.checked) body.recipe = recipeSel.value;
       else {
@@ -206,13 +167,15 @@ async function builderSection() {
   h("div", { class: "field" }, h("label", { for: "model" }, "Model"), modelSel),
   h("div", { class: "modes" }, h("label", { class: "inline" }, presetRadio, " Preset recipe"),
     h("label", { class: "inline" }, customRadio, " Compose stages")),
-  presetBox, customBox, submit, message);
+  presetBox, customBox, data.element, submit, message);
 
   const section = h("section", { class: "card", id: "builder" }, h("h2", {}, "2. Compress"), form);
   const fill = async () => {
     try {
-      const [models, recipes, m] = await Promise.all([api("/v1/models?limit=100"), api("/v1/recipes"), api("/v1/methods")]);
+      const [models, recipes, m, datasets] = await Promise.all([api("/v1/models?limit=100"), api("/v1/recipes"),
+        api("/v1/methods"), api("/v1/datasets?limit=500")]);
       methods = m;
+      data.fill(datasets);
       modelSel.replaceChildren(...(models.items.length ? [] : [h("option", { value: "" }, "(upload a model first)")]),
         ...models.items.map((x) => h("option", { value: x.id }, `${x.filename} · ${x.format} · ${bytes(x.size_bytes)} · ${x.id}`)));
       if (lastUploaded) modelSel.value = lastUploaded.id;
@@ -235,7 +198,8 @@ async function builderSection() {
 }
 
 function jobRow(job) {
-  const label = job.status === "running" ? job.stage || "" : "";
+  const detail = job.progress_detail && job.progress_detail.stage === job.stage ? trainingText(job.progress_detail) : "";
+  const label = job.status === "running" ? [job.stage, detail].filter(Boolean).join(" · ") : "";
   return h("tr", { "data-job": job.id },
     h("td", {}, h("a", { href: `#/jobs/${job.id}` }, job.id)),
     h("td", {}, badge(job.status)),
@@ -288,8 +252,9 @@ function jobsSection() {
   return section;
 }
 
-async function home() {
+async function home(seq) {
   const builder = await builderSection();
+  if (stale(seq)) return;
   const jobs = jobsSection();
   const upload = uploadSection((model) => {
     lastUploaded = model;
@@ -370,7 +335,15 @@ function artifactsTable(arts) {
     }))));
 }
 
-async function jobPage(id) {
+// "data: train ds_… · eval ds_…"
+function dataLine(j) {
+  const roles = Object.entries(j.data || {});
+  if (!roles.length) return null;
+  return h("p", { class: "muted", id: "job-data" }, "data: ",
+    roles.flatMap(([role, id], i) => [i ? " · " : "", `${role} `, h("code", {}, id)]));
+}
+
+async function jobPage(id, seq) {
   const head = h("div", { class: "head" });
   const live = h("div", { class: "live" });
   const details = h("div", { class: "details" });
@@ -380,12 +353,13 @@ async function jobPage(id) {
   try {
     job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
   } catch (err) {
-    main.append(errorBox(err));
+    if (!stale(seq)) main.append(errorBox(err));
     return;
   }
+  if (stale(seq)) return;
   const shown = ([k, v]) => k !== "version" && v !== null && !(Array.isArray(v) && !v.length);
-  const pipeline = (job.pipeline?.stages || []).map((s) => Object.entries(s).filter(shown)
-    .map(([k, v]) => (k === "kind" ? v : `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`)).join(" ")).join(" → ");
+  const pipeline = (job.pipeline?.stages || []).map((s) => [s.kind, ...Object.entries(s).filter(([k]) => k !== "kind")
+    .filter(shown).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`)].join(" ")).join(" → ");
   const cancel = h("button", { type: "button", id: "cancel", onclick: async () => {
     cancel.disabled = true;
     try { showJob(await api(`/v1/jobs/${job.id}/cancel`, { method: "POST" })); } catch (err) { live.append(errorBox(err)); }
@@ -397,7 +371,9 @@ async function jobPage(id) {
     const bits = [
       h("p", { class: "muted" }, `${j.recipe ? `recipe ${j.recipe}` : "custom pipeline"}: ${pipeline}`),
       h("p", { class: "muted" }, `model ${j.model_id} · created ${when(j.created_at)}${j.finished_at ? ` · finished ${when(j.finished_at)}` : ""}${j.attempts > 1 ? ` · attempts ${j.attempts}` : ""}`),
+      dataLine(j),
       progressBar(j.progress, FINISHED.has(j.status) ? j.status : (j.stage || j.status)),
+      trainingLine(j),
     ];
     if (!FINISHED.has(j.status)) bits.push(h("div", { class: "actions" }, cancel, j.cancel_requested ? h("span", { class: "muted" }, " cancel requested…") : null));
     if (j.status === "failed") {
@@ -405,7 +381,7 @@ async function jobPage(id) {
         h("details", {}, h("summary", {}, "technical detail"), h("pre", {}, j.error || "(none)"))));
     }
     if (j.status === "cancelled") bits.push(h("p", { class: "failure" }, "This job was cancelled; it produced no artifacts."));
-    live.replaceChildren(...bits);
+    live.replaceChildren(...bits.filter(Boolean));
     if (FINISHED.has(j.status) && !loadedDetails) {
       loadedDetails = true;
       await loadDetails(j);
@@ -416,16 +392,19 @@ async function jobPage(id) {
     try {
       const [m, arts] = await Promise.all([api(`/v1/jobs/${j.id}/metrics`), api(`/v1/jobs/${j.id}/artifacts`)]);
       const metrics = m.metrics || {};
-      details.replaceChildren(
+      details.replaceChildren(...[
         h("section", { class: "card" }, h("h2", {}, "Before / after"), metricsTable(metrics)),
         h("section", { class: "card", id: "charts" }, h("h2", {}, "Charts"), h("div", { class: "charts" }, charts(metrics))),
-        h("section", { class: "card" }, h("h2", {}, "Artifacts"), artifactsTable(arts)));
+        Array.isArray(metrics.training_log) && metrics.training_log.length ? trainingLogCard(metrics.training_log) : null,
+        Array.isArray(metrics.evaluation) && metrics.evaluation.length ? evaluationCard(metrics.evaluation) : null,
+        h("section", { class: "card" }, h("h2", {}, "Artifacts"), artifactsTable(arts)),
+      ].filter(Boolean));
     } catch (err) {
       details.replaceChildren(errorBox(err));
     }
   };
   await showJob(job);
-  if (!FINISHED.has(job.status)) cleanups.push(watchJob(job.id, showJob));
+  if (!FINISHED.has(job.status) && !stale(seq)) cleanups.push(watchJob(job.id, showJob));
 }
 
 // ---------------------------------------------------------------------------- shell
@@ -439,17 +418,19 @@ function keyControl() {
 }
 
 async function route() {
+  const seq = ++routeSeq;
   cleanup();
   document.getElementById("key-slot").replaceChildren(keyControl());
   const m = location.hash.match(/^#\/jobs\/([\w-]+)/);
   main.setAttribute("aria-busy", "true");
   try {
-    if (m) await jobPage(m[1]);
-    else await home();
+    if (m) await jobPage(m[1], seq);
+    else if (location.hash.startsWith("#/datasets")) main.replaceChildren(...datasetsView());
+    else await home(seq);
   } catch (err) {
-    main.replaceChildren(errorBox(err));
+    if (!stale(seq)) main.replaceChildren(errorBox(err));
   } finally {
-    main.removeAttribute("aria-busy");
+    if (!stale(seq)) main.removeAttribute("aria-busy");
   }
 }
 

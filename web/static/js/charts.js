@@ -1,4 +1,4 @@
-// Simple horizontal SVG bar charts (no library).
+// Simple SVG charts (no library): horizontal bars, and a line for values over time.
 import { svg } from "./dom.js";
 
 // rows: [{label, value, text?, cls?}]; max: scale (default: the largest value).
@@ -19,6 +19,36 @@ export function barChart(title, rows, { max, width = 520, rowHeight = 26, labelW
       svg("rect", { x: labelWidth, y: y + 4, width: w, height: rowHeight - 8, rx: 3, class: `bar ${r.cls || ""}` }),
       svg("text", { x: labelWidth + w + 6, y: y + rowHeight / 2 + 4, class: "chart-value" }, r.text ?? format(r.value)),
     );
+  });
+  return el;
+}
+
+// A line chart of points [{label, value}] in order (e.g. training loss per epoch); y from the data's range.
+export function lineChart(title, points, { width = 520, height = 200, format = String } = {}) {
+  const pad = { left: 64, right: 12, top: 10, bottom: 26 };
+  const values = points.map((p) => p.value);
+  let lo = Math.min(...values);
+  let hi = Math.max(...values);
+  if (hi - lo < 1e-12) { lo -= 0.5 * Math.abs(lo || 1); hi += 0.5 * Math.abs(hi || 1); }
+  const w = width - pad.left - pad.right;
+  const hgt = height - pad.top - pad.bottom;
+  const x = (i) => pad.left + (points.length > 1 ? (i / (points.length - 1)) * w : w / 2);
+  const y = (v) => pad.top + (1 - (v - lo) / (hi - lo)) * hgt;
+  const el = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart line-chart", role: "img", "aria-label": title,
+    preserveAspectRatio: "xMinYMin meet" });
+  el.append(svg("title", {}, title));
+  for (const v of [hi, (hi + lo) / 2, lo]) {
+    el.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: "grid-line" }),
+      svg("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end", class: "chart-label" }, format(v)));
+  }
+  el.append(svg("polyline", { points: points.map((p, i) => `${x(i)},${y(p.value)}`).join(" "), class: "line" }));
+  const every = Math.ceil(points.length / 10);
+  const last = points.length - 1;
+  points.forEach((p, i) => {
+    el.append(svg("circle", { cx: x(i), cy: y(p.value), r: 3, class: "dot" }, svg("title", {}, `${p.label}: ${format(p.value)}`)));
+    if (i === last || (i % every === 0 && last - i >= every / 2)) {
+      el.append(svg("text", { x: x(i), y: height - 8, "text-anchor": "middle", class: "chart-label" }, p.label));
+    }
   });
   return el;
 }
