@@ -27,7 +27,13 @@ class ModelOut(_Out):
     size_bytes: int
     sha256: str
     options: dict
-    summary: dict
+    summary: dict = Field(description="from the upload's headers; `inspection` once a worker has loaded the model: "
+                                      "format, parameters, layers_by_type, modules (with shapes), inputs, "
+                                      "output_features")
+    inspection_status: Literal["pending", "done", "failed"] = Field(
+        description="the worker's load of the model after upload; while pending, jobs are accepted and "
+                    "checked against the model by the worker; failed: submits are refused (422)")
+    inspection_error: str | None = Field(None, description="why the model could not be loaded (failed)")
     created_at: datetime
 
 

@@ -24,6 +24,12 @@ def _module_type(mod: torch.nn.Module) -> str:
     return getattr(mod, "original_name", None) or type(mod).__name__   # TorchScript keeps the class name
 
 
+def module_types(model: torch.nn.Module) -> dict[str, str]:
+    """Every module holding parameters of its own: name -> class name (what stages' check_module_types take)."""
+    return {name: _module_type(mod) for name, mod in model.named_modules()
+            if name and next(mod.parameters(recurse=False), None) is not None}
+
+
 def describe_loaded(loaded: LoadedModel) -> dict:
     model = loaded.model
     layers, by_type = [], Counter()
@@ -54,11 +60,52 @@ def describe_loaded(loaded: LoadedModel) -> dict:
     }
 
 
-def inspect_model(path: Path, fmt: str, options: dict, seed: int = 0) -> dict:
-    if fmt == "onnx":   # ONNX is never loaded as torch; the graph is its own description
-        from compression.formats import onnx_file
-        summary = onnx_file.summarise(onnx_file.parse(Path(path)))
-        return {"format": fmt, "parameters": summary["parameters"], "inputs": summary["inputs"],
-                "outputs": summary["outputs"], "layers_by_type": {}, "modules": [], "modules_complete": False}
+def _inspect_onnx(path: Path, options: dict, seed: int) -> tuple[dict, dict]:
+    """Loaded as an ONNX job loads it (parse, external data refused, weights finite, sample feeds) and run
+    once in onnxruntime. -> (inspection, the header summary the API no longer parses itself)."""
+    import numpy as np
+
+    from compression.formats import ModelFormatError, onnx_file
+
+    loaded = onnx_file.load(path, options, seed=seed)
+    try:
+        outs = onnx_file.session(path.read_bytes()).run(None, loaded.feeds)
+    except Exception as exc:   # onnxruntime refuses the graph (unknown op, bad shapes, ...)
+        raise ModelFormatError(f"onnxruntime cannot run the uploaded model: {type(exc).__name__}: {exc}"[:600]) \
+            from None
+    summary = onnx_file.summarise(loaded.proto)
+    by_type: Counter = Counter()
+    params_by_type: Counter = Counter()
+    held = dict(loaded.holder.named_parameters())
+    modules = []
+    for t in loaded.targets:
+        shape = list(held[t.key].shape)
+        by_type[t.module_type] += 1
+        params_by_type[t.module_type] += held[t.key].numel()
+        if len(modules) < SUMMARY_LAYER_CAP:
+            modules.append({"name": t.name, "type": t.module_type, "parameters": held[t.key].numel(),
+                            "shapes": {"weight": shape}})
+    single = np.asarray(outs[0]) if len(outs) == 1 else None
+    inspection = {
+        "format": "onnx", "parameters": summary["parameters"],
+        "layers_by_type": {k: {"count": by_type[k], "parameters": params_by_type[k]} for k in sorted(by_type)},
+        "modules": modules,
+        "modules_complete": False,   # weight initializers only, not modules: no module-type checks
+        "inputs": summary["inputs"], "outputs": summary["outputs"],
+        "output_features": int(single.shape[1]) if single is not None and single.ndim == 2 else None,
+    }
+    return inspection, summary
+
+
+def inspect_upload(path: Path, fmt: str, options: dict, seed: int = 0) -> dict:
+    """-> {"inspection": ..., "summary": the upload's full header summary where the API only checked framing
+    (ONNX), else None}."""
+    if fmt == "onnx":   # ONNX is never loaded as torch
+        inspection, summary = _inspect_onnx(Path(path), options or {}, seed)
+        return {"inspection": inspection, "summary": summary}
     with torch.no_grad():
-        return describe_loaded(load_model(Path(path), fmt, options, seed=seed))
+        return {"inspection": describe_loaded(load_model(Path(path), fmt, options or {}, seed=seed)), "summary": None}
+
+
+def inspect_model(path: Path, fmt: str, options: dict, seed: int = 0) -> dict:
+    return inspect_upload(path, fmt, options, seed)["inspection"]

@@ -24,6 +24,7 @@ from compression.checkpoints import CheckpointFolder
 from compression.data import JobData, TensorData
 from compression.errors import CompressionError, JobCancelled
 from compression.formats import LoadedModel, hf_folder, load_model
+from compression.inspect import module_types
 from compression.methods.base import CompressionState
 from compression.outputs import max_abs_diff, mean_cosine, run
 from compression.pipeline import PipelineSpec
@@ -205,6 +206,12 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     progress.at("load", _LOAD)
     start = time.perf_counter()
     loaded = load_model(model_path, model_format, options, seed=pipeline.seed)
+    # what submit checks once the upload is inspected; a job submitted before that finds out here
+    types = module_types(loaded.model)
+    problems = [f"stage {i} ({stage.kind}): {p}" for i, stage in enumerate(pipeline.stages)
+                for p in stage.check_module_types(types)]
+    if problems:
+        raise CompressionError("; ".join(problems))
     inputs = loaded.sample_inputs
     probe = loaded.probe or run   # hf-folder: pooled, normalised sentence embeddings
     reference = probe(loaded.model, inputs)

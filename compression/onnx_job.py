@@ -51,7 +51,7 @@ def run_onnx_job(model_path: Path, options: dict, pipeline, out_dir: Path, progr
         raise CompressionError("; ".join(problems))
     progress.timed("load", start)
 
-    state = job._compress(pipeline, job.CompressionState(loaded.holder, {}, pipeline.seed), progress)
+    state = job._compress(pipeline, job.CompressionState(loaded.holder, {}, pipeline.seed), progress, None)
     held_to_name = {t.key: t.name for t in loaded.targets}
     encodings_by_name = {held_to_name[k]: e for k, e in state.encodings.items()}
 

@@ -35,6 +35,8 @@ class ModelInfo:
     sha256: str
     options: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    inspection_status: str | None = None   # pending | done | failed (loaded once in a worker after upload)
+    inspection_error: str | None = None
     created_at: datetime | None = None
     raw: dict = field(default_factory=dict, repr=False)
 

@@ -35,6 +35,13 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
+class InspectionStatus(str, enum.Enum):
+    """A model is loaded once in a worker after upload (workers/inspection.py)."""
+    pending = "pending"
+    done = "done"
+    failed = "failed"
+
+
 class Model(Base):
     __tablename__ = "models"
 
@@ -46,7 +53,10 @@ class Model(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     blob_key: Mapped[str] = mapped_column(String(255))
     options: Mapped[dict] = mapped_column(JSON, default=dict)
-    summary: Mapped[dict] = mapped_column(JSON, default=dict)
+    summary: Mapped[dict] = mapped_column(JSON, default=dict)   # "inspection": what the worker found on loading it
+    inspection_status: Mapped[str] = mapped_column(String(16), default=InspectionStatus.pending.value,
+                                                   server_default=InspectionStatus.pending.value)
+    inspection_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

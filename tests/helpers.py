@@ -63,6 +63,28 @@ def wait_for(client, job_id: str, predicate, timeout: float = 120.0, interval: f
     raise AssertionError(f"job {job_id} did not reach the expected state in {timeout}s; last: {job}")
 
 
+def wait_inspected(client, model_id: str, timeout: float = 120.0) -> dict:
+    """The model once the worker's inspection is done or failed."""
+    deadline = time.monotonic() + timeout
+    model = None
+    while time.monotonic() < deadline:
+        model = client.get(f"/v1/models/{model_id}").json()
+        if model["inspection_status"] != "pending":
+            return model
+        time.sleep(0.1)
+    raise AssertionError(f"model {model_id} was not inspected in {timeout}s; last: {model}")
+
+
+def make_unloadable_torchscript(path: Path) -> Path:
+    """A TorchScript upload the API accepts (headers are fine) but the loader refuses: without
+    options.input_shape no sample inputs can be made."""
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()), str(path))
+    return path
+
+
+CONV_ONLY = {"stages": [{"kind": "low_rank", "energy": 0.9, "layer_types": ["conv"]}]}
+
+
 def wait_finished(client, job_id: str, timeout: float = 120.0) -> dict:
     return wait_for(client, job_id, lambda j: j["status"] in FINISHED, timeout)
 

@@ -7,6 +7,7 @@ from kombu import Queue
 from api.settings import Settings, get_settings
 
 RUN_JOB = "modelpress.run_job"
+INSPECT_MODEL = "modelpress.inspect_model"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -28,7 +29,7 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=settings.queue_name(settings.default_queue),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        include=["workers.tasks"],
+        include=["workers.tasks", "workers.inspection"],
     )
     if broker_url.startswith("filesystem://"):
         # Embedded default: a folder both the API and the worker see, no server.

@@ -31,6 +31,13 @@ class Runtime:
 
         self.celery.send_task(RUN_JOB, args=[job_id], queue=queue)
 
+    def enqueue_inspection(self, model_id: str) -> None:
+        """The default device's queue: every deployment has a worker on it."""
+        from workers.celery_app import INSPECT_MODEL
+
+        queue = self.settings.queue_name(self.settings.default_queue)
+        self.celery.send_task(INSPECT_MODEL, args=[model_id], queue=queue)
+
 
 def make_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.resolved_database_url)

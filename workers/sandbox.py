@@ -1,12 +1,12 @@
-"""Run one compression job in a child process under resource limits.
+"""Run one compression job, or one inspection of an upload, in a child process under resource limits.
 
 Uploaded models are hostile until proven otherwise: loading and compressing
 happen in a separate interpreter with an address-space limit, so a model that
 explodes in memory or hangs takes down only that child. Cancelling kills the
 child, which really stops the compute (not just at the next stage boundary).
 
-Protocol: the parent writes one JSON request to the child's stdin; the child
-writes JSON lines to stdout: {"progress": [stage, fraction]} and {"log": {epoch record}} ... then
+Protocol: the parent writes one JSON request to the child's stdin ("mode": "job" or "inspect"); the
+child writes JSON lines to stdout: {"progress": [stage, fraction]} and {"log": {epoch record}} ... then
 {"result": {...}} or {"error": {"kind": ..., "message": ...}}.
 """
 from __future__ import annotations
@@ -38,11 +38,28 @@ def run_job_in_child(
     on_log: Callable[[dict], None] = lambda record: None,
 ) -> JobOutput:
     """`datasets`: {role: (path, format)}; `checkpoint_dir`: kept across attempts so a rerun resumes."""
-    request = json.dumps({"model_path": str(model_path), "model_format": model_format,
-                          "model_options": model_options, "pipeline": pipeline, "out_dir": str(out_dir),
-                          "datasets": {role: [str(path), fmt] for role, (path, fmt) in (datasets or {}).items()},
-                          "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None})
+    request = {"mode": "job", "model_path": str(model_path), "model_format": model_format,
+               "model_options": model_options, "pipeline": pipeline, "out_dir": str(out_dir),
+               "datasets": {role: [str(path), fmt] for role, (path, fmt) in (datasets or {}).items()},
+               "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
+    result = _run_in_child(request, on_progress=on_progress, on_log=on_log, is_cancelled=is_cancelled,
+                           memory_limit_bytes=memory_limit_bytes, time_limit_s=time_limit_s)
+    return JobOutput(artifacts=[ArtifactFile(a["name"], a["kind"], Path(a["path"])) for a in result["artifacts"]],
+                     metrics=result["metrics"])
 
+
+def inspect_in_child(model_path: Path, model_format: str, model_options: dict, *,
+                     memory_limit_bytes: int, time_limit_s: float) -> dict:
+    """Load the upload once under the job limits: {"inspection": {...}, "summary": {...} | None}
+    (compression.inspect.inspect_upload). Raises CompressionError with the reason it cannot be loaded."""
+    request = {"mode": "inspect", "model_path": str(model_path), "model_format": model_format,
+               "model_options": model_options}
+    return _run_in_child(request, on_progress=lambda *a: None, on_log=lambda record: None,
+                         is_cancelled=lambda: False, memory_limit_bytes=memory_limit_bytes, time_limit_s=time_limit_s)
+
+
+def _run_in_child(request: dict, *, on_progress, on_log, is_cancelled, memory_limit_bytes: int,
+                  time_limit_s: float) -> dict:
     def limit_resources() -> None:
         die_with_parent(signal.SIGKILL)  # a killed worker takes its job's compute with it
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
@@ -52,7 +69,7 @@ def run_job_in_child(
         [sys.executable, "-m", "workers.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, preexec_fn=limit_resources, start_new_session=True,
     )
-    child.stdin.write(request.encode())
+    child.stdin.write(json.dumps(request).encode())
     child.stdin.close()
     deadline = time.monotonic() + time_limit_s
     outcome: dict | None = None
@@ -95,9 +112,7 @@ def run_job_in_child(
         if err["kind"] == "cancelled":
             raise JobCancelled()
         raise (CompressionError if err["kind"] == "user" else SandboxError)(err["message"])
-    result = outcome["result"]
-    return JobOutput(artifacts=[ArtifactFile(a["name"], a["kind"], Path(a["path"])) for a in result["artifacts"]],
-                     metrics=result["metrics"])
+    return outcome["result"]
 
 
 def _kill(child: subprocess.Popen) -> None:
@@ -125,19 +140,10 @@ def _child_main() -> None:
         protocol.write(json.dumps(message) + "\n")
 
     from compression.formats import ModelFormatError
-    from compression.job import JobHooks, run_compression_job
-    from compression.pipeline import parse_pipeline
 
     request = json.loads(sys.stdin.read())
     try:
-        output = run_compression_job(
-            Path(request["model_path"]), request["model_format"], request["model_options"],
-            parse_pipeline(request["pipeline"]), Path(request["out_dir"]),
-            JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]}),
-                     on_log=lambda record: send({"log": record})),
-            dataset_files={role: (Path(path), fmt) for role, (path, fmt) in request.get("datasets", {}).items()},
-            checkpoint_dir=Path(request["checkpoint_dir"]) if request.get("checkpoint_dir") else None,
-        )
+        result = (_inspect if request.get("mode") == "inspect" else _job)(request, send)
     except JobCancelled:
         send({"error": {"kind": "cancelled", "message": "cancelled"}})
     except (CompressionError, ModelFormatError) as exc:
@@ -150,8 +156,29 @@ def _child_main() -> None:
             return
         send({"error": {"kind": "internal", "message": f"internal error: {type(exc).__name__}: {exc}"[:2000]}})
     else:
-        send({"result": {"metrics": output.metrics, "artifacts": [
-            {"name": a.name, "kind": a.kind, "path": str(a.path)} for a in output.artifacts]}})
+        send({"result": result})
+
+
+def _job(request: dict, send) -> dict:
+    from compression.job import JobHooks, run_compression_job
+    from compression.pipeline import parse_pipeline
+
+    output = run_compression_job(
+        Path(request["model_path"]), request["model_format"], request["model_options"],
+        parse_pipeline(request["pipeline"]), Path(request["out_dir"]),
+        JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]}),
+                 on_log=lambda record: send({"log": record})),
+        dataset_files={role: (Path(path), fmt) for role, (path, fmt) in request.get("datasets", {}).items()},
+        checkpoint_dir=Path(request["checkpoint_dir"]) if request.get("checkpoint_dir") else None,
+    )
+    return {"metrics": output.metrics, "artifacts": [
+        {"name": a.name, "kind": a.kind, "path": str(a.path)} for a in output.artifacts]}
+
+
+def _inspect(request: dict, send) -> dict:
+    from compression.inspect import inspect_upload
+
+    return inspect_upload(Path(request["model_path"]), request["model_format"], request["model_options"])
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from compression.datasets import check_dataset_against_model
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES
 from storage import jobs as job_state
-from storage.models import Artifact, Job, JobStatus, utcnow
+from storage.models import Artifact, InspectionStatus, Job, JobStatus, utcnow
 from storage.usage import active_jobs
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,14 @@ def _validated_pipeline(body: JobCreate, model_summary: dict, roles: dict[str, s
     return spec.model_dump(mode="json")
 
 
+def _require_loadable(model) -> None:
+    """A model the worker could not load is refused now. While the inspection is pending the job is
+    accepted: the worker loads the model and every stage checks it before running (the same checks)."""
+    if model.inspection_status == InspectionStatus.failed.value:
+        raise RequestValidationError([{"loc": ("body", "model_id"), "type": "value_error", "input": model.id,
+                                       "msg": f"the model cannot be loaded: {model.inspection_error}"}])
+
+
 def _request_hash(body: JobCreate) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
@@ -91,6 +99,7 @@ def submit_job(
     model = get_owned_model(session, owner, body.model_id)
     roles = _datasets(session, owner, body, model)
     pipeline = _validated_pipeline(body, model.summary, roles)
+    _require_loadable(model)   # after the body's own errors, which the caller can fix in this request
     if active_jobs(session, owner) >= rt.settings.tenant_max_active_jobs:
         raise HTTPException(429, f"at most {rt.settings.tenant_max_active_jobs} queued or running jobs per tenant",
                             headers={"Retry-After": "30"})

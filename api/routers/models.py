@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -17,6 +18,7 @@ from storage.blob_refs import drop_if_unreferenced
 from storage.models import Model
 from storage.usage import usage_bytes
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
@@ -38,7 +40,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 )
 async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settings: SettingsDep,
                        owner: OwnerDep) -> Model:
-    """Upload a model file (multipart field `file`). The format is detected from content."""
+    """Upload a model file (multipart field `file`). The format is detected from content; a worker then
+    loads the model once (`inspection_status` pending -> done | failed, `summary.inspection`)."""
     # No database connection is held while the body streams in: sessions are
     # opened for the quota check and the final insert only.
     quota_left = settings.tenant_storage_quota_bytes - await run_in_threadpool(_usage, rt, owner)
@@ -53,8 +56,9 @@ async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settin
     try:
         options = _parse_options(upload.fields)
         try:
+            # headers and indexes only: loading the model is the worker's inspection
             info = await run_in_threadpool(sniff, pending.path, architecture=options.get("architecture"),
-                                           hf_config=options.get("hf_config"))
+                                           hf_config=options.get("hf_config"), parse_onnx=False)
         except ModelFormatError as exc:
             raise HTTPException(exc.status_code, exc.message) from None
         key = blobs.commit(owner, pending)
@@ -63,7 +67,12 @@ async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settin
         raise
     model = Model(owner=owner, filename=upload.filename, format=info.format, size_bytes=pending.size,
                   sha256=pending.sha256, blob_key=key, options=options, summary=info.summary)
-    return await run_in_threadpool(_insert, rt, blobs, model)
+    model = await run_in_threadpool(_insert, rt, blobs, model)
+    try:
+        await run_in_threadpool(rt.enqueue_inspection, model.id)
+    except Exception:   # the model is stored; it stays pending and submit accepts it (the job loads it anyway)
+        log.warning("broker unavailable while queueing the inspection of %s", model.id, exc_info=True)
+    return model
 
 
 def _usage(rt, owner: str) -> int:

@@ -84,14 +84,17 @@ def _bare_weights(metas: list[TensorMeta], architecture: str | None, hf_config: 
     return build_summary(check_against_architecture(metas, arch), arch)
 
 
-def sniff(path: Path, *, architecture: str | None = None, hf_config: dict | None = None) -> ModelInfo:
-    """Identify and summarise an upload from headers and archive indexes; never runs its code."""
+def sniff(path: Path, *, architecture: str | None = None, hf_config: dict | None = None,
+          parse_onnx: bool = True) -> ModelInfo:
+    """Identify and summarise an upload from headers and archive indexes; never runs its code.
+    parse_onnx=False (the API): ONNX framing only; the graph is parsed by the worker's inspection."""
     path = Path(path)
     kind = _detect(path)
     if kind.startswith(HF_FOLDER):
         return ModelInfo(HF_FOLDER, hf_folder.sniff_archive(path, kind.split(":")[1]))
     if kind == ONNX:
-        return ModelInfo(ONNX, onnx_file.summarise(onnx_file.parse(path)))
+        return ModelInfo(ONNX, onnx_file.summarise(onnx_file.parse(path)) if parse_onnx
+                         else onnx_file.check_framing(path))
     if kind == SAFETENSORS:
         return ModelInfo(SAFETENSORS, _bare_weights(safetensors_file.read_header(path), architecture, hf_config,
                                                     SAFETENSORS))

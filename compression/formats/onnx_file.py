@@ -39,6 +39,53 @@ def looks_like_onnx(head: bytes) -> bool:
     return head[2] in _NEXT_TAGS
 
 
+def _varint(f) -> int:
+    value = 0
+    for shift in range(0, 70, 7):
+        byte = f.read(1)
+        if not byte:
+            raise EOFError
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+    raise ValueError("varint too long")
+
+
+def check_framing(path: Path) -> dict:
+    """The API's check: walks the top-level ModelProto fields by tag and length only, seeking over the graph,
+    so a truncated or forged file is refused without reading it into memory (the worker parses it fully).
+    -> a summary with what is known without parsing."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_ONNX_BYTES:
+        raise ModelFormatError(f"ONNX file is too large ({size} > {MAX_ONNX_BYTES} bytes, the protobuf limit); "
+                               "external-data ONNX is not accepted")
+    has_graph, fields = False, 0
+    with open(path, "rb") as f:
+        try:
+            while f.tell() < size:
+                tag = _varint(f)
+                number, wire = tag >> 3, tag & 7
+                if number == 0 or wire not in (0, 1, 2, 5):
+                    raise ValueError(f"bad field tag {tag}")
+                if fields > MAX_TENSORS:
+                    raise ValueError("too many top-level fields")
+                if wire == 0:
+                    _varint(f)
+                else:
+                    f.seek({1: 8, 5: 4}.get(wire) or _varint(f), 1)
+                if f.tell() > size:
+                    raise EOFError
+                has_graph |= number == 7 and wire == 2
+                fields += 1
+        except (EOFError, ValueError) as exc:
+            raise ModelFormatError("not a readable ONNX model (truncated or corrupt protobuf"
+                                   f"{': ' + str(exc) if str(exc) else ''})") from None
+    if not has_graph:
+        raise ModelFormatError("not a usable ONNX model: no graph (truncated?)")
+    return build_summary(None, None, format=ONNX)
+
+
 def parse(path: Path):
     """-> onnx.ModelProto, external data not loaded (refused), structure checked."""
     import onnx

@@ -170,8 +170,8 @@ def test_onnx_upload_is_detected_and_summarised(client, tmp_path):
     resp = upload(client, path, architecture=None)
     assert resp.status_code == 201, resp.text
     body = resp.json()
-    assert body["format"] == "onnx"
-    assert body["summary"]["parameters"] == 12 and body["summary"]["weight_targets"] == ["fc.weight"]
+    assert body["format"] == "onnx" and body["summary"]["format"] == "onnx"
+    assert body["inspection_status"] == "pending"   # the graph is parsed by the worker (tests/api/test_inspection.py)
 
 
 def test_bare_weights_with_a_transformers_config(client, embedded_settings, tmp_path):

@@ -4,8 +4,14 @@ from __future__ import annotations
 import torch
 from safetensors.torch import save_file
 
+import pytest
+
 from compression.architectures import build_architecture
+from compression.errors import CompressionError
 from compression.inspect import inspect_model
+from compression.job import run_compression_job
+from compression.pipeline import parse_pipeline
+from tests.helpers import CONV_ONLY
 
 
 def test_builtin_architecture_is_described_by_its_modules(tmp_path):
@@ -26,3 +32,11 @@ def test_torchscript_program_keeps_its_layer_types(torchscript_file):
                                       "Linear": {"count": 1, "parameters": 1445}}
     assert info["inputs"][0]["shape"] == [2, 3, 6, 6] and info["output_features"] == 5
     assert torch.is_grad_enabled()
+
+
+def test_a_job_submitted_before_inspection_checks_module_types_after_loading(lenet_safetensors, tmp_path):
+    with pytest.raises(CompressionError, match="no such layer"):
+        run_compression_job(lenet_safetensors, "safetensors", {"architecture": "lenet-300-100"},
+                            parse_pipeline(CONV_ONLY), tmp_path / "out")
+    assert not (tmp_path / "out").exists()   # refused before any stage ran
+

@@ -142,6 +142,22 @@ def test_truncated_and_garbage_onnx_are_refused(cnn_onnx, tmp_path):
     assert err.value.status_code == 415
 
 
+def test_the_api_checks_framing_only_and_the_worker_parses(cnn_onnx, tmp_path):
+    from compression.inspect import inspect_upload
+
+    path = cnn_onnx[0]
+    assert sniff(path, parse_onnx=False).summary["parameters"] is None   # nothing parsed in the API
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelFormatError, match="truncated"):
+        sniff(cut, parse_onnx=False)
+    found = inspect_upload(path, "onnx", {})
+    assert found["summary"] == sniff(path).summary
+    seen = found["inspection"]
+    assert seen["parameters"] == found["summary"]["parameters"] and not seen["modules_complete"]
+    assert set(seen["layers_by_type"]) == {"Conv2d", "Linear"} and seen["output_features"] == 10
+
+
 def test_stages_that_need_torch_are_refused_for_onnx(cnn_onnx, tmp_path):
     summary = sniff(cnn_onnx[0]).summary
     saliency = parse_pipeline({"stages": [{"kind": "prune", "sparsity": 0.5, "criterion": "saliency"}]})

@@ -10,7 +10,8 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import download_and_check, reload_container_and_check, upload, wait_finished
+from tests.helpers import (CONV_ONLY, download_and_check, reload_container_and_check, upload, wait_finished,
+                           wait_inspected)
 
 
 def _free_port() -> int:
@@ -82,3 +83,14 @@ def test_embedded_end_to_end(service, lenet_file):
     path = tmp_path / container["name"]
     path.write_bytes(download_and_check(client, container))
     reload_container_and_check(path)
+
+
+def test_embedded_upload_is_inspected_by_the_worker(service, lenet_file):
+    """No Redis: the inspection travels through the embedded broker to the worker `up` started."""
+    client, tmp_path = service
+    model = upload(client, lenet_file).json()
+    inspected = wait_inspected(client, model["id"], timeout=120)
+    assert inspected["inspection_status"] == "done", (inspected, (tmp_path / "up.log").read_text()[-3000:])
+    assert inspected["summary"]["inspection"]["layers_by_type"]["Linear"]["count"] == 3
+    resp = client.post("/v1/jobs", json={"model_id": model["id"], "pipeline": CONV_ONLY})
+    assert resp.status_code == 422 and "no such layer" in resp.text

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.conftest import settings_env
-from tests.helpers import (download_and_check, kill_hard, make_slow_model, reload_container_and_check, start_worker, stop,
-                           upload, wait_finished, wait_for)
+from tests.helpers import (CONV_ONLY, download_and_check, kill_hard, make_slow_model, make_unloadable_torchscript,
+                           reload_container_and_check, start_worker, stop, upload, wait_finished, wait_for,
+                           wait_inspected)
 
 SLOW_OPTIONS = '{"input_shape": [4, 2048]}'
 
@@ -99,19 +99,44 @@ def test_cancel_running_job_stops_it(stack, tmp_path):
 
 def test_failed_job_has_a_reason_and_leaves_no_artifacts(stack, stack_settings, tmp_path):
     client, spawn, _ = stack
-    spawn()
     # TorchScript needs an input shape to make sample inputs; without one the job must fail clearly.
-    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(8, 4)).eval())
-    path = tmp_path / "tiny.ts"
-    torch.jit.save(scripted, str(path))
-    model = upload(client, path, architecture=None).json()
+    # Submitted before any worker runs, so while the inspection is pending: accepted, and the job finds out.
+    model = upload(client, make_unloadable_torchscript(tmp_path / "tiny.ts"), architecture=None).json()
     job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"}).json()
+    spawn()
     done = wait_finished(client, job["id"], timeout=120)
     assert done["status"] == "failed" and "input_shape" in done["error"]
     assert client.get(f"/v1/jobs/{job['id']}/artifacts").json() == []
     blobs = [p for p in stack_settings.resolved_storage_dir.rglob("*") if p.is_file()]
     assert len(blobs) == 1  # only the upload itself
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+
+
+def test_upload_is_inspected_in_the_worker_and_submit_uses_it(stack, lenet_file):
+    client, spawn, log = stack
+    spawn()
+    model = upload(client, lenet_file).json()
+    assert model["inspection_status"] == "pending"
+    inspected = wait_inspected(client, model["id"], timeout=120)
+    assert inspected["inspection_status"] == "done", (inspected, log.read_text()[-3000:])
+    seen = inspected["summary"]["inspection"]
+    assert seen["layers_by_type"] == {"Linear": {"count": 3, "parameters": 266610}} and seen["modules_complete"]
+    assert seen["inputs"][0]["shape"] == [8, 1, 28, 28] and seen["output_features"] == 10
+    resp = client.post("/v1/jobs", json={"model_id": model["id"], "pipeline": CONV_ONLY})
+    assert resp.status_code == 422 and "no such layer" in resp.text, resp.text
+    job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "fp16"}).json()
+    assert wait_finished(client, job["id"], timeout=180)["status"] == "succeeded"
+
+
+def test_model_the_loader_refuses_fails_inspection_and_submit_is_422(stack, tmp_path):
+    client, spawn, log = stack
+    spawn()
+    model = upload(client, make_unloadable_torchscript(tmp_path / "tiny.ts"), architecture=None).json()
+    inspected = wait_inspected(client, model["id"], timeout=120)
+    assert inspected["inspection_status"] == "failed", (inspected, log.read_text()[-3000:])
+    assert "input_shape" in inspected["inspection_error"]
+    resp = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"})
+    assert resp.status_code == 422 and "input_shape" in resp.json()["detail"][0]["msg"], resp.text
 
 
 def test_jobs_lost_by_the_broker_are_resent(stack_settings, lenet_file, tmp_path):
@@ -129,8 +154,8 @@ def test_jobs_lost_by_the_broker_are_resent(stack_settings, lenet_file, tmp_path
         ids = [client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int8"}).json()["id"]
                for _ in range(3)]
         broker = redis.Redis.from_url(settings.broker_url)
-        assert broker.llen(queue) == 3
-        broker.delete(queue)  # what a Redis restart does to unsaved queues
+        assert broker.llen(queue) == 4   # the model's inspection and three jobs
+        broker.delete(queue)  # what a Redis restart does to unsaved queues (the inspection stays pending)
         worker = start_worker(settings_env(settings), queue, tmp_path / "worker.log")
         try:
             done = [wait_finished(client, job_id, timeout=120) for job_id in ids]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from compression.job import CompressionError, JobCancelled
-from workers.sandbox import SandboxError, run_job_in_child
+from workers.sandbox import SandboxError, inspect_in_child, run_job_in_child
 
 INT8 = {"stages": [{"kind": "quantize", "dtype": "int8"}]}
 
@@ -68,4 +68,26 @@ def test_user_errors_pass_through_as_compression_errors(tmp_path):
     with pytest.raises(CompressionError, match="input_shape") as info:
         run_job_in_child(path, "torchscript", {}, INT8, tmp_path / "out", on_progress=lambda *a: None,
                          is_cancelled=lambda: False, memory_limit_bytes=3 * 2**30, time_limit_s=60)
+    assert not isinstance(info.value, SandboxError)
+
+
+def _inspect(path, options=None, **kw):
+    return inspect_in_child(path, "torchscript", {"input_shape": [2, 4]} if options is None else options,
+                            **{"memory_limit_bytes": 3 * 2**30, "time_limit_s": 120, **kw})
+
+
+def test_inspect_mode_loads_the_model_once_and_describes_it(tmp_path):
+    found = _inspect(_script(torch.nn.Sequential(torch.nn.Linear(4, 3)), tmp_path / "m.ts"))
+    assert found["summary"] is None
+    assert found["inspection"]["layers_by_type"] == {"Linear": {"count": 1, "parameters": 15}}
+    assert found["inspection"]["output_features"] == 3
+
+
+def test_inspect_mode_keeps_the_job_limits(tmp_path):
+    with pytest.raises(CompressionError, match="memory limit"):
+        _inspect(_script(Greedy(), tmp_path / "greedy.ts"))
+    with pytest.raises(SandboxError, match="time limit"):
+        _inspect(_script(torch.nn.Sequential(torch.nn.Linear(4, 4)), tmp_path / "m.ts"), time_limit_s=0.5)
+    with pytest.raises(CompressionError, match="input_shape") as info:
+        _inspect(tmp_path / "m.ts", options={})
     assert not isinstance(info.value, SandboxError)

@@ -1,0 +1,57 @@
+"""The second task: inspect an upload by loading it once, in a sandboxed child under the job limits
+(never in the API process), and store what it is in Model.summary["inspection"].
+
+Idempotent: only a pending model is updated (one conditional UPDATE), so a redelivered or duplicate
+message changes nothing."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import update
+
+from compression.job import CompressionError
+from storage.models import InspectionStatus, Model
+from storage.retry import with_db_retry
+from workers.celery_app import INSPECT_MODEL, app
+from workers.runtime import Runtime, runtime
+from workers.sandbox import inspect_in_child
+
+log = logging.getLogger(__name__)
+PENDING = InspectionStatus.pending.value
+
+
+def run_inspection(rt: Runtime, model_id: str) -> str | None:
+    """-> the new inspection status, or None when there was nothing to do."""
+    def fetch() -> Model | None:
+        with rt.sessions() as s:
+            return s.get(Model, model_id)
+
+    model = with_db_retry(fetch)
+    if model is None or model.inspection_status != PENDING:
+        return None
+    values: dict = {"inspection_status": InspectionStatus.failed.value}
+    try:
+        found = inspect_in_child(rt.blobs.local_path(model.blob_key), model.format, model.options or {},
+                                 memory_limit_bytes=rt.settings.job_memory_limit_bytes,
+                                 time_limit_s=rt.settings.job_time_limit_s)
+        # ONNX: the API only checked framing, so the full header summary comes from here
+        values = {"inspection_status": InspectionStatus.done.value,
+                  "summary": {**(found["summary"] or model.summary or {}), "inspection": found["inspection"]}}
+    except CompressionError as exc:   # the child's reason: refused by the loader, a limit, a crash
+        values["inspection_error"] = getattr(exc, "message", None) or str(exc)
+    except Exception as exc:
+        log.exception("inspection of %s crashed", model_id)
+        values["inspection_error"] = f"internal error: {type(exc).__name__}: {exc}"[:2000]
+
+    def record() -> None:
+        with rt.sessions() as s:
+            s.execute(update(Model).where(Model.id == model_id, Model.inspection_status == PENDING).values(**values))
+            s.commit()
+
+    with_db_retry(record)
+    return values["inspection_status"]
+
+
+@app.task(name=INSPECT_MODEL)
+def inspect_model(model_id: str) -> str | None:
+    return run_inspection(runtime(), model_id)
