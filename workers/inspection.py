@@ -13,6 +13,7 @@ from compression.job import CompressionError
 from storage.models import InspectionStatus, Model
 from storage.retry import with_db_retry
 from workers.celery_app import INSPECT_MODEL, app
+from workers.model_options import resolved_options
 from workers.runtime import Runtime, runtime
 from workers.sandbox import inspect_in_child
 
@@ -22,16 +23,22 @@ PENDING = InspectionStatus.pending.value
 
 def run_inspection(rt: Runtime, model_id: str) -> str | None:
     """-> the new inspection status, or None when there was nothing to do."""
-    def fetch() -> Model | None:
+    def fetch() -> tuple[Model | None, dict, str | None]:
         with rt.sessions() as s:
-            return s.get(Model, model_id)
+            model = s.get(Model, model_id)
+            try:
+                return model, (resolved_options(s, rt.blobs, model) if model is not None else {}), None
+            except LookupError as exc:
+                return model, {}, str(exc)
 
-    model = with_db_retry(fetch)
+    model, options, problem = with_db_retry(fetch)
     if model is None or model.inspection_status != PENDING:
         return None
     values: dict = {"inspection_status": InspectionStatus.failed.value}
     try:
-        found = inspect_in_child(rt.blobs.local_path(model.blob_key), model.format, model.options or {},
+        if problem:
+            raise CompressionError(problem)
+        found = inspect_in_child(rt.blobs.local_path(model.blob_key), model.format, options,
                                  memory_limit_bytes=rt.settings.job_memory_limit_bytes,
                                  time_limit_s=rt.settings.job_time_limit_s)
         # ONNX: the API only checked framing, so the full header summary comes from here

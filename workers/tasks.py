@@ -17,6 +17,7 @@ from storage.blob_refs import drop_if_unreferenced
 from storage.models import Artifact, Dataset, Job, JobStatus, Model
 from storage.retry import with_db_retry
 from workers.celery_app import RUN_JOB, app
+from workers.model_options import resolved_options
 from workers.runtime import Runtime, runtime
 from workers.sandbox import run_job_in_child
 
@@ -50,8 +51,9 @@ def _heartbeat_loop(rt: Runtime, job_id: str, worker: str, progress: _Progress, 
 
 
 def execute(rt: Runtime, job: Job, model: Model, worker: str,
-            datasets: dict[str, tuple[Path, str]] | None = None) -> JobStatus:
-    """`datasets`: {role: (blob path, format)}. Training checkpoints live in the blob store under the
+            datasets: dict[str, tuple[Path, str]] | None = None, options: dict | None = None) -> JobStatus:
+    """`datasets`: {role: (blob path, format)}; `options`: the model's loader options resolved for the
+    child (default: as stored). Training checkpoints live in the blob store under the
     job's id, so an attempt after a crash resumes; they are dropped once the job is finished."""
     progress = _Progress()
     stop = threading.Event()
@@ -62,7 +64,8 @@ def execute(rt: Runtime, job: Job, model: Model, worker: str,
     try:
         with tempfile.TemporaryDirectory(prefix=f"{job.id}-") as tmp:
             output = run_job_in_child(
-                rt.blobs.local_path(model.blob_key), model.format, model.options or {}, job.pipeline,
+                rt.blobs.local_path(model.blob_key), model.format, options if options is not None else model.options or {},
+                job.pipeline,
                 Path(tmp) / "out", on_progress=progress.update, is_cancelled=progress.cancelled.is_set,
                 memory_limit_bytes=rt.settings.job_memory_limit_bytes, time_limit_s=rt.settings.job_time_limit_s,
                 datasets=datasets, checkpoint_dir=rt.blobs.scratch_dir(f"checkpoints/{job.id}"), on_log=progress.log,
@@ -106,24 +109,32 @@ def run_job(self, job_id: str) -> str | None:
     # The pid tells a restarted worker apart from the one that died under the same name.
     worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
 
-    def claim() -> tuple[Job | None, Model | None, dict]:
+    def claim() -> tuple[Job | None, Model | None, dict, dict | str]:
         with rt.sessions() as s:
             job = jobs.claim(s, job_id, worker)
             if job is None:
-                return None, None, {}
+                return None, None, {}, {}
+            model = s.get(Model, job.model_id)
             found = {role: s.get(Dataset, ds_id) for role, ds_id in (job.data or {}).items()}
-            return job, s.get(Model, job.model_id), found
+            try:
+                options = resolved_options(s, rt.blobs, model)
+            except LookupError as exc:
+                options = str(exc)
+            return job, model, found, options
 
-    job, model, found = with_db_retry(claim)
+    job, model, found, options = with_db_retry(claim)
     if job is None:
         log.info("job %s not claimable (finished, cancelled or taken); skipping", job_id)
         return None
     missing = [role for role, ds in found.items() if ds is None]
-    if missing:   # deleting a dataset is refused while a job uses it; this is the last line of defence
+    # deleting a dataset is refused while a job or model uses it; this is the last line of defence
+    problem = f"the {', '.join(missing)} dataset was deleted" if missing else options if isinstance(options, str) \
+        else None
+    if problem:
         def fail() -> None:
             with rt.sessions() as s:
-                jobs.finish(s, job.id, worker, JobStatus.failed, error=f"the {', '.join(missing)} dataset was deleted")
+                jobs.finish(s, job.id, worker, JobStatus.failed, error=problem)
         with_db_retry(fail)
         return JobStatus.failed.value
     datasets = {role: (rt.blobs.local_path(ds.blob_key), ds.format) for role, ds in found.items()}
-    return execute(rt, job, model, worker, datasets).value
+    return execute(rt, job, model, worker, datasets, options).value

@@ -13,7 +13,7 @@ from api.schemas import DatasetOut, DatasetPage, ErrorOut
 from api.upload import receive_upload
 from compression.datasets import DatasetError, sniff_dataset
 from storage.blob_refs import drop_if_unreferenced
-from storage.models import Dataset, Job, JobStatus
+from storage.models import Dataset, Job, JobStatus, Model
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -90,7 +90,8 @@ def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Datase
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses={404: {"model": ErrorOut, "description": "unknown id"},
-                          409: {"model": ErrorOut, "description": "a queued or running job uses it"}})
+                          409: {"model": ErrorOut, "description": "a queued or running job, or a model's "
+                                                                   "sample inputs, use it"}})
 def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep, blobs: BlobsDep) -> Response:
     """Delete a dataset and its bytes. Finished jobs keep their metrics; a queued or running job
     that names the dataset must finish (or be cancelled) first."""
@@ -100,6 +101,10 @@ def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep, blobs:
     if users:
         raise HTTPException(409, f"dataset {dataset_id} is used by active job(s) {', '.join(users[:5])}; "
                                  "wait for them or cancel them first")
+    models = [m.id for m in session.scalars(select(Model).where(Model.owner == owner))
+              if (m.options or {}).get("sample_dataset") == dataset.id]
+    if models:
+        raise HTTPException(409, f"dataset {dataset_id} holds the sample inputs of model(s) {', '.join(models[:5])}")
     key = dataset.blob_key
     session.delete(dataset)
     session.commit()

@@ -35,7 +35,9 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
             "architecture": {"type": "string", "description": "built-in architecture for bare weights"},
             "config": {"type": "string", "description": "for bare weights of a transformers model: its config.json "
                                                         "(JSON object; a model type built into transformers)"},
-            "options": {"type": "string", "description": "JSON object of loader options, e.g. {\"input_shape\": [1, 3, 32, 32]}"},
+            "options": {"type": "string", "description": "JSON object of loader options: {\"input_shape\": [batch, ...], "
+                                                         "\"input_dtype\": \"float32\"} or {\"sample_dataset\": \"ds_…\"} "
+                                                         "(an uploaded dataset whose first samples are the example inputs)"},
         }}}}}},
 )
 async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settings: SettingsDep,
@@ -55,6 +57,8 @@ async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settin
     pending = upload.blob
     try:
         options = _parse_options(upload.fields)
+        if options.get("sample_dataset") is not None:
+            await run_in_threadpool(_check_sample_dataset, rt, owner, options["sample_dataset"])
         try:
             # headers and indexes only: loading the model is the worker's inspection
             info = await run_in_threadpool(sniff, pending.path, architecture=options.get("architecture"),
@@ -73,6 +77,21 @@ async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settin
     except Exception:   # the model is stored; it stays pending and submit accepts it (the job loads it anyway)
         log.warning("broker unavailable while queueing the inspection of %s", model.id, exc_info=True)
     return model
+
+
+def _check_sample_dataset(rt, owner: str, dataset_id) -> None:
+    """options.sample_dataset: an uploaded tensor dataset whose first samples are the model's example inputs."""
+    from storage.models import Dataset
+
+    if not isinstance(dataset_id, str):
+        raise HTTPException(422, "options.sample_dataset must be a dataset id (ds_…)")
+    with rt.sessions() as session:
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None or dataset.owner != owner:
+            raise HTTPException(404, f"dataset {dataset_id} not found")
+        if dataset.summary.get("text"):
+            raise HTTPException(422, "options.sample_dataset must hold tensors; text models build their sample "
+                                     "inputs with their own tokenizer")
 
 
 def _usage(rt, owner: str) -> int:
@@ -104,6 +123,8 @@ def _parse_options(fields: dict[str, str]) -> dict:
             raise HTTPException(422, f"'options' must be a JSON object: {exc}") from None
         if not isinstance(options, dict):
             raise HTTPException(422, "'options' must be a JSON object")
+    if "sample_inputs_file" in options:   # set by the worker from sample_dataset, never by users
+        raise HTTPException(422, "options.sample_inputs_file is reserved; give options.sample_dataset (a dataset id)")
     if fields.get("architecture"):
         options["architecture"] = fields["architecture"]
     if "config" in fields:

@@ -132,6 +132,8 @@ def _load_bare(tensors: dict[str, torch.Tensor], fmt: str, options: dict, seed: 
                            hf=hf_folder.HFParts(config, {}))
     arch = options["architecture"]
     model, inputs = _builtin(tensors, arch, seed)
+    if options.get("sample_inputs_file"):   # real samples beat random ones for metrics and export
+        inputs = inputs_from_options(options, seed)
     return LoadedModel(model, fmt, arch, inputs)
 
 

@@ -19,7 +19,11 @@ def random_input(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch
 
 
 def inputs_from_options(options: dict, seed: int) -> tuple[torch.Tensor, ...] | None:
-    """options {"input_shape": [N, ...] (batch included), "input_dtype": "float32"}; None if absent."""
+    """options {"input_shape": [N, ...] (batch included), "input_dtype": "float32"}; None if absent.
+    A sample-input dataset (options "sample_dataset", resolved by the worker to "sample_inputs_file":
+    [path, format]) wins: its first SAMPLE_BATCH samples are real inputs for metrics and export."""
+    if options.get("sample_inputs_file"):
+        return _dataset_inputs(*options["sample_inputs_file"])
     shape = options.get("input_shape")
     if shape is None:
         return None
@@ -34,3 +38,15 @@ def inputs_from_options(options: dict, seed: int) -> tuple[torch.Tensor, ...] | 
     if name not in _INPUT_DTYPES:
         raise ModelFormatError(f"options.input_dtype must be one of {', '.join(_INPUT_DTYPES)}")
     return (random_input(tuple(shape), _INPUT_DTYPES[name], seed),)
+
+
+def _dataset_inputs(path: str, fmt: str) -> tuple[torch.Tensor, ...]:
+    from pathlib import Path
+
+    from compression.datasets import DatasetError, load_dataset
+
+    try:
+        data = load_dataset(Path(path), fmt)
+    except DatasetError as exc:
+        raise ModelFormatError(f"sample-input dataset: {exc.message}") from None
+    return data.take(slice(0, SAMPLE_BATCH)).inputs

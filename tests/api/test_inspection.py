@@ -108,3 +108,27 @@ def test_broken_onnx_is_still_refused_at_upload(client, embedded_settings, tmp_p
     resp = upload(client, bad, architecture=None)
     assert resp.status_code == 422 and "ONNX" in resp.json()["detail"], resp.text
     assert [p for p in embedded_settings.resolved_storage_dir.rglob("*") if p.is_file()] == []
+
+
+def test_a_sample_input_dataset_gives_the_example_inputs(client, tmp_path):
+    """A TorchScript model with no input spec: its example inputs come from an uploaded dataset."""
+    import torch
+
+    from tests.helpers import upload_dataset
+
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(6, 3)).eval())
+    program = tmp_path / "tiny.ts"
+    torch.jit.save(scripted, str(program))
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, inputs=np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32))
+    dataset = upload_dataset(client, samples).json()
+
+    assert upload(client, program, architecture=None, options='{"sample_dataset": "ds_nope"}').status_code == 404
+    reserved = upload(client, program, architecture=None, options='{"sample_inputs_file": ["/etc/passwd", "npz"]}')
+    assert reserved.status_code == 422 and "reserved" in reserved.text
+    body = upload(client, program, architecture=None, options=f'{{"sample_dataset": "{dataset["id"]}"}}').json()
+    model = _inspect(client, body["id"])
+    assert model["inspection_status"] == "done", model["inspection_error"]
+    assert model["summary"]["inspection"]["inputs"][0]["shape"] == [8, 6]   # the first 8 samples
+    resp = client.delete(f"/v1/datasets/{dataset['id']}")
+    assert resp.status_code == 409 and body["id"] in resp.text
