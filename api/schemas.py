@@ -62,6 +62,9 @@ class JobCreate(BaseModel):
 
     model_id: str
     data: JobData | None = Field(default=None, description="datasets by role")
+    teacher_model_id: str | None = Field(default=None, description="an uploaded model the training stages learn "
+                                         "from (knowledge distillation into this job's model, an uploaded student); "
+                                         "default: the job's own model")
     pipeline: dict | None = Field(default=None, description="{'stages': [...], 'seed': 0}; see GET /v1/methods")
     recipe: str | None = Field(default=None, description="a preset name from GET /v1/recipes")
     device: Literal["cpu", "gpu"] | None = Field(default=None, description="worker queue; default from settings")
@@ -81,6 +84,7 @@ class JobOut(_Out):
     pipeline: dict
     queue: str
     data: dict | None
+    teacher_model_id: str | None = None
     stage: str | None
     progress: float
     progress_detail: dict | None = Field(None, description="training stages: stage, epoch, epochs, step, loss, "

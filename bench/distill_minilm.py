@@ -18,6 +18,7 @@ import argparse
 import copy
 import importlib.util
 import os
+import random
 import re
 import statistics
 import sys
@@ -46,9 +47,52 @@ DATA = Path(importlib.util.find_spec("gensim").origin).parent / "test" / "test_d
 TOK = transformers.AutoTokenizer.from_pretrained(str(MODEL))
 
 
+def lee_docs(names=("lee_background.cor",)) -> list[list[str]]:
+    """Documents (one a line) split into sentences."""
+    docs = [d for n in names for d in open(DATA / n, encoding="cp1252").read().split("\n") if d.strip()]
+    return [[s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z\"'])", d) if len(s.split()) >= 3] for d in docs]
+
+
 def lee_sentences() -> list[str]:
-    docs = [d for d in open(DATA / "lee_background.cor", encoding="cp1252").read().split("\n") if d.strip()]
-    return [s.strip() for d in docs for s in re.split(r"(?<=[.!?])\s+(?=[A-Z\"'])", d) if len(s.split()) >= 3]
+    return [s for d in lee_docs() for s in d]
+
+
+def variants(docs: list[list[str]], kinds: dict[str, int], seed: int = 1) -> list[str]:
+    """More, more varied unlabeled inputs from the same (training) text; distillation only needs the
+    teacher's outputs, so they need not be fluent: span (random word windows of 3-40 words across
+    sentence boundaries), drop (sentences with 10-30% of words dropped), shuffle (word order shuffled
+    locally), bigram (word sequences sampled from the text's bigram chain)."""
+    rng = random.Random(seed)
+    streams = [" ".join(d).split() for d in docs if d]
+    sents = [s for d in docs for s in d]
+    nxt: dict[str, list[str]] = {}
+    for words in streams:
+        for a, b in zip(words, words[1:]):
+            nxt.setdefault(a, []).append(b)
+    out = []
+    for kind, n in kinds.items():
+        for _ in range(n):
+            if kind == "span":
+                words = rng.choice(streams)
+                k = min(len(words), rng.choice([rng.randint(3, 12), rng.randint(8, 25), rng.randint(15, 40)]))
+                i = rng.randrange(len(words) - k + 1)
+                out.append(" ".join(words[i:i + k]))
+            elif kind == "drop":
+                words, p = rng.choice(sents).split(), rng.uniform(0.1, 0.3)
+                out.append(" ".join(w for w in words if rng.random() > p) or words[0])
+            elif kind == "shuffle":
+                words = rng.choice(sents).split()
+                keys = [i + rng.uniform(0, 4) for i in range(len(words))]
+                out.append(" ".join(w for _, w in sorted(zip(keys, words))))
+            elif kind == "bigram":
+                w, words = rng.choice(rng.choice(streams)), []
+                for _ in range(rng.randint(5, 35)):
+                    words.append(w)
+                    w = rng.choice(nxt[w]) if w in nxt and rng.random() > 0.1 else rng.choice(rng.choice(streams))
+                out.append(" ".join(words))
+            else:
+                raise SystemExit(f"unknown variant {kind}")
+    return out
 
 
 def fragments(sentences: list[str]) -> list[str]:
@@ -76,19 +120,38 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--indices", default=None, help="teacher layers kept, e.g. 0,2,5 (overrides --layers)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--hint", type=float, default=1.0)
+    ap.add_argument("--token", type=float, default=0.0, help="token_weight: per-token cosine of last hidden states")
+    ap.add_argument("--freeze-embeddings", action="store_true")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--maxlen", type=int, default=64)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--lee-test", action="store_true", help="also train on lee.cor (the 50 Lee test documents)")
+    ap.add_argument("--variants", default="", help="extra inputs, e.g. span=5000,drop=3000,shuffle=2000,bigram=2000")
+    ap.add_argument("--quick", action="store_true", help="skip the untrained-student cosine and the latency")
     args = ap.parse_args()
     wall = time.perf_counter()
-    sentences = lee_sentences()
+    docs = lee_docs()
+    sentences = [s for d in docs for s in d]
     g = torch.Generator().manual_seed(0)
     order = torch.randperm(len(sentences), generator=g).tolist()
     held, train = [sentences[i] for i in order[:200]], [sentences[i] for i in order[200:]]
+    held_set = set(held)
+    train_docs = [[s for s in d if s not in held_set] for d in docs]   # spans never cross into held-out text
+    if args.lee_test:
+        extra_docs = lee_docs(("lee.cor",))
+        train_docs += extra_docs
+        train += [s for d in extra_docs for s in d]
     pang = [line.split(" ", 1)[1].strip() for line in open(DATA / "pang_lee_polarity.cor", encoding="cp1252")
             if line.strip()]
-    train = train + fragments(train)
-    data = JobData(train=tensors(train, 64), eval=tensors(held, 64))
+    kinds = {k: int(v) for k, v in (p.split("=") for p in args.variants.split(",") if p)}
+    n_sent = len(train)
+    train = train + fragments(train) + variants(train_docs, kinds)
+    data = JobData(train=tensors(train, args.maxlen), eval=tensors(held, 64))
     test = tensors(pang)
+    print(f"inputs: {n_sent} sentences, {len(train)} in all ({args.variants or 'no variants'})", flush=True)
 
     teacher = transformers.AutoModel.from_pretrained(str(MODEL)).eval()
     state = CompressionState(copy.deepcopy(teacher), data=data, teacher=teacher, probe=sentence_embeddings,
@@ -96,16 +159,25 @@ def main() -> None:
     state.log = lambda r: print(f"  epoch {r['epoch']}/{r['epochs']} step {r['step']} loss {r['loss']:.4f} "
                                 f"held-out cosine {r['eval']['cosine']:.4f} ({time.perf_counter() - wall:.0f} s)",
                                 flush=True)
-    spec = parse_pipeline({"stages": [{"kind": "distill", "layers": args.layers, "epochs": args.epochs, "lr": args.lr,
-                                       "hint_weight": args.hint, "batch_size": 32, "device": "auto"}]}).stages[0]
-    student_init = copy.deepcopy(teacher)   # the same derivation, before any training
-    keep_layers(CompressionState(student_init), args.layers, None)
-    initial = evaluate(student_init, teacher, test, sentence_embeddings)
+    indices = [int(i) for i in args.indices.split(",")] if args.indices else None
+    spec = parse_pipeline({"stages": [{"kind": "distill", "layers": args.layers, "layer_indices": indices,
+                                       "epochs": args.epochs, "lr": args.lr, "hint_weight": args.hint,
+                                       "token_weight": args.token, "freeze_embeddings": args.freeze_embeddings,
+                                       "max_steps": args.max_steps, "batch_size": args.batch,
+                                       "device": "auto"}]}).stages[0]
+    initial = {"cosine": float("nan")}
+    if not args.quick:
+        student_init = copy.deepcopy(teacher)   # the same derivation, before any training
+        keep_layers(CompressionState(student_init), args.layers, indices)
+        initial = evaluate(student_init, teacher, test, sentence_embeddings)
     start = time.perf_counter()
     with torch.enable_grad():
         run_stage(spec, state)
     train_s = time.perf_counter() - start
     final = evaluate(state.model, teacher, test, sentence_embeddings)
+    if args.quick:
+        print(f"QUICK pang_lee cosine {final['cosine']:.4f}; distill stage {train_s:.0f} s; {vars(args)}")
+        return
 
     batch = test.take(slice(0, 32))
     t_teacher, t_student = latency(teacher, batch), latency(state.model, batch)

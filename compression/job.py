@@ -148,6 +148,24 @@ def _load_datasets(files: dict[str, tuple[Path, str]], loaded: LoadedModel) -> J
     return data
 
 
+def _load_teacher(teacher_file: list, student: LoadedModel, student_out: torch.Tensor, seed: int) -> torch.nn.Module:
+    """An uploaded teacher must run on the student's inputs and give outputs of the same shape."""
+    path, fmt, options = teacher_file
+    if fmt == "onnx":
+        raise CompressionError("an ONNX model cannot be the teacher; upload a torch format")
+    teacher = load_model(Path(path), fmt, options, seed=seed).model
+    try:
+        with torch.no_grad():
+            out = (student.probe or run)(teacher, student.sample_inputs)
+    except Exception as exc:
+        raise CompressionError(f"the teacher does not run on the model's inputs: {type(exc).__name__}: {exc}"[:600]) \
+            from None
+    if out.shape != student_out.shape:
+        raise CompressionError(f"the teacher's outputs {list(out.shape)} do not match the model's "
+                               f"{list(student_out.shape)}")
+    return teacher
+
+
 def _check_runs(role: str, data: TensorData, loaded: LoadedModel) -> None:
     """The model must run on the dataset's first samples: a mismatch the submit-time check could not
     see (unknown input signature) fails here, named, before any stage runs."""
@@ -161,11 +179,14 @@ def _check_runs(role: str, data: TensorData, loaded: LoadedModel) -> None:
 
 
 def _jsonable_report(result) -> dict:
-    """What a stage returned (a dataclass or a list of them), for the job's metrics; capped in size."""
+    """What a stage returned (a dataclass, a list of them, or a dict), for the job's metrics; capped in size."""
     if dataclasses.is_dataclass(result):
         return {"result": dataclasses.asdict(result)}
     if isinstance(result, list) and result and all(dataclasses.is_dataclass(r) for r in result):
         return {"result": [dataclasses.asdict(r) for r in result[:500]]}
+    if isinstance(result, dict):   # training stages: epochs, steps, loss, best score, student shape
+        text = json.dumps(result, default=str)
+        return {"result": json.loads(text)} if len(text) <= 100_000 else {}
     return {}
 
 
@@ -205,6 +226,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         return run_onnx_job(model_path, options, pipeline, out_dir, progress, sys.modules[__name__])
     progress.at("load", _LOAD)
     start = time.perf_counter()
+    teacher_file = options.pop("teacher_file", None)   # [path, format, options] of an uploaded teacher
     loaded = load_model(model_path, model_format, options, seed=pipeline.seed)
     # what submit checks once the upload is inspected; a job submitted before that finds out here
     types = module_types(loaded.model)
@@ -222,8 +244,9 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         data = _load_datasets(dataset_files, loaded)
     if calibration is None and data is not None:
         calibration = data.calibration_batches()
+    teacher = _load_teacher(teacher_file, loaded, reference, pipeline.seed) if teacher_file else loaded.model
     state = CompressionState(compressed, {}, pipeline.seed, calibration=calibration, data=data, example_inputs=inputs,
-                             probe=loaded.probe, teacher=loaded.model)
+                             probe=loaded.probe, teacher=teacher)
     checkpoints = CheckpointFolder(checkpoint_dir) if checkpoint_dir is not None else None
     state = _compress(pipeline, state, progress, checkpoints)
     compressed = state.model   # architecture stages may have replaced the module

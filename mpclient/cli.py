@@ -156,7 +156,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             if given:
                 data[role] = given
         job = c.submit(model_id, recipe=args.recipe, pipeline=pipeline, device=args.device,
-                       idempotency_key=args.idempotency_key, data=data or None)
+                       idempotency_key=args.idempotency_key, data=data or None, teacher_model_id=args.teacher)
         if show:
             print(f"submitted {job.id}", file=sys.stderr)
         if args.wait or args.download:
@@ -263,6 +263,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     for role, use in (("calibration", "data-driven stages (gptq, saliency pruning)"),
                       ("train", "finetune and distill stages"), ("eval", "task metrics after every stage")):
         p.add_argument(f"--{role}", metavar="DATA", help=f"dataset file to upload, or an uploaded id (ds_…): {use}")
+    p.add_argument("--teacher", metavar="MODEL_ID", help="an uploaded model (mdl_…) the training stages learn from; "
+                   "MODEL is then the student")
     p.add_argument("--idempotency-key", help="default: a fresh uuid (retries reuse it)")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 if it fails")
     p.add_argument("--download", metavar="DIR", help="wait, then download the artifacts into DIR")

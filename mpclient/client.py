@@ -156,9 +156,10 @@ class Client:
 
     def submit(self, model_id: str, recipe: str | None = None, pipeline: dict | None = None, *,
                device: str | None = None, idempotency_key: str | None = None,
-               data: dict[str, str] | None = None) -> Job:
+               data: dict[str, str] | None = None, teacher_model_id: str | None = None) -> Job:
         """Submit a job; the Idempotency-Key (a fresh uuid unless given) makes retries safe.
-        `data`: dataset ids by role, e.g. {"train": "ds_…", "eval": "ds_…"}."""
+        `data`: dataset ids by role, e.g. {"train": "ds_…", "eval": "ds_…"}; `teacher_model_id`: an uploaded
+        model the training stages learn from (this job's model is then the student)."""
         if (recipe is None) == (pipeline is None):
             raise ValueError("give exactly one of recipe= or pipeline=")
         body: dict[str, Any] = {"model_id": model_id}
@@ -170,6 +171,8 @@ class Client:
             body["device"] = device
         if data:
             body["data"] = data
+        if teacher_model_id:
+            body["teacher_model_id"] = teacher_model_id
         key = idempotency_key or str(uuid.uuid4())
         resp = self._request("POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": key})
         return Job.from_dict(resp.json())

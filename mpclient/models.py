@@ -70,6 +70,7 @@ class Job:
     pipeline: dict = field(default_factory=dict)
     queue: str = ""
     data: dict | None = None
+    teacher_model_id: str | None = None
     stage: str | None = None
     progress: float = 0.0
     progress_detail: dict | None = None

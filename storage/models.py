@@ -100,6 +100,8 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)              # {role: dataset id}
+    # training stages learn from this uploaded model instead of the job's own (an uploaded student)
+    teacher_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), nullable=True)
     progress_detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)   # training: epoch, step, loss, eval
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

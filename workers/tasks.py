@@ -118,6 +118,10 @@ def run_job(self, job_id: str) -> str | None:
             found = {role: s.get(Dataset, ds_id) for role, ds_id in (job.data or {}).items()}
             try:
                 options = resolved_options(s, rt.blobs, model)
+                if job.teacher_model_id:   # an uploaded teacher: the job's model is the student
+                    teacher = s.get(Model, job.teacher_model_id)
+                    options = {**options, "teacher_file": [str(rt.blobs.local_path(teacher.blob_key)),
+                                                           teacher.format, resolved_options(s, rt.blobs, teacher)]}
             except LookupError as exc:
                 options = str(exc)
             return job, model, found, options

@@ -20,7 +20,7 @@ from api.routers.models import get_owned_model
 from api.schemas import ErrorOut, ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut
 from compression.datasets import check_dataset_against_model
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
-from compression.registry import RECIPES
+from compression.registry import RECIPES, STAGE_SPECS
 from storage import jobs as job_state
 from storage.models import Artifact, InspectionStatus, Job, JobStatus, utcnow
 from storage.usage import active_jobs
@@ -28,6 +28,7 @@ from storage.usage import active_jobs
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+TRAINING_KINDS = {spec.model_fields["kind"].annotation.__args__[0] for spec in STAGE_SPECS if spec.trains}
 NOT_FOUND = {404: {"model": ErrorOut, "description": "unknown id"}}
 
 
@@ -76,6 +77,27 @@ def _require_loadable(model) -> None:
                                        "msg": f"the model cannot be loaded: {model.inspection_error}"}])
 
 
+def _teacher(session, owner: str, body: JobCreate, model, pipeline: dict):
+    """An uploaded teacher for the job's training stages (the job's model is then the student)."""
+    if body.teacher_model_id is None:
+        return None
+    teacher = get_owned_model(session, owner, body.teacher_model_id)
+    problems = []
+    if not any(stage["kind"] in TRAINING_KINDS for stage in pipeline["stages"]):
+        problems.append("teacher_model_id is used by training stages (finetune, distill); the pipeline has none")
+    if teacher.format == "onnx" or model.format == "onnx":
+        problems.append("distilling from or into an ONNX model is not supported; upload torch formats")
+    if teacher.inspection_status == InspectionStatus.failed.value:
+        problems.append(f"the teacher model cannot be loaded: {teacher.inspection_error}")
+    outs = [(m.summary or {}).get("inspection", {}).get("output_features") for m in (teacher, model)]
+    if None not in outs and outs[0] != outs[1]:
+        problems.append(f"the teacher has {outs[0]} output features, the model {outs[1]}: their outputs must match")
+    if problems:
+        raise RequestValidationError([{"loc": ("body", "teacher_model_id"), "type": "value_error", "msg": p}
+                                      for p in problems])
+    return teacher
+
+
 def _request_hash(body: JobCreate) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
@@ -99,11 +121,13 @@ def submit_job(
     model = get_owned_model(session, owner, body.model_id)
     roles = _datasets(session, owner, body, model)
     pipeline = _validated_pipeline(body, model.summary, roles)
+    teacher = _teacher(session, owner, body, model, pipeline)
     _require_loadable(model)   # after the body's own errors, which the caller can fix in this request
     if active_jobs(session, owner) >= rt.settings.tenant_max_active_jobs:
         raise HTTPException(429, f"at most {rt.settings.tenant_max_active_jobs} queued or running jobs per tenant",
                             headers={"Retry-After": "30"})
     job = Job(owner=owner, model_id=model.id, recipe=body.recipe, pipeline=pipeline, data=roles or None,
+              teacher_model_id=teacher.id if teacher is not None else None,
               queue=rt.settings.queue_name(body.device or rt.settings.default_queue),
               idempotency_key=idempotency_key, request_hash=request_hash, enqueued_at=utcnow())
     session.add(job)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import torch
 from pydantic import Field
 
 from compression.errors import CompressionError
 from compression.methods.base import CompressionState, Phase
 from compression.methods.finetune import teacher_step
 from compression.students import derive_student
-from compression.trainloop import Loss, TrainingSpec, fit, is_hf, resolve_loss
+from compression.trainloop import Loss, TrainingSpec, fit, forward, is_hf, resolve_loss, task_loss
 from compression.weights import TrainableWeights
 
 
@@ -35,10 +36,46 @@ class DistillSpec(TrainingSpec):
                                            "soft targets + alpha x ce) with labels, mse of outputs without")
     hint_weight: float = Field(0.0, ge=0, le=100, description="transformers: weight of the MSE between each "
                                "student layer's hidden states and its teacher layer's (intermediate hints)")
+    token_weight: float = Field(0.0, ge=0, le=100, description="transformers: weight of a per-token loss, 1 - "
+                                "cosine between the student's and the teacher's last hidden state at every "
+                                "unmasked token (far more signal per input than the one pooled embedding)")
+    freeze_embeddings: bool = Field(False, description="transformers: keep the teacher's embedding layer fixed "
+                                    "(tokens missing from the training data then still match the teacher)")
 
     def describe(self) -> str:
         shape = f"{self.layers or 'half the'} layers" if self.layers or self.layer_indices else f"width {self.width or 0.5:g}"
         return f"distill into {shape}, {self.epochs} epochs ({self.loss})"
+
+
+def _embedding_parameters(model: torch.nn.Module) -> set[int]:
+    """ids of the embedding block's parameters (BERT-like: word/position/type embeddings + their norm)."""
+    emb = model.get_input_embeddings()
+    for name, module in model.named_modules():
+        if name and any(c is emb for c in module.children()) and \
+                not any(isinstance(m, torch.nn.ModuleList) for m in module.modules()):
+            return {id(p) for p in module.parameters()}
+    return {id(p) for p in emb.parameters()}
+
+
+def _token_step(spec: DistillSpec, state: CompressionState, loss: Loss, hint_map: dict, hint_weight: float,
+                token_weight: float):
+    """batch_loss for unlabelled Hugging Face distillation: the pooled-embedding loss, hidden-state
+    hints and the per-token cosine of the last hidden states (one teacher forward for all three)."""
+    state.teacher.eval()
+
+    def batch_loss(model, params, batch):
+        out, hidden = forward(model, batch, True, hidden=True, params=params)
+        with torch.no_grad():
+            target, teacher_hidden = forward(state.teacher, batch, True, hidden=True)
+        value = task_loss(loss, spec, out, target, None)
+        mask = batch[1].unsqueeze(-1).to(out.dtype)
+        if hint_weight > 0:
+            for s, t in hint_map.items():
+                diff = (hidden[s] - teacher_hidden[t]) ** 2 * mask
+                value = value + hint_weight * diff.sum() / (mask.sum() * diff.shape[-1]) / len(hint_map)
+        cos = torch.nn.functional.cosine_similarity(hidden[-1], teacher_hidden[-1], dim=-1)
+        return value + token_weight * ((1 - cos) * mask[..., 0]).sum() / mask.sum().clamp(min=1.0)
+    return batch_loss
 
 
 def distill(spec: DistillSpec, state: CompressionState) -> dict:
@@ -62,7 +99,16 @@ def distill(spec: DistillSpec, state: CompressionState) -> dict:
     loss = resolve_loss("kl" if spec.loss == "auto" and labelled and not hf else spec.loss, state, labelled,
                         default_unlabelled="mse")
     weights = TrainableWeights(state.model, state)
-    step = teacher_step(spec, state, loss, labelled, hint_map, spec.hint_weight)
+    if spec.freeze_embeddings and hf:
+        frozen = _embedding_parameters(state.model)
+        for name, p in list(weights.params.items()):
+            if id(p) in frozen and name in weights.leaves:
+                del weights.leaves[name]
+                p.requires_grad_(False)
+    if hf and spec.token_weight > 0 and not labelled:
+        step = _token_step(spec, state, loss, hint_map, spec.hint_weight, spec.token_weight)
+    else:
+        step = teacher_step(spec, state, loss, labelled, hint_map, spec.hint_weight)
     try:
         result = fit(spec, state, state.model, weights, step, "distill", lambda f: outer(0.05 + 0.95 * f))
     finally:

@@ -102,3 +102,17 @@ def test_delete_refused_while_a_job_uses_it(client, model_id, digits):
     assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
     assert client.delete(f"/v1/datasets/{digits['id']}").status_code == 204
     assert client.get(f"/v1/datasets/{digits['id']}").status_code == 404
+
+
+def test_teacher_model_for_training_stages(client, model_id, digits, tmp_path):
+    from tests.helpers import make_lenet_safetensors
+
+    teacher = upload(client, make_lenet_safetensors(tmp_path / "teacher.safetensors", seed=5)).json()
+    body = {"model_id": model_id, "pipeline": {"stages": [{"kind": "finetune"}]}, "data": {"train": digits["id"]},
+            "teacher_model_id": teacher["id"]}
+    resp = client.post("/v1/jobs", json=body)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["teacher_model_id"] == teacher["id"]
+    resp = client.post("/v1/jobs", json={**body, "pipeline": {"stages": [{"kind": "quantize", "dtype": "int8"}]}})
+    assert resp.status_code == 422 and "training stages" in resp.text
+    assert client.post("/v1/jobs", json={**body, "teacher_model_id": "mdl_nope"}).status_code == 404

@@ -72,3 +72,28 @@ def test_a_retraining_pipeline_gives_the_same_bytes_twice(files, tmp_path):
     second = run_compression_job(model, "safetensors", OPTIONS, pipeline, tmp_path / "b", dataset_files=data)
     assert (tmp_path / "a" / "model.mpz").read_bytes() == (tmp_path / "b" / "model.mpz").read_bytes()
     assert first.metrics["evaluation"] == second.metrics["evaluation"]
+
+
+def test_an_uploaded_teacher_trains_the_jobs_model(tmp_path):
+    """Knowledge distillation into an uploaded student: the job's model learns the other model's outputs."""
+    teacher = make_lenet_safetensors(tmp_path / "teacher.safetensors", seed=0)
+    student = make_lenet_safetensors(tmp_path / "student.safetensors", seed=1)
+    unlabeled = digits_npz(tmp_path / "x.npz", n=512, labels=False)
+    options = {**OPTIONS, "teacher_file": [str(teacher), "safetensors", {"architecture": "lenet-300-100"}]}
+    pipeline = parse_pipeline({"stages": [{"kind": "finetune", "epochs": 4, "lr": 0.003, "patience": None}]})
+    out = run_compression_job(student, "safetensors", options, pipeline, tmp_path / "out",
+                              dataset_files={"train": (unlabeled, "npz"), "eval": (unlabeled, "npz")})
+    before, after = out.metrics["evaluation"][0], out.metrics["evaluation"][-1]
+    assert before["agreement"] < 0.5 and after["agreement"] > before["agreement"] + 0.3, (before, after)
+    assert after["mse"] < before["mse"] / 4
+    assert out.metrics["stages"][0]["result"]["loss"] == "mse" and out.metrics["stages"][0]["result"]["epochs"] == 4
+
+
+def test_a_teacher_with_other_outputs_is_refused(tmp_path):
+    five_classes = tmp_path / "five.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5))), str(five_classes))
+    student = make_lenet_safetensors(tmp_path / "student.safetensors")
+    options = {**OPTIONS, "teacher_file": [str(five_classes), "torchscript", {"input_shape": [1, 784]}]}
+    with pytest.raises(CompressionError, match=r"teacher's outputs \[8, 5\] do not match the model's \[8, 10\]"):
+        run_compression_job(student, "safetensors", options, _pipeline(1), tmp_path / "out",
+                            dataset_files={"train": (digits_npz(tmp_path / "x.npz"), "npz")})

@@ -275,3 +275,21 @@ def test_distillation_killed_mid_training_resumes_from_its_checkpoint(stack, sta
     assert metrics["training_log"][-1]["loss"] < seen["progress_detail"]["loss"]
     assert metrics["parameters_after"] < metrics["parameters_before"] / 4
     assert not checkpoints.exists()   # dropped once the job finished
+
+
+def test_distillation_into_an_uploaded_student(stack, tmp_path):
+    """teacher_model_id: the job's model (an uploaded student) learns another uploaded model's outputs."""
+    from tests.helpers import digits_npz, make_lenet_safetensors, upload_dataset
+
+    client, spawn, log = stack
+    spawn()
+    teacher = upload(client, make_lenet_safetensors(tmp_path / "teacher.safetensors", seed=0)).json()
+    student = upload(client, make_lenet_safetensors(tmp_path / "student.safetensors", seed=1)).json()
+    data = upload_dataset(client, digits_npz(tmp_path / "x.npz", n=512, labels=False)).json()
+    job = client.post("/v1/jobs", json={
+        "model_id": student["id"], "teacher_model_id": teacher["id"], "data": {"train": data["id"], "eval": data["id"]},
+        "pipeline": {"stages": [{"kind": "finetune", "epochs": 4, "lr": 0.003, "patience": None}]}}).json()
+    done = wait_finished(client, job["id"], timeout=180)
+    assert done["status"] == "succeeded", (done, log.read_text()[-3000:])
+    evaluation = client.get(f"/v1/jobs/{job['id']}/metrics").json()["metrics"]["evaluation"]
+    assert evaluation[-1]["agreement"] > evaluation[0]["agreement"] + 0.3, evaluation
