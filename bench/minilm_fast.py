@@ -1,0 +1,125 @@
+"""all-MiniLM-L6-v2 faster at batch 32 (issue target: >= 3x at mean cosine >= 0.97 to the fp32 sentence
+embeddings on the 200 pang_lee_polarity sentences, unlabeled Lee text only): the library's
+structured_prune stage (attention heads and FFN neurons removed, a smaller dense BERT), recovery
+`finetune` on unlabeled Lee-background sentences (cosine to the teacher's embeddings, early stopping on
+held-out Lee sentences), then onnxruntime int8 kernels (the `int8` stage's runtime path), each
+measured side by side with fp32 and int8 alone in this one process.
+
+    HF_HUB_OFFLINE=1 python bench/minilm_fast.py [--configs 0.5:0.5 0.25:0.5] [--epochs 2] [--threads 2]
+
+A config is heads_ratio:ffn_ratio (fractions removed). Latency: median of interleaved rounds, batch 32,
+fixed threads; on a shared machine compare rows of one run only.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from bench.distill_minilm import DATA, MODEL, fragments, lee_sentences, tensors  # noqa: E402
+from compression.data import JobData  # noqa: E402
+from compression.export import load_own_onnx, write_onnx  # noqa: E402
+from compression.formats.hf_folder import sentence_embeddings  # noqa: E402
+from compression.int8_runtime import onnx_quantize  # noqa: E402
+from compression.methods.base import CompressionState  # noqa: E402
+from compression.pipeline import parse_pipeline  # noqa: E402
+from compression.registry import run_stage  # noqa: E402
+
+
+def pang_lee() -> list[str]:
+    return [line.split(" ", 1)[1].strip() for line in open(DATA / "pang_lee_polarity.cor", encoding="cp1252")
+            if line.strip()]
+
+
+def compress(teacher, data: JobData, heads: float, ffn: float, epochs: int, example: tuple) -> tuple:
+    state = CompressionState(copy.deepcopy(teacher), data=data, teacher=teacher, probe=sentence_embeddings,
+                             example_inputs=example)
+    stages = [{"kind": "structured_prune", "ratio": ffn, "heads_ratio": heads}]
+    if epochs:
+        stages.append({"kind": "finetune", "epochs": epochs, "lr": 1e-4, "batch_size": 32})
+    start = time.perf_counter()
+    for stage in parse_pipeline({"stages": stages}).stages:
+        with torch.enable_grad() if stage.trains else torch.no_grad():
+            run_stage(stage, state)
+    return state.model.eval(), time.perf_counter() - start
+
+
+def onnx_pair(model, example: tuple, tmp: Path, name: str) -> tuple:
+    """(fp32 .onnx, int8 .onnx) sessions of one model: how much is the runtime, how much int8."""
+    src, dst = tmp / f"{name}.onnx", tmp / f"{name}.int8.onnx"
+    write_onnx(model, example, src, text=True)
+    onnx_quantize(src, dst)
+    return load_own_onnx(src), load_own_onnx(dst)
+
+
+def timed(models: dict, batch: tuple, rounds: int = 7) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):   # interleaved, so machine noise hits every model alike
+        for name, model in models.items():
+            start = time.perf_counter()
+            sentence_embeddings(model, batch)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t[1:]) for name, t in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--configs", nargs="*", default=["0.5:0.5"])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train", type=int, default=0, help="use only this many training sentences (0: all)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import transformers
+    transformers.logging.set_verbosity_error()
+    wall = time.perf_counter()
+    sentences = lee_sentences()
+    order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(0)).tolist()
+    held, train = [sentences[i] for i in order[:200]], [sentences[i] for i in order[200:]]
+    train = train + fragments(train)
+    if args.train:
+        train = train[:args.train]
+    data = JobData(train=tensors(train, 64), eval=tensors(held, 64))
+    test = tensors(pang_lee())
+    example = test.take(slice(0, 2)).inputs
+    batch = test.take(slice(0, 32)).inputs
+
+    teacher = transformers.AutoModel.from_pretrained(str(MODEL)).eval()
+    reference = sentence_embeddings(teacher, test.inputs)
+    models, notes = {"fp32 teacher (torch)": teacher}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        models["torch quantize_dynamic qint8"] = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(teacher), {torch.nn.Linear}, dtype=torch.qint8)
+        models["fp32 teacher (onnxruntime)"], models["int8 teacher (onnxruntime, the int8 stage)"] = onnx_pair(
+            teacher, example, Path(tmp), "teacher")
+        for config in args.configs:
+            heads, ffn = (float(x) for x in config.split(":"))
+            pruned, seconds = compress(teacher, data, heads, ffn, args.epochs, example)
+            name = f"heads -{heads:.0%} ffn -{ffn:.0%}" + (f" + finetune {args.epochs} ep" if args.epochs else "")
+            models[name] = pruned
+            models[name + " + int8 (onnxruntime)"] = onnx_pair(pruned, example, Path(tmp), f"m{len(models)}")[1]
+            notes[name] = f"{seconds:.0f} s to prune + fine-tune; {sum(p.numel() for p in pruned.parameters()):,} params"
+        ms = timed(models, batch)
+        cosine = {name: float((sentence_embeddings(m, test.inputs) * reference).sum(1).mean()) for name, m in models.items()}
+    base = ms["fp32 teacher (torch)"]
+    print(f"\nMiniLM batch 32 on {args.threads} threads; cosine on {len(test)} pang_lee sentences; train "
+          f"{len(train)} Lee sentences + clauses; whole script {time.perf_counter() - wall:.0f} s")
+    print(f"{'model':<56}{'ms':>9}{'speedup':>9}{'cosine':>9}")
+    for name in models:
+        print(f"{name:<56}{1000 * ms[name]:>9.1f}{base / ms[name]:>8.2f}x{cosine[name]:>9.4f}")
+    for name, note in notes.items():
+        print(f"  {name}: {note}")
+
+
+if __name__ == "__main__":
+    main()
