@@ -150,3 +150,4 @@ def reap(
         resent.append(job_id)
     session.commit()
     return ReapResult(requeued=requeued, failed=failed, resent=resent)
+

@@ -57,6 +57,8 @@ class Model(Base):
     inspection_status: Mapped[str] = mapped_column(String(16), default=InspectionStatus.pending.value,
                                                    server_default=InspectionStatus.pending.value)
     inspection_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # when the inspection was last sent to the broker (None: never); the reaper re-sends lost ones
+    inspection_enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

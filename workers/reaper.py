@@ -1,4 +1,4 @@
-"""Finds jobs whose worker died and queued jobs the broker lost, and acts on them.
+"""Finds jobs whose worker died, queued jobs and inspections the broker lost, and acts on them.
 
 Runs as a thread beside the API (every API replica may run one: each state
 change is a conditional UPDATE, so they cannot double-act)."""
@@ -9,6 +9,7 @@ import threading
 from datetime import timedelta
 
 from storage import jobs
+from storage.inspections import lost_inspections
 from storage.models import Job
 from workers.runtime import Runtime
 
@@ -26,10 +27,16 @@ def reap_once(rt: Runtime) -> jobs.ReapResult:
         )
         for job_id in result.requeued + result.resent:
             rt.enqueue(job_id, session.get(Job, job_id).queue)
+        inspections = lost_inspections(session, resend_after=timedelta(seconds=s.requeue_queued_after_s))
+    for model_id in inspections:
+        rt.enqueue_inspection(model_id)
+    for job_id in result.failed:   # given up or cancelled: no attempt will resume from its checkpoints
+        rt.blobs.drop_scratch(f"checkpoints/{job_id}")
     # Temp files of uploads that died mid-stream (a day covers any live upload).
     rt.blobs.sweep_tmp(older_than_s=86400)
-    if result.requeued or result.failed or result.resent:
-        log.warning("reaper: requeued %s, failed %s, resent %s", result.requeued, result.failed, result.resent)
+    if result.requeued or result.failed or result.resent or inspections:
+        log.warning("reaper: requeued %s, failed %s, resent %s, inspections sent %s", result.requeued, result.failed,
+                    result.resent, inspections)
     return result
 
 

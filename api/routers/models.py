@@ -15,7 +15,7 @@ from api.schemas import ErrorOut, ModelOut, ModelPage
 from api.upload import receive_upload
 from compression.formats import ModelFormatError, sniff
 from storage.blob_refs import drop_if_unreferenced
-from storage.models import Model
+from storage.models import Model, utcnow
 from storage.usage import usage_bytes
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settin
         blobs.discard(pending)
         raise
     model = Model(owner=owner, filename=upload.filename, format=info.format, size_bytes=pending.size,
-                  sha256=pending.sha256, blob_key=key, options=options, summary=info.summary)
+                  sha256=pending.sha256, blob_key=key, options=options, summary=info.summary,
+                  inspection_enqueued_at=utcnow())
     model = await run_in_threadpool(_insert, rt, blobs, model)
     try:
         await run_in_threadpool(rt.enqueue_inspection, model.id)

@@ -132,3 +132,29 @@ def test_a_sample_input_dataset_gives_the_example_inputs(client, tmp_path):
     assert model["summary"]["inspection"]["inputs"][0]["shape"] == [8, 6]   # the first 8 samples
     resp = client.delete(f"/v1/datasets/{dataset['id']}")
     assert resp.status_code == 409 and body["id"] in resp.text
+
+
+def test_the_reaper_sends_inspections_the_broker_never_got(client, embedded_settings, lenet_file):
+    from sqlalchemy import update
+
+    from storage.models import Model
+    from workers.reaper import reap_once
+
+    model_id = upload(client, lenet_file).json()["id"]
+    rt = client.app.state.runtime
+
+    def sent() -> int:
+        return sum("modelpress.inspect_model" in p.read_text() and model_id in p.read_text()
+                   for p in (embedded_settings.broker_folder / "in").iterdir())
+
+    assert sent() == 1
+    reap_once(rt)
+    assert sent() == 1   # sent moments ago: not lost yet
+    with rt.sessions() as s:   # as for a model uploaded before inspections existed
+        s.execute(update(Model).where(Model.id == model_id).values(inspection_enqueued_at=None))
+        s.commit()
+    reap_once(rt)
+    assert sent() == 2
+    reap_once(rt)
+    assert sent() == 2
+    assert _inspect(client, model_id)["inspection_status"] == "done"

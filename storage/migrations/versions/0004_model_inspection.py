@@ -15,14 +15,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Models uploaded before this revision were never inspected; they stay 'pending' (submit accepts them).
+    # Models uploaded before this revision start 'pending' with no enqueue time: the reaper sends them.
     with op.batch_alter_table('models', schema=None) as batch_op:
         batch_op.add_column(sa.Column('inspection_status', sa.String(length=16), server_default='pending',
                                       nullable=False))
         batch_op.add_column(sa.Column('inspection_error', sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column('inspection_enqueued_at', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('models', schema=None) as batch_op:
+        batch_op.drop_column('inspection_enqueued_at')
         batch_op.drop_column('inspection_error')
         batch_op.drop_column('inspection_status')
