@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     auth_enabled: bool = False
 
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # Datasets are validated whole in the API process before they are stored (unlike models, which a
+    # worker inspects), so they get a smaller cap that bounds the API's memory per upload.
+    max_dataset_bytes: int = Field(default=256 * 1024**2, gt=0)
     # Per-tenant limits (413/429 with Retry-After when exceeded).
     tenant_storage_quota_bytes: int = Field(default=50 * 1024**3, gt=0)
     tenant_max_active_jobs: int = Field(default=8, gt=0)

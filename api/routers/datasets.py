@@ -39,9 +39,10 @@ async def upload_dataset(request: Request, rt: RuntimeDep, blobs: BlobsDep, sett
     """Upload a dataset (multipart field `file`); the format is detected from content and the whole
     file is validated before anything is stored."""
     quota_left = max(settings.tenant_storage_quota_bytes - await run_in_threadpool(_usage, rt, owner), 0)
-    limit = min(quota_left, settings.max_upload_bytes)
+    cap = min(settings.max_upload_bytes, settings.max_dataset_bytes)
+    limit = min(quota_left, cap)
     message = (f"storage quota of {settings.tenant_storage_quota_bytes} bytes exceeded; {quota_left} bytes left"
-               if quota_left < settings.max_upload_bytes else None)
+               if quota_left < cap else f"datasets are limited to {cap} bytes (MODELPRESS_MAX_DATASET_BYTES)")
     upload = await receive_upload(request, blobs, "file", limit, message, settings.upload_chunk_bytes)
     pending = upload.blob
     try:

@@ -116,3 +116,15 @@ def test_teacher_model_for_training_stages(client, model_id, digits, tmp_path):
     resp = client.post("/v1/jobs", json={**body, "pipeline": {"stages": [{"kind": "quantize", "dtype": "int8"}]}})
     assert resp.status_code == 422 and "training stages" in resp.text
     assert client.post("/v1/jobs", json={**body, "teacher_model_id": "mdl_nope"}).status_code == 404
+
+
+def test_dataset_over_the_cap_is_413_and_nothing_is_stored(embedded_settings, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    small = embedded_settings.model_copy(update={"max_dataset_bytes": 4096})
+    with TestClient(create_app(small, run_reaper=False)) as client:
+        resp = upload_dataset(client, digits_npz(tmp_path / "big.npz"))
+        assert resp.status_code == 413 and "MODELPRESS_MAX_DATASET_BYTES" in resp.text
+        assert _stored_files(small) == []
