@@ -9,6 +9,7 @@ Hooks (set by the job; defaults do nothing, read with getattr so a plain Compres
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -40,6 +41,9 @@ class TrainingSpec(MethodSpec):
     patience: int | None = Field(2, ge=1, le=100, description="stop after this many epochs without a better eval "
                                  "score (needs eval data; the best epoch's weights are kept); null: never")
     max_steps: int | None = Field(None, ge=1, le=10_000_000, description="stop after this many optimizer steps")
+    max_seconds: float | None = Field(None, gt=0, le=30 * 86400, description="stop after this many seconds "
+                                      "of training in this run (checked after every step; the epoch in progress "
+                                      "is then evaluated as the last one); null: no time limit")
     temperature: float = Field(2.0, gt=0, le=100, description="kl loss: softmax temperature of soft targets")
     alpha: float = Field(0.5, ge=0, le=1, description="kl loss with labels: weight of the hard-label "
                                                       "cross-entropy (1 - alpha on the soft targets)")
@@ -181,7 +185,10 @@ def fit(spec: TrainingSpec, state: CompressionState, model: nn.Module, weights: 
         loaded, best = _restore(payload, weights, model, opt)
         meta.update(loaded)
     steps_per_epoch = -(-len(train) // spec.batch_size)
-    last = None
+    last, started = None, time.monotonic()
+
+    def out_of_time() -> bool:
+        return spec.max_seconds is not None and time.monotonic() - started >= spec.max_seconds
     try:
         while meta["epoch"] < spec.epochs and not (spec.max_steps and meta["step"] >= spec.max_steps):
             epoch, total, count = int(meta["epoch"]), 0.0, 0
@@ -198,7 +205,7 @@ def fit(spec: TrainingSpec, state: CompressionState, model: nn.Module, weights: 
                 weights.after_step()
                 total, count, meta["step"] = total + loss.item(), count + 1, meta["step"] + 1
                 progress(min((epoch + (i + 1) / steps_per_epoch) / spec.epochs, 0.999))
-                if spec.max_steps and meta["step"] >= spec.max_steps:
+                if spec.max_steps and meta["step"] >= spec.max_steps or out_of_time():
                     break
             model.eval()
             meta["epoch"] = epoch + 1
@@ -215,7 +222,7 @@ def fit(spec: TrainingSpec, state: CompressionState, model: nn.Module, weights: 
                     meta["bad"] += 1
             log(record)
             save(name, _payload(weights, model, opt, meta, best))
-            if spec.patience is not None and evals is not None and meta["bad"] >= spec.patience:
+            if spec.patience is not None and evals is not None and meta["bad"] >= spec.patience or out_of_time():
                 break
         if best is not None:   # early stopping keeps the best epoch
             with torch.no_grad():

@@ -2,9 +2,11 @@
 fewer transformer layers or narrower CNN/MLP layers (compression.students), initialised from the
 teacher's weights, then trained to match the teacher on the job's training data (unlabeled data
 is enough): Hinton soft targets for classifiers, cosine / MSE for embeddings and regression, and
-optional hidden-state hints for transformers. The student replaces the model.
+optional hidden-state hints, a per-token loss on the last hidden states and a frozen embedding
+block for transformers. The student replaces the model.
 
-TODO(lead): an uploaded student (a second model id) would replace `derive_student` here."""
+An uploaded student is not derived here: the job runs on the student's model id with `teacher_model_id`
+naming the teacher (state.teacher), and its finetune stage learns the teacher's outputs."""
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -84,8 +86,11 @@ def distill(spec: DistillSpec, state: CompressionState) -> dict:
     if state.teacher is None:
         raise CompressionError("the distill stage needs the uploaded model as teacher")
     hf = is_hf(state)
-    if spec.hint_weight and not hf:
-        raise CompressionError("hint_weight applies to transformer (Hugging Face) models only")
+    if (spec.hint_weight or spec.token_weight or spec.freeze_embeddings) and not hf:
+        raise CompressionError("hint_weight, token_weight and freeze_embeddings apply to transformer (Hugging "
+                               "Face) models only")
+    if spec.token_weight and state.data.train.labels is not None:
+        raise CompressionError("token_weight needs unlabelled training data (it matches the teacher's tokens)")
     params_before = sum(p.numel() for p in state.model.parameters())
     outer = state.checkpoint
     state.checkpoint = lambda f: outer(0.05 * f)
@@ -99,13 +104,13 @@ def distill(spec: DistillSpec, state: CompressionState) -> dict:
     loss = resolve_loss("kl" if spec.loss == "auto" and labelled and not hf else spec.loss, state, labelled,
                         default_unlabelled="mse")
     weights = TrainableWeights(state.model, state)
-    if spec.freeze_embeddings and hf:
+    if spec.freeze_embeddings:
         frozen = _embedding_parameters(state.model)
         for name, p in list(weights.params.items()):
             if id(p) in frozen and name in weights.leaves:
                 del weights.leaves[name]
                 p.requires_grad_(False)
-    if hf and spec.token_weight > 0 and not labelled:
+    if spec.token_weight > 0:
         step = _token_step(spec, state, loss, hint_map, spec.hint_weight, spec.token_weight)
     else:
         step = teacher_step(spec, state, loss, labelled, hint_map, spec.hint_weight)

@@ -98,3 +98,39 @@ def test_distill_stage_in_a_lenet5_job_reports_evaluation(tmp_path):
     assert all({"top1", "top5", "cosine", "mse"} <= set(e) for e in m["evaluation"])
     assert m["parameters_after"] < m["parameters_before"] / 3
     assert load_file(str(tmp_path / "out" / "model.safetensors"))["conv2.weight"].shape[0] == 8
+
+
+def _tiny_bert_state():
+    transformers = pytest.importorskip("transformers")
+    from compression.formats.hf_folder import sentence_embeddings
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=16)
+    torch.manual_seed(0)
+    teacher = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+    ids = torch.randint(1, 50, (64, 10), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[::2, 7:] = 0
+    data = JobData(train=TensorData((ids, mask)), eval=TensorData((ids[:16], mask[:16])))
+    return CompressionState(copy.deepcopy(teacher), data=data, teacher=teacher, probe=sentence_embeddings,
+                            example_inputs=(ids[:2], mask[:2])), (ids, mask)
+
+
+def test_token_loss_and_frozen_embeddings_train_only_the_kept_layers():
+    state, (ids, mask) = _tiny_bert_state()
+    teacher_embeddings = {k: v.clone() for k, v in state.teacher.embeddings.state_dict().items()}
+    before = state.teacher.encoder.layer[3].output.dense.weight.clone()
+    result = _run(state, {"kind": "distill", "layer_indices": [0, 3], "epochs": 2, "lr": 1e-3,
+                          "token_weight": 1.0, "hint_weight": 0.5, "freeze_embeddings": True})
+    assert result["student"]["kept"] == [0, 3]
+    for k, v in state.model.embeddings.state_dict().items():   # the embedding block stays the teacher's
+        torch.testing.assert_close(v, teacher_embeddings[k])
+    assert not torch.equal(state.model.encoder.layer[1].output.dense.weight, before)   # the layers trained
+    assert all(p.requires_grad for p in state.model.parameters())   # flags restored after training
+
+
+def test_max_seconds_stops_training_early():
+    state, _ = _tiny_bert_state()
+    logs = []
+    state.log = logs.append
+    result = _run(state, {"kind": "distill", "layers": 2, "epochs": 50, "batch_size": 4, "max_seconds": 1e-6})
+    assert result["epochs"] == 1 and result["steps"] == 1 and len(logs) == 1   # one step, then the epoch's eval
