@@ -31,6 +31,7 @@ from compression.data import JobData  # noqa: E402
 from compression.export import load_own_onnx, write_onnx  # noqa: E402
 from compression.formats.hf_folder import sentence_embeddings  # noqa: E402
 from compression.int8_runtime import onnx_quantize  # noqa: E402
+from compression.int8_torch import load_program, write_program  # noqa: E402
 from compression.methods.base import CompressionState  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from compression.registry import run_stage  # noqa: E402
@@ -60,6 +61,13 @@ def onnx_pair(model, example: tuple, tmp: Path, name: str) -> tuple:
     write_onnx(model, example, src, text=True)
     onnx_quantize(src, dst)
     return load_own_onnx(src), load_own_onnx(dst)
+
+
+def torch_int8(model, example: tuple, tmp: Path, name: str):
+    """The int8 stage's model.int8.torchscript.pt, reloaded from its file as a user would."""
+    path = tmp / f"{name}.int8.pt"
+    write_program(model, example, path, text=True)
+    return load_program(path, text=True)
 
 
 def timed(models: dict, batch: tuple, rounds: int = 7) -> dict[str, float]:
@@ -102,21 +110,24 @@ def main() -> None:
             copy.deepcopy(teacher), {torch.nn.Linear}, dtype=torch.qint8)
         models["fp32 teacher (onnxruntime)"], models["int8 teacher (onnxruntime, the int8 stage)"] = onnx_pair(
             teacher, example, Path(tmp), "teacher")
+        models["int8 teacher (torch kernels, TorchScript, the int8 stage)"] = torch_int8(teacher, example, Path(tmp),
+                                                                                          "teacher")
         for config in args.configs:
             heads, ffn = (float(x) for x in config.split(":"))
             pruned, seconds = compress(teacher, data, heads, ffn, args.epochs, example)
             name = f"heads -{heads:.0%} ffn -{ffn:.0%}" + (f" + finetune {args.epochs} ep" if args.epochs else "")
             models[name] = pruned
             models[name + " + int8 (onnxruntime)"] = onnx_pair(pruned, example, Path(tmp), f"m{len(models)}")[1]
+            models[name + " + int8 (torch kernels)"] = torch_int8(pruned, example, Path(tmp), f"m{len(models)}")
             notes[name] = f"{seconds:.0f} s to prune + fine-tune; {sum(p.numel() for p in pruned.parameters()):,} params"
         ms = timed(models, batch)
         cosine = {name: float((sentence_embeddings(m, test.inputs) * reference).sum(1).mean()) for name, m in models.items()}
     base = ms["fp32 teacher (torch)"]
     print(f"\nMiniLM batch 32 on {args.threads} threads; cosine on {len(test)} pang_lee sentences; train "
           f"{len(train)} Lee sentences + clauses; whole script {time.perf_counter() - wall:.0f} s")
-    print(f"{'model':<56}{'ms':>9}{'speedup':>9}{'cosine':>9}")
+    print(f"{'model':<62}{'ms':>9}{'speedup':>9}{'cosine':>9}")
     for name in models:
-        print(f"{name:<56}{1000 * ms[name]:>9.1f}{base / ms[name]:>8.2f}x{cosine[name]:>9.4f}")
+        print(f"{name:<62}{1000 * ms[name]:>9.1f}{base / ms[name]:>8.2f}x{cosine[name]:>9.4f}")
     for name, note in notes.items():
         print(f"  {name}: {note}")
 

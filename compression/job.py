@@ -19,6 +19,7 @@ from compression.container import write_container
 from compression.encoding import raw
 from compression.evaluation import evaluate
 from compression.int8_runtime import int8_runtime_artifacts
+from compression.int8_torch import torch_int8_artifact
 from compression.metrics import job_metrics
 from compression.checkpoints import CheckpointFolder
 from compression.data import JobData, TensorData
@@ -51,7 +52,8 @@ class JobHooks:
 @dataclass
 class ArtifactFile:
     name: str
-    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "hf-folder" | "onnx" | "onnx-int8" | "report"
+    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "hf-folder" | "onnx" | "onnx-int8"
+    #               | "torchscript-int8" | "report"
     path: Path
 
 
@@ -323,9 +325,13 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     onnx_ok = exports["onnx"]["ok"] and (out_dir / ONNX_NAME).exists()
     int8_files, int8_report = int8_runtime_artifacts(pipeline.stages, out_dir / ONNX_NAME if onnx_ok else None, out_dir,
                                                      state.calibration, inputs, compressed_out, probe)
-    if int8_report is not None:   # int8 stage: a program with int8 kernels, its output difference recorded
+    if int8_report is not None:   # int8 stage: programs with int8 kernels, their output difference recorded
         exports["int8"] = int8_report
         artifacts.extend(ArtifactFile(f.name, "onnx-int8", f) for f in int8_files)
+        int8_spec = next(s for s in pipeline.stages if s.kind == "int8")
+        torch_files, exports["int8_torch"] = torch_int8_artifact(int8_spec, compressed, inputs, out_dir,
+                                                                 compressed_out, probe, loaded.hf is not None)
+        artifacts.extend(ArtifactFile(f.name, "torchscript-int8", f) for f in torch_files)
     progress.timed("verify", start)
     artifacts = [a for a in artifacts if a.path.exists()]
 

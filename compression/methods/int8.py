@@ -1,7 +1,8 @@
 """int8 with real kernels: weights of Linear/Conv layers become int8 codes with one float32 scale per
 output channel (symmetric), as the container stores them; activations are quantized at run time
-(dynamic) or with ranges from calibration data (static) by the runnable int8 artifact the job
-writes beside it (compression.int8_runtime: onnxruntime MatMulInteger/QLinearConv kernels).
+(dynamic) or with ranges from calibration data (static) by the runnable int8 artifacts the job
+writes beside it: model.int8.onnx (compression.int8_runtime: onnxruntime MatMulInteger/QLinearConv
+kernels) and, dynamic Linear layers, model.int8.torchscript.pt (compression.int8_torch: torch's kernels).
 
 The model keeps float weights equal to the decoded codes, so the container, safetensors and the
 float programs verify unchanged; the int8 program requantizes them to the same codes."""
@@ -21,7 +22,7 @@ _CODES = QuantizeSpec(kind="quantize", dtype="int8")   # per-channel symmetric i
 
 
 class Int8Spec(MethodSpec):
-    """int8 weights (per-channel) plus an int8 program with int8 kernels (model.int8.onnx)."""
+    """int8 weights (per-channel) plus programs with int8 kernels (model.int8.onnx, model.int8.torchscript.pt)."""
     phase = Phase.VALUES
 
     kind: Literal["int8"]

@@ -81,3 +81,26 @@ def test_job_writes_and_checks_the_int8_program(lenet_safetensors, tmp_path, mon
     batch = m["sample_inputs"][0][0]
     assert m["macs_before"] == m["macs_after"] == batch * (784 * 300 + 300 * 100 + 100 * 10)
     assert "latency: not measured (turned off)" in m["notes"]
+
+
+def test_job_writes_a_torchscript_program_with_torch_int8_kernels(lenet_safetensors, tmp_path, monkeypatch):
+    from compression.int8_torch import TORCH_INT8_NAME
+    from compression.job import run_compression_job
+
+    monkeypatch.setenv("MODELPRESS_LATENCY_BUDGET_S", "0")
+    out = run_compression_job(lenet_safetensors, "safetensors", {"architecture": "lenet-300-100"},
+                              parse_pipeline({"stages": [{"kind": "int8"}]}), tmp_path)
+    art = {a.kind: a for a in out.artifacts}["torchscript-int8"]
+    assert art.name == TORCH_INT8_NAME and out.metrics["exports"]["int8_torch"]["output_mean_cosine"] > 0.99
+    program = torch.jit.load(str(art.path))   # plain torch, no modelpress class needed
+    assert "quantized::linear_dynamic" in str(program.inlined_graph)   # real int8 kernels
+    x = torch.randn(3, 1, 28, 28)   # another batch size than the trace's
+    assert program(x).shape == (3, 10)
+
+
+def test_no_torch_int8_program_for_static_mode():
+    from compression.int8_torch import torch_int8_artifact
+
+    files, report = torch_int8_artifact(Int8Spec(kind="int8", mode="static"), torch.nn.Linear(2, 2), (), None,
+                                        torch.zeros(1), run, False)
+    assert files == [] and not report["ok"] and "dynamic" in report["reason"]
