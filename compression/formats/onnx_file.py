@@ -292,6 +292,9 @@ def session(model_bytes: bytes):
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # idle threads must not spin: they would steal the cores of whatever runs next (the next job, or the
+    # torch model a latency comparison times right after this session)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
