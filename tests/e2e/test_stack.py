@@ -263,7 +263,8 @@ def test_distillation_killed_mid_training_resumes_from_its_checkpoint(stack, sta
     assert seen["status"] == "running" and seen["progress_detail"]["stage"] == "distill"
     kill_hard(first)
     checkpoints = stack_settings.resolved_storage_dir / ".scratch" / "checkpoints" / job["id"]
-    assert [p.name for p in checkpoints.iterdir()] == ["stage-0-distill.safetensors"]
+    # (a kill during a save can also leave a .tmp- file: the replace is atomic, the last checkpoint intact)
+    assert "stage-0-distill.safetensors" in [p.name for p in checkpoints.iterdir()]
     spawn()
     done = wait_finished(client, job["id"], timeout=300)
     assert done["status"] == "succeeded", (done, log.read_text()[-3000:])
