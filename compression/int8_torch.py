@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import torch
@@ -28,16 +29,21 @@ class _Keywords(torch.nn.Module):
         return self.program(input_ids, attention_mask)
 
 
-def write_program(model: torch.nn.Module, inputs: tuple, path: Path, text: bool) -> None:
+def write_program(model: torch.nn.Module, inputs: tuple, path: Path, text: bool, exclude: list[str] = ()) -> None:
+    """`exclude`: glob patterns of layer (or weight) names that stay float32, as in the int8 stage's spec."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     from compression.export import _TextModel
 
     module = copy.deepcopy(model).eval()
+    linears = [name for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)
+               and not any(fnmatchcase(name, p) or fnmatchcase(f"{name}.weight", p) for p in exclude)]
     module = _TextModel(module) if text else module
+    prefix = "model." if text else ""   # names inside the text wrapper
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the deprecation notices of torch.ao and TorchScript
-        quantized = quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        quantized = quantize_dynamic(module, {prefix + n: per_channel_dynamic_qconfig for n in linears},
+                                     dtype=torch.qint8)
         with torch.no_grad():
             traced = torch.jit.trace(quantized, tuple(inputs), check_trace=False, strict=False)
         torch.jit.save(traced, str(path))
@@ -61,7 +67,7 @@ def torch_int8_artifact(spec, model: torch.nn.Module, inputs: tuple, out_dir: Pa
         return [], {"ok": False, "reason": "the model has no torch.nn.Linear layer"}
     path = Path(out_dir) / TORCH_INT8_NAME
     try:
-        write_program(model, inputs, path, text)
+        write_program(model, inputs, path, text, spec.exclude)
         program = load_program(path, text)
         out = probe(program, inputs)
     except Exception as exc:

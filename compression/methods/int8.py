@@ -33,8 +33,8 @@ class Int8Spec(MethodSpec):
                                                     max_length=2, description="layer types to quantize")
     exclude: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=256,
-        description="glob patterns of layer or tensor names to keep in float32 in the container "
-                    "(the int8 program may still quantize them)")
+        description="glob patterns of layer or tensor names to keep in float32 in the container and in "
+                    "model.int8.torchscript.pt (model.int8.onnx may still quantize them)")
 
     @property
     def needs_data(self) -> bool:

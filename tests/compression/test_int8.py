@@ -104,3 +104,13 @@ def test_no_torch_int8_program_for_static_mode():
     files, report = torch_int8_artifact(Int8Spec(kind="int8", mode="static"), torch.nn.Linear(2, 2), (), None,
                                         torch.zeros(1), run, False)
     assert files == [] and not report["ok"] and "dynamic" in report["reason"]
+
+
+def test_excluded_layers_stay_float_in_the_torch_program(tmp_path):
+    from compression.int8_torch import write_program
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    write_program(model, (torch.randn(3, 4),), tmp_path / "p.pt", False, exclude=["2"])
+    program = torch.jit.load(str(tmp_path / "p.pt"))
+    assert str(program.inlined_graph).count("quantized::linear_dynamic") == 1   # layer 0 only
+    torch.testing.assert_close(program(torch.ones(1, 4)), model(torch.ones(1, 4)), atol=0.05, rtol=0.05)
