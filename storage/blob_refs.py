@@ -2,11 +2,16 @@
 bytes share one blob: it is deleted only when no row refers to it any more."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.blobs import BlobStore
 from storage.models import Artifact, Dataset, Model
+
+Row = TypeVar("Row", Model, Dataset)
 
 
 def drop_if_unreferenced(session: Session, blobs: BlobStore, key: str) -> bool:
@@ -15,3 +20,17 @@ def drop_if_unreferenced(session: Session, blobs: BlobStore, key: str) -> bool:
             return False
     blobs.delete(key)
     return True
+
+
+def insert_with_blob(sessions: Callable[[], Session], blobs: BlobStore, row: Row) -> Row:
+    """Insert a row whose blob is already committed; if the insert fails the blob goes too, unless
+    another row shares it."""
+    with sessions() as session:
+        session.add(row)
+        try:
+            session.commit()
+        except BaseException:
+            session.rollback()
+            drop_if_unreferenced(session, blobs, row.blob_key)
+            raise
+        return row

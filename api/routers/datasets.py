@@ -12,7 +12,7 @@ from api.routers.models import _usage
 from api.schemas import DatasetOut, DatasetPage, ErrorOut
 from api.upload import receive_upload
 from compression.datasets import DatasetError, sniff_dataset
-from storage.blob_refs import drop_if_unreferenced
+from storage.blob_refs import drop_if_unreferenced, insert_with_blob
 from storage.models import Dataset, Job, JobStatus, Model
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -58,19 +58,7 @@ async def upload_dataset(request: Request, rt: RuntimeDep, blobs: BlobsDep, sett
         raise
     dataset = Dataset(owner=owner, filename=upload.filename, format=summary["format"], size_bytes=pending.size,
                       sha256=pending.sha256, blob_key=key, summary=summary)
-    return await run_in_threadpool(_insert, rt, blobs, dataset)
-
-
-def _insert(rt, blobs, dataset: Dataset) -> Dataset:
-    with rt.sessions() as session:
-        session.add(dataset)
-        try:
-            session.commit()
-        except BaseException:
-            session.rollback()
-            drop_if_unreferenced(session, blobs, dataset.blob_key)
-            raise
-        return dataset
+    return await run_in_threadpool(insert_with_blob, rt.sessions, blobs, dataset)
 
 
 @router.get("", response_model=DatasetPage)

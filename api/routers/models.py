@@ -14,7 +14,7 @@ from api.deps import BlobsDep, OwnerDep, RuntimeDep, SessionDep, SettingsDep
 from api.schemas import ErrorOut, ModelOut, ModelPage
 from api.upload import receive_upload
 from compression.formats import ModelFormatError, sniff
-from storage.blob_refs import drop_if_unreferenced
+from storage.blob_refs import insert_with_blob
 from storage.models import Model, utcnow
 from storage.usage import usage_bytes
 
@@ -72,7 +72,7 @@ async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settin
     model = Model(owner=owner, filename=upload.filename, format=info.format, size_bytes=pending.size,
                   sha256=pending.sha256, blob_key=key, options=options, summary=info.summary,
                   inspection_enqueued_at=utcnow())
-    model = await run_in_threadpool(_insert, rt, blobs, model)
+    model = await run_in_threadpool(insert_with_blob, rt.sessions, blobs, model)
     try:
         await run_in_threadpool(rt.enqueue_inspection, model.id)
     except Exception:   # the model is stored; it stays pending and submit accepts it (the job loads it anyway)
@@ -87,10 +87,7 @@ def _check_sample_dataset(rt, owner: str, dataset_id) -> None:
     if not isinstance(dataset_id, str):
         raise HTTPException(422, "options.sample_dataset must be a dataset id (ds_…)")
     with rt.sessions() as session:
-        dataset = session.get(Dataset, dataset_id)
-        if dataset is None or dataset.owner != owner:
-            raise HTTPException(404, f"dataset {dataset_id} not found")
-        if dataset.summary.get("text"):
+        if get_owned(session, owner, Dataset, dataset_id).summary.get("text"):
             raise HTTPException(422, "options.sample_dataset must hold tensors; text models build their sample "
                                      "inputs with their own tokenizer")
 
@@ -98,18 +95,6 @@ def _check_sample_dataset(rt, owner: str, dataset_id) -> None:
 def _usage(rt, owner: str) -> int:
     with rt.sessions() as session:
         return usage_bytes(session, owner)
-
-
-def _insert(rt, blobs, model: Model) -> Model:
-    with rt.sessions() as session:
-        session.add(model)
-        try:
-            session.commit()
-        except BaseException:
-            session.rollback()
-            drop_if_unreferenced(session, blobs, model.blob_key)
-            raise
-        return model
 
 
 def _parse_options(fields: dict[str, str]) -> dict:
