@@ -58,10 +58,11 @@ def run(arch: str, cfg: dict, data, workdir: Path) -> dict:
     np.savez(workdir / "eval.npz", inputs=Xte.numpy(), labels=yte.numpy())
     pipeline = {"stages": stages(cfg), "seed": SEED}
     t0 = time.perf_counter()
-    out = run_compression_job(dense, "safetensors", {"architecture": arch, "measure_latency": False},
+    out = run_compression_job(dense, "safetensors", {"architecture": arch},
                               parse_pipeline(pipeline), workdir / f"out-{arch}",
                               dataset_files={"train": (workdir / "train.npz", "npz"),
-                                             "eval": (workdir / "eval.npz", "npz")})
+                                             "eval": (workdir / "eval.npz", "npz")},
+                              measure_latency=False)
     m = out.metrics
     return dict(arch=arch, pipeline=pipeline, dense=m["size_bytes_before"], container=m["size_bytes_after"],
                 acc_before=accuracy(model, Xte, yte), job_before=m["evaluation"][0]["top1"],

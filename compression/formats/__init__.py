@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
@@ -20,8 +21,12 @@ from compression.formats import hf_config as hf_config_module
 from compression.formats._errors import REFUSED, UNSUPPORTED, ModelFormatError
 from compression.formats.inputs import SAMPLE_BATCH, inputs_from_options, random_input
 from compression.formats.limits import MAX_MODEL_BYTES, MAX_ZIP_MEMBERS
+from compression.formats.options import LoaderOptions, as_dict
 from compression.formats.summary import TensorMeta, build_summary, check_against_architecture, require_architecture
 from compression.formats.torch_zip import STATE_DICT, TORCH_EXPORT, TORCHSCRIPT, classify, open_archive
+
+if TYPE_CHECKING:
+    from compression.sources import DatasetFile
 
 SAFETENSORS = "safetensors"
 HF_FOLDER = hf_folder.HF_FOLDER
@@ -124,7 +129,7 @@ def _builtin(tensors: dict[str, torch.Tensor], arch: str, seed: int) -> tuple[to
     return model.float().eval(), (random_input(shape, torch.float32, seed),)
 
 
-def _load_bare(tensors: dict[str, torch.Tensor], fmt: str, options: dict, seed: int) -> LoadedModel:
+def _load_bare(tensors: dict[str, torch.Tensor], fmt: str, options: dict, seed: int, sample_inputs) -> LoadedModel:
     if options.get("hf_config") is not None and not options.get("architecture"):
         config = hf_config_module.checked(options["hf_config"])
         model, inputs = hf_config_module.build(tensors, config, seed)
@@ -132,14 +137,16 @@ def _load_bare(tensors: dict[str, torch.Tensor], fmt: str, options: dict, seed: 
                            hf=hf_folder.HFParts(config, {}))
     arch = options["architecture"]
     model, inputs = _builtin(tensors, arch, seed)
-    if options.get("sample_inputs_file"):   # real samples beat random ones for metrics and export
-        inputs = inputs_from_options(options, seed)
+    if sample_inputs is not None:   # real samples beat random ones for metrics and export
+        inputs = inputs_from_options(options, seed, sample_inputs)
     return LoadedModel(model, fmt, arch, inputs)
 
 
-def load_model(path: Path, format: str, options: dict, *, seed: int = 0) -> LoadedModel:
-    """Load for compression (worker side). Re-checks everything sniff checked: the file is untrusted."""
-    path, options = Path(path), options or {}
+def load_model(path: Path, format: str, options: LoaderOptions | dict | None, *, seed: int = 0,
+               sample_inputs: DatasetFile | None = None) -> LoadedModel:
+    """Load for compression (worker side). Re-checks everything sniff checked: the file is untrusted.
+    `sample_inputs`: the dataset file behind options.sample_dataset, as the worker resolved it."""
+    path, options = Path(path), as_dict(options)
     if format not in FORMATS:
         raise ModelFormatError(f"unknown model format {format!r}")
     detected = _detect(path)
@@ -159,7 +166,7 @@ def load_model(path: Path, format: str, options: dict, *, seed: int = 0) -> Load
             raise ModelFormatError(f"file is safetensors, not {format}")
         _bare_weights(safetensors_file.read_header(path), options.get("architecture"), options.get("hf_config"),
                       SAFETENSORS)
-        return _load_bare(load_file(str(path)), format, options, seed)
+        return _load_bare(load_file(str(path)), format, options, seed, sample_inputs)
     zf, archive = open_archive(path)
     with zf:
         fmt = classify(archive)
@@ -169,8 +176,8 @@ def load_model(path: Path, format: str, options: dict, *, seed: int = 0) -> Load
             tensors = state_dict.load_state_dict(path, archive)
             _bare_weights(state_dict.metas(tensors), options.get("architecture"), options.get("hf_config"),
                           "torch state_dict")
-            return _load_bare(tensors, format, options, seed)
-    inputs = inputs_from_options(options, seed)
+            return _load_bare(tensors, format, options, seed, sample_inputs)
+    inputs = inputs_from_options(options, seed, sample_inputs)
     if fmt == TORCHSCRIPT:
         if inputs is None:
             raise ModelFormatError('a TorchScript model needs options {"input_shape": [batch, ...]} '

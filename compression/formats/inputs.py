@@ -18,12 +18,12 @@ def random_input(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch
     return torch.randint(0, 2, shape, generator=gen, dtype=dtype)   # 0/1 are valid for any index input
 
 
-def inputs_from_options(options: dict, seed: int) -> tuple[torch.Tensor, ...] | None:
+def inputs_from_options(options: dict, seed: int, sample_inputs=None) -> tuple[torch.Tensor, ...] | None:
     """options {"input_shape": [N, ...] (batch included), "input_dtype": "float32"}; None if absent.
-    A sample-input dataset (options "sample_dataset", resolved by the worker to "sample_inputs_file":
-    [path, format]) wins: its first SAMPLE_BATCH samples are real inputs for metrics and export."""
-    if options.get("sample_inputs_file"):
-        return _dataset_inputs(*options["sample_inputs_file"])
+    `sample_inputs` (a compression.sources.DatasetFile: options.sample_dataset as the worker resolved it)
+    wins: its first SAMPLE_BATCH samples are real inputs for metrics and export."""
+    if sample_inputs is not None:
+        return _dataset_inputs(sample_inputs.path, sample_inputs.format)
     shape = options.get("input_shape")
     if shape is None:
         return None
@@ -40,13 +40,11 @@ def inputs_from_options(options: dict, seed: int) -> tuple[torch.Tensor, ...] | 
     return (random_input(tuple(shape), _INPUT_DTYPES[name], seed),)
 
 
-def _dataset_inputs(path: str, fmt: str) -> tuple[torch.Tensor, ...]:
-    from pathlib import Path
-
+def _dataset_inputs(path, fmt: str) -> tuple[torch.Tensor, ...]:
     from compression.datasets import DatasetError, load_dataset
 
     try:
-        data = load_dataset(Path(path), fmt)
+        data = load_dataset(path, fmt)
     except DatasetError as exc:
         raise ModelFormatError(f"sample-input dataset: {exc.message}") from None
     return data.take(slice(0, SAMPLE_BATCH)).inputs

@@ -371,7 +371,11 @@ class OnnxModel:
         return with_weights(self.proto, {t.name: held[t.key] for t in self.targets}, self.transposed)
 
 
-def load(path: Path, options: dict, seed: int = 0) -> OnnxModel:
+def load(path: Path, options, seed: int = 0) -> OnnxModel:
+    """`options`: LoaderOptions or the equivalent dict (checked again here: rows may predate the allow-list)."""
+    from compression.formats.options import as_dict
+
+    options = as_dict(options)
     model = parse(path)
     targets = find_targets(model)
     if not targets:

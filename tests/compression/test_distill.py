@@ -57,7 +57,7 @@ def test_distillation_lowers_the_students_loss_on_unlabelled_data():
 
 
 def test_transformer_student_keeps_every_other_layer():
-    transformers = pytest.importorskip("transformers")
+    import transformers   # a runtime dependency
     from compression.formats.hf_folder import sentence_embeddings
     cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
                                   intermediate_size=32, max_position_embeddings=16)
@@ -101,7 +101,7 @@ def test_distill_stage_in_a_lenet5_job_reports_evaluation(tmp_path):
 
 
 def _tiny_bert_state():
-    transformers = pytest.importorskip("transformers")
+    import transformers   # a runtime dependency
     from compression.formats.hf_folder import sentence_embeddings
     cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
                                   intermediate_size=32, max_position_embeddings=16)

@@ -6,12 +6,18 @@ import pytest
 import torch
 
 from compression.errors import CompressionError, JobCancelled
-from compression.job import JobHooks, run_compression_job
+from compression.job import JobHooks
+from compression.job import run_compression_job as _run_job
+from compression.sources import ModelSource
 from compression.pipeline import parse_pipeline
 from tests.helpers import digits_npz, make_lenet_safetensors
 
 torch.set_num_threads(1)
-OPTIONS = {"architecture": "lenet-300-100", "measure_latency": False}
+OPTIONS = {"architecture": "lenet-300-100"}
+
+
+def run_compression_job(*args, **kwargs):
+    return _run_job(*args, measure_latency=False, **kwargs)
 
 
 @pytest.fixture
@@ -79,9 +85,9 @@ def test_an_uploaded_teacher_trains_the_jobs_model(tmp_path):
     teacher = make_lenet_safetensors(tmp_path / "teacher.safetensors", seed=0)
     student = make_lenet_safetensors(tmp_path / "student.safetensors", seed=1)
     unlabeled = digits_npz(tmp_path / "x.npz", n=512, labels=False)
-    options = {**OPTIONS, "teacher_file": [str(teacher), "safetensors", {"architecture": "lenet-300-100"}]}
+    source = ModelSource(teacher, "safetensors", {"architecture": "lenet-300-100"})
     pipeline = parse_pipeline({"stages": [{"kind": "finetune", "epochs": 4, "lr": 0.003, "patience": None}]})
-    out = run_compression_job(student, "safetensors", options, pipeline, tmp_path / "out",
+    out = run_compression_job(student, "safetensors", OPTIONS, pipeline, tmp_path / "out", teacher=source,
                               dataset_files={"train": (unlabeled, "npz"), "eval": (unlabeled, "npz")})
     before, after = out.metrics["evaluation"][0], out.metrics["evaluation"][-1]
     assert before["agreement"] < 0.5 and after["agreement"] > before["agreement"] + 0.3, (before, after)
@@ -93,7 +99,7 @@ def test_a_teacher_with_other_outputs_is_refused(tmp_path):
     five_classes = tmp_path / "five.ts"
     torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5))), str(five_classes))
     student = make_lenet_safetensors(tmp_path / "student.safetensors")
-    options = {**OPTIONS, "teacher_file": [str(five_classes), "torchscript", {"input_shape": [1, 784]}]}
+    source = ModelSource(five_classes, "torchscript", {"input_shape": [1, 784]})
     with pytest.raises(CompressionError, match=r"teacher's outputs \[8, 5\] do not match the model's \[8, 10\]"):
-        run_compression_job(student, "safetensors", options, _pipeline(1), tmp_path / "out",
+        run_compression_job(student, "safetensors", OPTIONS, _pipeline(1), tmp_path / "out", teacher=source,
                             dataset_files={"train": (digits_npz(tmp_path / "x.npz"), "npz")})

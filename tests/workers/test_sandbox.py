@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from compression.job import CompressionError, JobCancelled
+from compression.sources import ModelSource
 from workers.sandbox import SandboxError, inspect_in_child, run_job_in_child
 
 INT8 = {"stages": [{"kind": "quantize", "dtype": "int8"}]}
@@ -32,7 +33,7 @@ def _script(module, path):
 def _run(path, out, **kw):
     defaults = dict(on_progress=lambda *a: None, is_cancelled=lambda: False,
                     memory_limit_bytes=3 * 2**30, time_limit_s=120)
-    return run_job_in_child(path, "torchscript", {"input_shape": [2, 4]}, INT8, out, **{**defaults, **kw})
+    return run_job_in_child(ModelSource(path, "torchscript", {"input_shape": [2, 4]}), INT8, out, **{**defaults, **kw})
 
 
 def test_a_normal_job_runs_and_reports_progress(tmp_path):
@@ -66,14 +67,14 @@ def test_time_limit(tmp_path):
 def test_user_errors_pass_through_as_compression_errors(tmp_path):
     path = _script(torch.nn.Sequential(torch.nn.Linear(4, 4)), tmp_path / "m.ts")
     with pytest.raises(CompressionError, match="input_shape") as info:
-        run_job_in_child(path, "torchscript", {}, INT8, tmp_path / "out", on_progress=lambda *a: None,
+        run_job_in_child(ModelSource(path, "torchscript"), INT8, tmp_path / "out", on_progress=lambda *a: None,
                          is_cancelled=lambda: False, memory_limit_bytes=3 * 2**30, time_limit_s=60)
     assert not isinstance(info.value, SandboxError)
 
 
 def _inspect(path, options=None, **kw):
-    return inspect_in_child(path, "torchscript", {"input_shape": [2, 4]} if options is None else options,
-                            **{"memory_limit_bytes": 3 * 2**30, "time_limit_s": 120, **kw})
+    source = ModelSource(path, "torchscript", {"input_shape": [2, 4]} if options is None else options)
+    return inspect_in_child(source, **{"memory_limit_bytes": 3 * 2**30, "time_limit_s": 120, **kw})
 
 
 def test_inspect_mode_loads_the_model_once_and_describes_it(tmp_path):
