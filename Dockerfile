@@ -4,6 +4,7 @@ WORKDIR /app
 RUN pip install --no-cache-dir torch==2.13.0
 COPY pyproject.toml README.md constraints.txt ./
 COPY api api
+COPY core core
 COPY workers workers
 COPY compression compression
 COPY storage storage

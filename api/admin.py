@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from api.settings import get_settings
+from core.settings import get_settings
 from storage import keys
 from storage.db import make_engine, make_sessionmaker
 

@@ -13,9 +13,9 @@ import web
 from api.routers import artifacts, catalog, datasets, events, health, jobs, models
 from api.limits import RateLimiter
 from api.schemas import ERROR_RESPONSES
-from api.settings import Settings, get_settings
-from workers.reaper import Reaper
-from workers.runtime import make_runtime
+from core.settings import Settings, get_settings
+from core.reaper import Reaper
+from core.runtime import make_runtime
 
 
 def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> FastAPI:

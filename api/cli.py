@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 
-from api.settings import get_settings
-from workers.procs import die_with_parent
+from core.settings import get_settings
+from core.procs import die_with_parent
 
 
 def _migrate() -> None:

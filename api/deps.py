@@ -6,11 +6,11 @@ from typing import Annotated, Iterator
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from api.settings import Settings
+from core.settings import Settings
 from storage.blobs import LocalBlobStore
 from storage.keys import tenant_for
 from storage.models import LOCAL_TENANT
-from workers.runtime import Runtime
+from core.runtime import Runtime
 
 
 def get_runtime(request: Request) -> Runtime:

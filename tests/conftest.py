@@ -13,7 +13,7 @@ os.environ.setdefault("MODELPRESS_HOME", tempfile.mkdtemp(prefix="modelpress-tes
 
 import pytest
 
-from api.settings import Settings
+from core.settings import Settings
 from storage.migrate import upgrade
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

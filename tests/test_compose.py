@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from api.settings import Settings
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,54 +1,10 @@
-"""Celery app factory. The broker only carries job ids; the database holds state."""
+"""The worker process's Celery app (`celery -A workers.celery_app:app worker`); its tasks live in
+workers.tasks and workers.inspection."""
 from __future__ import annotations
 
-from celery import Celery
-from kombu import Queue
+from core.broker import INSPECT_MODEL, RUN_JOB, make_celery
+from core.settings import get_settings
 
-from api.settings import Settings, get_settings
-
-RUN_JOB = "modelpress.run_job"
-INSPECT_MODEL = "modelpress.inspect_model"
-
-
-def make_celery(settings: Settings) -> Celery:
-    app = Celery("modelpress")
-    broker_url = settings.resolved_broker_url
-    conf = dict(
-        broker_url=broker_url,
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        task_ignore_result=True,  # results live in the database
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        # Backstops: the job's own child process enforces job_time_limit_s first.
-        task_time_limit=settings.job_time_limit_s + 120,
-        task_soft_time_limit=settings.job_time_limit_s + 60,
-        task_queues=[Queue(settings.queue_name("cpu")), Queue(settings.queue_name("gpu"))],
-        task_default_queue=settings.queue_name(settings.default_queue),
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
-        include=["workers.tasks", "workers.inspection"],
-    )
-    if broker_url.startswith("filesystem://"):
-        # Embedded default: a folder both the API and the worker see, no server.
-        folder = settings.broker_folder
-        for sub in ("in", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        conf["broker_transport_options"] = {
-            "data_folder_in": str(folder / "in"),
-            "data_folder_out": str(folder / "in"),
-            "processed_folder": str(folder / "processed"),
-            "store_processed": False,
-            "control_folder": str(folder / "control"),  # default is the CWD
-        }
-    elif broker_url.startswith("redis"):
-        # Redelivery of unacked messages after a worker dies; the reaper is the
-        # faster path, this is the backstop.
-        conf["broker_transport_options"] = {"visibility_timeout": settings.job_time_limit_s + 300}
-    app.conf.update(conf)
-    return app
-
+__all__ = ["INSPECT_MODEL", "RUN_JOB", "app"]
 
 app = make_celery(get_settings())

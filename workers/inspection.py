@@ -15,7 +15,7 @@ from storage.models import InspectionStatus, Model
 from storage.retry import with_db_retry
 from workers.celery_app import INSPECT_MODEL, app
 from workers.model_options import model_source
-from workers.runtime import Runtime, runtime
+from core.runtime import Runtime, runtime
 from workers.sandbox import inspect_in_child
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from typing import Callable
 
 from compression.job import ArtifactFile, CompressionError, JobCancelled, JobOutput
 from compression.sources import ModelSource
-from workers.procs import die_with_parent
+from core.procs import die_with_parent
 
 
 class SandboxError(CompressionError):

@@ -19,7 +19,7 @@ from storage.models import Artifact, Dataset, Job, JobStatus, Model
 from storage.retry import with_db_retry
 from workers.celery_app import RUN_JOB, app
 from workers.model_options import model_source
-from workers.runtime import Runtime, runtime
+from core.runtime import Runtime, runtime
 from workers.sandbox import run_job_in_child
 
 log = logging.getLogger(__name__)

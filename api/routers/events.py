@@ -22,7 +22,7 @@ from api.deps import OwnerDep, RuntimeDep, SessionDep
 from api.routers.jobs import get_owned_job
 from api.schemas import ErrorOut, JobOut
 from storage.models import Job, JobStatus
-from workers.runtime import Runtime
+from core.runtime import Runtime
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -138,7 +138,7 @@ def test_the_reaper_sends_inspections_the_broker_never_got(client, embedded_sett
     from sqlalchemy import update
 
     from storage.models import Model
-    from workers.reaper import reap_once
+    from core.reaper import reap_once
 
     model_id = upload(client, lenet_file).json()["id"]
     rt = client.app.state.runtime

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.settings import Settings
+from core.settings import Settings
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, _require, settings_env
 from tests.helpers import start_worker, stop
 

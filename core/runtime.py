@@ -7,7 +7,7 @@ from functools import cached_property, lru_cache
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from storage.blobs import LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
 
@@ -21,19 +21,19 @@ class Runtime:
 
     @cached_property
     def celery(self):
-        from workers.celery_app import make_celery
+        from core.broker import make_celery
 
         return make_celery(self.settings)
 
     def enqueue(self, job_id: str, queue: str) -> None:
         """Only the job id travels; the worker reads everything else from the DB."""
-        from workers.celery_app import RUN_JOB
+        from core.broker import RUN_JOB
 
         self.celery.send_task(RUN_JOB, args=[job_id], queue=queue)
 
     def enqueue_inspection(self, model_id: str) -> None:
         """The default device's queue: every deployment has a worker on it."""
-        from workers.celery_app import INSPECT_MODEL
+        from core.broker import INSPECT_MODEL
 
         queue = self.settings.queue_name(self.settings.default_queue)
         self.celery.send_task(INSPECT_MODEL, args=[model_id], queue=queue)

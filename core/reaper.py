@@ -11,7 +11,7 @@ from datetime import timedelta
 from storage import jobs
 from storage.inspections import lost_inspections
 from storage.models import Job
-from workers.runtime import Runtime
+from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
