@@ -23,15 +23,15 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compression.architectures import build_architecture  # noqa: E402
-from compression.container import read_container, write_container  # noqa: E402
-from compression.encoding import raw  # noqa: E402
-from compression.methods.base import CompressionState  # noqa: E402
-from compression.outputs import bitwise_equal  # noqa: E402
+from compression.formats.architectures import build_architecture  # noqa: E402
+from compression.coding.container import read_container, write_container  # noqa: E402
+from compression.coding.encoding import raw  # noqa: E402
+from compression.stage import CompressionState  # noqa: E402
+from compression.data.outputs import bitwise_equal  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from compression.registry import run_stage  # noqa: E402
-from compression.report import layer_report  # noqa: E402
-from compression.training import accuracy, finetune_centroids, masked_finetune, train  # noqa: E402
+from compression.job.report import layer_report  # noqa: E402
+from compression.training.masked import accuracy, finetune_centroids, masked_finetune, train  # noqa: E402
 
 SEED = 0
 CONFIGS = {

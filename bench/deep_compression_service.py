@@ -27,10 +27,10 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.deep_compression_lenet import CONFIGS, SEED, load_mnist  # noqa: E402
-from compression.architectures import build_architecture  # noqa: E402
-from compression.job import run_compression_job  # noqa: E402
+from compression.formats.architectures import build_architecture  # noqa: E402
+from compression.job.runner import run_compression_job  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
-from compression.training import accuracy, train  # noqa: E402
+from compression.training.masked import accuracy, train  # noqa: E402
 
 
 def stages(cfg: dict) -> list[dict]:

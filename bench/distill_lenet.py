@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compression.architectures import build_architecture  # noqa: E402
-from compression.data import JobData, TensorData  # noqa: E402
-from compression.methods.base import CompressionState  # noqa: E402
+from compression.formats.architectures import build_architecture  # noqa: E402
+from compression.data.tensor_data import JobData, TensorData  # noqa: E402
+from compression.stage import CompressionState  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from compression.registry import run_stage  # noqa: E402
-from compression.training import accuracy, train  # noqa: E402
+from compression.training.masked import accuracy, train  # noqa: E402
 
 SEED = 0
 

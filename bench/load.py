@@ -62,7 +62,7 @@ def pct(values: list[float], q: float) -> float:
 
 def make_models(folder: Path, upload_mb: int) -> tuple[Path, Path]:
     torch.manual_seed(0)
-    from compression.architectures import build_architecture
+    from compression.formats.architectures import build_architecture
 
     small = folder / "lenet.safetensors"
     save_file(build_architecture("lenet-300-100").state_dict(), str(small))

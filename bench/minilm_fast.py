@@ -42,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.distill_minilm import DATA, MODEL, fragments, lee_sentences, tensors  # noqa: E402
-from compression.data import JobData  # noqa: E402
-from compression.export import load_own_onnx, write_onnx  # noqa: E402
+from compression.data.tensor_data import JobData  # noqa: E402
+from compression.job.export import load_own_onnx, write_onnx  # noqa: E402
 from compression.formats.hf_folder import sentence_embeddings  # noqa: E402
-from compression.int8_runtime import onnx_quantize  # noqa: E402
-from compression.int8_torch import load_program, write_program  # noqa: E402
-from compression.methods.base import CompressionState  # noqa: E402
+from compression.job.int8_runtime import onnx_quantize  # noqa: E402
+from compression.job.int8_torch import load_program, write_program  # noqa: E402
+from compression.stage import CompressionState  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from compression.registry import run_stage  # noqa: E402
 

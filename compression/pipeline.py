@@ -5,7 +5,7 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compression.methods.base import EXCLUSIVE_PHASES, Phase
+from compression.stage import EXCLUSIVE_PHASES, Phase
 from compression.registry import STAGE_SPECS
 
 PROGRAM_FORMATS = ("torchscript", "torch-export")

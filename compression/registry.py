@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compression.methods.base import CompressionState, MethodSpec
+from compression.stage import CompressionState, MethodSpec
 from compression.methods.distill import DistillSpec, distill
 from compression.methods.entropy import HuffmanSpec, huffman_stage
 from compression.methods.finetune import FinetuneSpec, finetune
@@ -93,7 +93,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            [{"kind": "share", "bits": 4}]),
     Recipe("deep-compression", "Deep Compression without retraining: magnitude-prune 80% per layer, "
                                "share 5-bit k-means centroids on the kept weights, Huffman-code indices "
-                               "and gaps. Retrain (compression.training) for the paper's ratios.",
+                               "and gaps. Retrain (compression.training.masked) for the paper's ratios.",
            [{"kind": "prune", "sparsity": 0.8},
             {"kind": "share", "bits": 5, "centroid_dtype": "float16", "bias_dtype": "float16"}, {"kind": "huffman"}]),
 )}

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from compression.architectures import build_architecture
+from compression.formats.architectures import build_architecture
 
 FINISHED = {"succeeded", "failed", "cancelled"}
 
@@ -139,8 +139,8 @@ def make_slow_model(tmp_path: Path, width: int = 2048, depth: int = 8) -> Path:
 
 def reload_container_and_check(path: Path) -> torch.nn.Module:
     """Rebuild a runnable model from a downloaded container with modelpress alone and run it."""
-    from compression.architectures import get_architecture
-    from compression.container import load_container_module, read_container
+    from compression.formats.architectures import get_architecture
+    from compression.coding.container import load_container_module, read_container
 
     _, manifest = read_container(path)
     module = load_container_module(path).eval()

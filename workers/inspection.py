@@ -9,8 +9,8 @@ import logging
 
 from sqlalchemy import update
 
-from compression.job import CompressionError
-from compression.sources import ModelSource
+from compression.job.runner import CompressionError
+from compression.job.sources import ModelSource
 from storage.models import InspectionStatus, Model
 from storage.retry import with_db_retry
 from workers.celery_app import INSPECT_MODEL, app

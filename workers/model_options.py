@@ -1,4 +1,4 @@
-"""Model rows as the sandboxed child needs them (compression.sources.ModelSource).
+"""Model rows as the sandboxed child needs them (compression.job.sources.ModelSource).
 
 Every path comes from a row the model's owner holds: the model's own blob, and the dataset that
 options.sample_dataset names (checked to belong to the same owner). User options are re-checked
@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from compression.formats import ModelFormatError
 from compression.formats.options import loader_options
-from compression.sources import DatasetFile, ModelSource
+from compression.job.sources import DatasetFile, ModelSource
 from storage.blobs import BlobStore
 from storage.models import Dataset, Model
 

@@ -6,7 +6,7 @@ explodes in memory or hangs takes down only that child. Cancelling kills the
 child, which really stops the compute (not just at the next stage boundary).
 
 Protocol: the parent writes one JSON request to the child's stdin ("mode": "job" or "inspect"; "model"
-and, for jobs, "teacher": compression.sources.ModelSource as JSON, built by the worker from database
+and, for jobs, "teacher": compression.job.sources.ModelSource as JSON, built by the worker from database
 rows; "pipeline", "datasets", "out_dir", "checkpoint_dir"); the child writes JSON lines to stdout: {"progress": [stage, fraction]} and {"log": {epoch record}} ... then
 {"result": {...}} or {"error": {"kind": ..., "message": ...}}.
 """
@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from compression.job import ArtifactFile, CompressionError, JobCancelled, JobOutput
-from compression.sources import ModelSource
+from compression.job.runner import ArtifactFile, CompressionError, JobCancelled, JobOutput
+from compression.job.sources import ModelSource
 from core.procs import die_with_parent
 
 
@@ -53,7 +53,7 @@ def run_job_in_child(
 
 def inspect_in_child(model: ModelSource, *, memory_limit_bytes: int, time_limit_s: float) -> dict:
     """Load the upload once under the job limits: {"inspection": {...}, "summary": {...} | None}
-    (compression.inspect.inspect_upload). Raises CompressionError with the reason it cannot be loaded."""
+    (compression.formats.inspect.inspect_upload). Raises CompressionError with the reason it cannot be loaded."""
     request = {"mode": "inspect", "model": model.to_json()}
     return _run_in_child(request, on_progress=lambda *a: None, on_log=lambda record: None,
                          is_cancelled=lambda: False, memory_limit_bytes=memory_limit_bytes, time_limit_s=time_limit_s)
@@ -161,7 +161,7 @@ def _child_main() -> None:
 
 
 def _job(request: dict, send) -> dict:
-    from compression.job import JobHooks, run_compression_job
+    from compression.job.runner import JobHooks, run_compression_job
     from compression.pipeline import parse_pipeline
 
     model = ModelSource.from_json(request["model"])
@@ -178,7 +178,7 @@ def _job(request: dict, send) -> dict:
 
 
 def _inspect(request: dict, send) -> dict:
-    from compression.inspect import inspect_upload
+    from compression.formats.inspect import inspect_upload
 
     model = ModelSource.from_json(request["model"])
     return inspect_upload(model.path, model.format, model.options, sample_inputs=model.sample_inputs)

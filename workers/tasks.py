@@ -11,8 +11,8 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from compression.job import CompressionError, JobCancelled
-from compression.sources import ModelSource
+from compression.job.runner import CompressionError, JobCancelled
+from compression.job.sources import ModelSource
 from storage import jobs
 from storage.blob_refs import drop_if_unreferenced
 from storage.models import Artifact, Dataset, Job, JobStatus, Model

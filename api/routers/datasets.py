@@ -11,7 +11,7 @@ from api.pagination import paginate
 from api.routers.models import _usage
 from api.schemas import DatasetOut, DatasetPage, ErrorOut
 from api.upload import receive_upload
-from compression.datasets import DatasetError, sniff_dataset
+from compression.data.datasets import DatasetError, sniff_dataset
 from storage.blob_refs import drop_if_unreferenced, insert_with_blob
 from storage.models import Dataset, Job, JobStatus, Model
 

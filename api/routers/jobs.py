@@ -18,7 +18,7 @@ from api.pagination import paginate
 from api.routers.datasets import get_owned_dataset
 from api.routers.models import get_owned_model
 from api.schemas import ErrorOut, ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut
-from compression.datasets import check_dataset_against_model
+from compression.data.datasets import check_dataset_against_model
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES, STAGE_SPECS
 from storage import jobs as job_state

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file
 
-from compression.architectures import build_architecture, get_architecture
+from compression.formats.architectures import build_architecture, get_architecture
 from compression.formats import archives, hf_folder, onnx_file, safetensors_file, state_dict, torch_export, torchscript
 from compression.formats import hf_config as hf_config_module
 from compression.formats._errors import REFUSED, UNSUPPORTED, ModelFormatError
@@ -26,7 +26,7 @@ from compression.formats.summary import TensorMeta, build_summary, check_against
 from compression.formats.torch_zip import STATE_DICT, TORCH_EXPORT, TORCHSCRIPT, classify, open_archive
 
 if TYPE_CHECKING:
-    from compression.sources import DatasetFile
+    from compression.job.sources import DatasetFile
 
 SAFETENSORS = "safetensors"
 HF_FOLDER = hf_folder.HF_FOLDER
@@ -150,8 +150,8 @@ def load_model(path: Path, format: str, options: LoaderOptions | dict | None, *,
     if format not in FORMATS:
         raise ModelFormatError(f"unknown model format {format!r}")
     detected = _detect(path)
-    if detected == ONNX or format == ONNX:   # compressed in place by compression.onnx_job, never as torch
-        raise ModelFormatError("ONNX models are compressed in place (compression.onnx_job), not loaded as torch"
+    if detected == ONNX or format == ONNX:   # compressed in place by compression.job.onnx_runner, never as torch
+        raise ModelFormatError("ONNX models are compressed in place (compression.job.onnx_runner), not loaded as torch"
                                if detected == format else f"file is {detected}, not {format}")
     if detected.startswith(HF_FOLDER) or format == HF_FOLDER:
         if not detected.startswith(HF_FOLDER):

@@ -324,7 +324,7 @@ def write_folder_zip(path: Path, weights_file: Path, parts: HFParts) -> None:
 
 def container_module(config) -> torch.nn.Module:
     """For load_container_module: the model an hf-folder container's manifest describes."""
-    from compression.container import ContainerError
+    from compression.coding.container import ContainerError
 
     try:
         return module_from_config(config)

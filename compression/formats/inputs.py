@@ -20,7 +20,7 @@ def random_input(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch
 
 def inputs_from_options(options: dict, seed: int, sample_inputs=None) -> tuple[torch.Tensor, ...] | None:
     """options {"input_shape": [N, ...] (batch included), "input_dtype": "float32"}; None if absent.
-    `sample_inputs` (a compression.sources.DatasetFile: options.sample_dataset as the worker resolved it)
+    `sample_inputs` (a compression.job.sources.DatasetFile: options.sample_dataset as the worker resolved it)
     wins: its first SAMPLE_BATCH samples are real inputs for metrics and export."""
     if sample_inputs is not None:
         return _dataset_inputs(sample_inputs.path, sample_inputs.format)
@@ -41,7 +41,7 @@ def inputs_from_options(options: dict, seed: int, sample_inputs=None) -> tuple[t
 
 
 def _dataset_inputs(path, fmt: str) -> tuple[torch.Tensor, ...]:
-    from compression.datasets import DatasetError, load_dataset
+    from compression.data.datasets import DatasetError, load_dataset
 
     try:
         data = load_dataset(path, fmt)

@@ -338,7 +338,7 @@ def with_weights(model, values: dict[str, torch.Tensor], transposed: set[str] = 
 def rebuild_from_container(container: Path, original: Path):
     """decode_requires "program" for ONNX origins: the container's decoded weights written into the original
     (or the job's dense) ONNX graph. -> onnx.ModelProto."""
-    from compression.container import read_container
+    from compression.coding.container import read_container
 
     state, manifest = read_container(container)
     origin = manifest.get("origin") or {}

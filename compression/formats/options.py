@@ -2,7 +2,7 @@
 
 Users give `UploadOptions` (the `options` JSON of POST /v1/models); the API adds the `architecture`
 and `config` form fields to make the stored `LoaderOptions`. Anything the worker resolves (file paths
-of sample datasets and teachers, test switches) travels apart, in `compression.sources`; no key of
+of sample datasets and teachers, test switches) travels apart, in `compression.job.sources`; no key of
 user input can reach it.
 """
 from __future__ import annotations

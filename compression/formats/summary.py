@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from compression.architectures import ARCHITECTURES, expected_tensors
+from compression.formats.architectures import ARCHITECTURES, expected_tensors
 from compression.formats._errors import ModelFormatError
 from compression.formats.limits import SUMMARY_LAYER_CAP
 

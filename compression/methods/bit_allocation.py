@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch.utils._pytree import tree_leaves
 
-from compression.encoding import decode
+from compression.coding.encoding import decode
 
 
 @torch.no_grad()

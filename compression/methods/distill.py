@@ -1,5 +1,5 @@
 """Knowledge distillation into a smaller student derived from the uploaded model (the teacher):
-fewer transformer layers or narrower CNN/MLP layers (compression.students), initialised from the
+fewer transformer layers or narrower CNN/MLP layers (compression.training.students), initialised from the
 teacher's weights, then trained to match the teacher on the job's training data (unlabeled data
 is enough): Hinton soft targets for classifiers, cosine / MSE for embeddings and regression, and
 optional hidden-state hints, a per-token loss on the last hidden states and a frozen embedding
@@ -15,11 +15,11 @@ import torch
 from pydantic import Field
 
 from compression.errors import CompressionError
-from compression.methods.base import CompressionState, Phase
+from compression.stage import CompressionState, Phase
 from compression.methods.finetune import teacher_step
-from compression.students import derive_student
-from compression.trainloop import Loss, TrainingSpec, fit, forward, is_hf, resolve_loss, task_loss
-from compression.weights import TrainableWeights
+from compression.training.students import derive_student
+from compression.training.loop import Loss, TrainingSpec, fit, forward, is_hf, resolve_loss, task_loss
+from compression.training.weights import TrainableWeights
 
 
 class DistillSpec(TrainingSpec):

@@ -9,10 +9,10 @@ import torch
 from pydantic import Field
 
 from compression.coding import huffman
-from compression.encoding import Encoded, Part, decode, node_storage
+from compression.coding.encoding import Encoded, Part, decode, node_storage
 from compression.errors import CompressionError
-from compression.methods.base import CompressionState, MethodSpec, Phase
-from compression.outputs import bitwise_equal
+from compression.stage import CompressionState, MethodSpec, Phase
+from compression.data.outputs import bitwise_equal
 
 PartName = Literal["indices", "gaps", "codes"]
 _INT_STORAGE = {"uint8", "int8", "int16", "int32", "int4", "uint4"}

@@ -1,5 +1,5 @@
 """Fine-tuning stage: recovery training after any compression stage, keeping what the earlier
-stages fixed (pruning masks, shared-weight indices, quantizer settings; see compression.weights).
+stages fixed (pruning masks, shared-weight indices, quantizer settings; see compression.training.weights).
 Labelled training data trains with cross-entropy; without labels the model learns to match the
 uploaded model's outputs (distillation from the teacher), so unlabeled data is enough."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ import torch
 from pydantic import Field
 
 from compression.errors import CompressionError
-from compression.methods.base import CompressionState, Phase
-from compression.trainloop import Loss, TrainingSpec, fit, forward, is_hf, resolve_loss, task_loss
-from compression.weights import TrainableWeights
+from compression.stage import CompressionState, Phase
+from compression.training.loop import Loss, TrainingSpec, fit, forward, is_hf, resolve_loss, task_loss
+from compression.training.weights import TrainableWeights
 
 
 class FinetuneSpec(TrainingSpec):

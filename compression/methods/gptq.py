@@ -14,9 +14,9 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field
 
-from compression.encoding import Encoded, bitpacked, decode, dtype_name, group_layout
+from compression.coding.encoding import Encoded, bitpacked, decode, dtype_name, group_layout
 from compression.errors import CompressionError
-from compression.methods.base import (CompressionState, MethodSpec, Phase, WeightTarget, check_finite,
+from compression.stage import (CompressionState, MethodSpec, Phase, WeightTarget, check_finite,
                                       pattern_matches, select_targets)
 from compression.methods.groupwise import affine_node, dequant, grid, mse_grid, round_to_nearest, to_codes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from compression.encoding import Encoded, Part, bitpacked, group_layout
+from compression.coding.encoding import Encoded, Part, bitpacked, group_layout
 
 
 def code_range(bits: int, symmetric: bool) -> tuple[int, int]:

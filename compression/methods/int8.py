@@ -1,8 +1,8 @@
 """int8 with real kernels: weights of Linear/Conv layers become int8 codes with one float32 scale per
 output channel (symmetric), as the container stores them; activations are quantized at run time
 (dynamic) or with ranges from calibration data (static) by the runnable int8 artifacts the job
-writes beside it: model.int8.onnx (compression.int8_runtime: onnxruntime MatMulInteger/QLinearConv
-kernels) and, dynamic Linear layers, model.int8.torchscript.pt (compression.int8_torch: torch's kernels).
+writes beside it: model.int8.onnx (compression.job.int8_runtime: onnxruntime MatMulInteger/QLinearConv
+kernels) and, dynamic Linear layers, model.int8.torchscript.pt (compression.job.int8_torch: torch's kernels).
 
 The model keeps float weights equal to the decoded codes, so the container, safetensors and the
 float programs verify unchanged; the int8 program requantizes them to the same codes."""
@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from compression.encoding import dtype_name
+from compression.coding.encoding import dtype_name
 from compression.errors import CompressionError
-from compression.methods.base import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
+from compression.stage import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
 from compression.methods.quantization import QuantizeSpec, _affine
 
 _TYPES = {"Linear": ("Linear",), "Conv": ("Conv1d", "Conv2d", "Conv3d")}

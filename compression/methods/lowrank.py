@@ -17,10 +17,10 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from compression.errors import CompressionError
-from compression.methods.base import CompressionState, MethodSpec, Phase, check_finite, pattern_matches, \
+from compression.stage import CompressionState, MethodSpec, Phase, check_finite, pattern_matches, \
     select_targets
 from compression.methods.lowrank_rank import Layer, choose_ranks, kept_energy, spectra_of, stride_product
-from compression.structure import record_replacement
+from compression.formats.structure import record_replacement
 
 Pattern = Annotated[str, Field(min_length=1, max_length=256)]
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from compression.encoding import Part, decode, dtype_name
+from compression.coding.encoding import Part, decode, dtype_name
 from compression.errors import CompressionError
-from compression.methods.base import (CompressionState, MethodSpec, Phase, WeightTarget, check_finite,
+from compression.stage import (CompressionState, MethodSpec, Phase, WeightTarget, check_finite,
                                       pattern_matches, select_targets, sparse_node)
 
 Pattern = Annotated[str, Field(min_length=1, max_length=256)]

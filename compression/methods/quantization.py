@@ -12,10 +12,10 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field, model_validator
 
-from compression.encoding import Encoded, Part, bitpacked, dtype_name
+from compression.coding.encoding import Encoded, Part, bitpacked, dtype_name
 from compression.errors import CompressionError
 from compression.methods.groupwise import round_to_nearest
-from compression.methods.base import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
+from compression.stage import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
 
 _FLOAT_STORAGE = {"fp16": "float16", "bf16": "bfloat16"}
 _BITS = {"int8": 8, "int4": 4, "int3": 3}

@@ -9,8 +9,8 @@ import torch
 from pydantic import Field
 
 from compression.coding import kmeans1d
-from compression.encoding import Encoded, Part, bitpacked, decode, dtype_name
-from compression.methods.base import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
+from compression.coding.encoding import Encoded, Part, bitpacked, decode, dtype_name
+from compression.stage import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
 
 Pattern = Annotated[str, Field(min_length=1, max_length=256)]
 

@@ -16,9 +16,9 @@ from pydantic import Field
 from torch import nn
 
 from compression.errors import CompressionError, JobCancelled
-from compression.methods.base import CompressionState, MethodSpec, Phase, check_finite, pattern_matches
+from compression.stage import CompressionState, MethodSpec, Phase, check_finite, pattern_matches
 from compression.methods.pruning import _split_batch
-from compression.structure import leaf_shapes, record_resized
+from compression.formats.structure import leaf_shapes, record_resized
 
 Pattern = Annotated[str, Field(min_length=1, max_length=256)]
 Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]

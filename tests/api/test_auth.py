@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from storage import jobs as job_state
 from storage.keys import create_key, revoke
-from storage.models import Job, Model
-from tests.helpers import digits_npz, upload
+from storage.models import Model
+from tests.helpers import digits_npz
 from workers.tasks import execute
 
 

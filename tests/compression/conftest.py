@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from compression.architectures import build_architecture
+from compression.formats.architectures import build_architecture
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from compression.container import load_container_module, read_container
+from compression.coding.container import load_container_module, read_container
 from compression.formats import ModelFormatError, load_model, sniff
 from compression.formats import archives
 
@@ -78,7 +78,7 @@ def test_content_wins_over_the_extension(tmp_path, tiny_folder):
 
 
 def test_job_exports_a_runnable_folder_and_a_self_describing_container(tmp_path, tiny_folder):
-    from compression.job import run_compression_job
+    from compression.job.runner import run_compression_job
     from compression.pipeline import parse_pipeline
 
     out = run_compression_job(make_zip(tmp_path / "m.zip", tiny_folder), "hf-folder", {},

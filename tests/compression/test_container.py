@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from compression.architectures import build_architecture
+from compression.formats.architectures import build_architecture
 
-from compression.container import ContainerError, load_container_module, read_container, write_container
-from compression.encoding import Encoded, Part, raw
-from compression.job import run_compression_job
-from compression.methods.base import CompressionState
+from compression.coding.container import ContainerError, load_container_module, read_container, write_container
+from compression.coding.encoding import Encoded, Part, raw
+from compression.job.runner import run_compression_job
+from compression.stage import CompressionState
 from compression.pipeline import parse_pipeline
 from compression.registry import run_stage
 

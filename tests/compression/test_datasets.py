@@ -1,4 +1,4 @@
-"""compression.datasets: real files of every format, and hostile or broken uploads."""
+"""compression.data.datasets: real files of every format, and hostile or broken uploads."""
 from __future__ import annotations
 
 import io
@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from compression import datasets
-from compression.datasets import (DatasetError, check_dataset_against_model, expected_inputs, load_dataset,
+from compression.data import datasets
+from compression.data.datasets import (DatasetError, check_dataset_against_model, expected_inputs, load_dataset,
                                   sniff_dataset)
 
 

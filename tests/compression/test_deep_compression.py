@@ -7,16 +7,16 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from compression.architectures import build_architecture
-from compression.container import read_container, write_container
-from compression.encoding import decode, raw
+from compression.formats.architectures import build_architecture
+from compression.coding.container import read_container, write_container
+from compression.coding.encoding import decode, raw
 from compression.errors import CompressionError
-from compression.job import run_compression_job
-from compression.methods.base import CompressionState
-from compression.outputs import bitwise_equal
+from compression.job.runner import run_compression_job
+from compression.stage import CompressionState
+from compression.data.outputs import bitwise_equal
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES, run_stage
-from compression.training import finetune_centroids, masked_finetune
+from compression.training.masked import finetune_centroids, masked_finetune
 
 WEIGHTS = ("fc1.weight", "fc2.weight", "fc3.weight")
 

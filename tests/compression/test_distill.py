@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from compression.architectures import build_architecture
-from compression.data import JobData, TensorData
-from compression.job import run_compression_job
-from compression.methods.base import CompressionState
+from compression.formats.architectures import build_architecture
+from compression.data.tensor_data import JobData, TensorData
+from compression.job.runner import run_compression_job
+from compression.stage import CompressionState
 from compression.pipeline import parse_pipeline
 from compression.registry import METHODS
-from compression.structure import apply_structure
-from compression.students import derive_student, spread
+from compression.formats.structure import apply_structure
+from compression.training.students import derive_student, spread
 
 torch.set_num_threads(1)
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load as st_load
 
-from compression.data import JobData, TensorData
-from compression.encoding import decode
-from compression.evaluation import compare, evaluate
-from compression.methods.base import CompressionState
+from compression.data.tensor_data import JobData, TensorData
+from compression.coding.encoding import decode
+from compression.data.evaluation import compare, evaluate
+from compression.stage import CompressionState
 from compression.pipeline import parse_pipeline
 from compression.registry import run_stage
 

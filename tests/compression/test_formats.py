@@ -44,7 +44,7 @@ def test_safetensors_wrong_architecture_names_the_mismatch(lenet_safetensors):
 
 
 def test_small_resnet_counts_parameters_not_buffers(tmp_path):
-    from compression.architectures import build_architecture
+    from compression.formats.architectures import build_architecture
     model = build_architecture("small-resnet")
     path = tmp_path / "r.safetensors"
     save_file(model.state_dict(), str(path))
@@ -219,8 +219,8 @@ def test_state_dict_plus_transformers_config_goes_through_a_job(tmp_path):
     from safetensors.torch import save_file
     from transformers import BertConfig, BertModel
 
-    from compression.container import load_container_module
-    from compression.job import run_compression_job
+    from compression.coding.container import load_container_module
+    from compression.job.runner import run_compression_job
     from compression.pipeline import parse_pipeline
 
     torch.manual_seed(0)

@@ -5,13 +5,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from compression.container import read_container, write_container
-from compression.encoding import decode, raw
+from compression.coding.container import read_container, write_container
+from compression.coding.encoding import decode, raw
 from compression.errors import CompressionError
-from compression.methods.base import CompressionState
+from compression.stage import CompressionState
 from compression.methods.gptq import gptq_codes
 from compression.methods.groupwise import affine_node, dequant, round_to_nearest
-from compression.outputs import bitwise_equal
+from compression.data.outputs import bitwise_equal
 from compression.pipeline import check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES, run_stage
 
@@ -108,7 +108,7 @@ def test_embedding_rows_the_calibration_looks_up_get_the_hot_bits():
 
 
 def test_rows_codec_rejects_inconsistent_parts():
-    from compression.encoding import Encoded, Part
+    from compression.coding.encoding import Encoded, Part
     a = round_to_nearest(torch.randn(2, 4), "float32", 4, False, None, "float32")
     bad = Encoded("rows", (3, 4), "float32", {}, {"selected": Part(torch.tensor([1, 0, 0], dtype=torch.uint8), "uint8"),
                                                    "a": a, "b": raw(torch.zeros(8))})

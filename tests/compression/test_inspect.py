@@ -6,10 +6,10 @@ from safetensors.torch import save_file
 
 import pytest
 
-from compression.architectures import build_architecture
+from compression.formats.architectures import build_architecture
 from compression.errors import CompressionError
-from compression.inspect import inspect_model
-from compression.job import run_compression_job
+from compression.formats.inspect import inspect_model
+from compression.job.runner import run_compression_job
 from compression.pipeline import parse_pipeline
 from tests.helpers import CONV_ONLY
 

@@ -3,14 +3,14 @@ import pytest
 import torch
 from torch import nn
 
-from compression.architectures import build_architecture
-from compression.encoding import decode
+from compression.formats.architectures import build_architecture
+from compression.coding.encoding import decode
 from compression.errors import CompressionError
-from compression.export import write_onnx
-from compression.int8_runtime import INT8_ONNX_NAME, int8_runtime_artifacts
-from compression.methods.base import CompressionState
+from compression.job.export import write_onnx
+from compression.job.int8_runtime import INT8_ONNX_NAME, int8_runtime_artifacts
+from compression.stage import CompressionState
 from compression.methods.int8 import Int8Spec, int8
-from compression.outputs import run
+from compression.data.outputs import run
 from compression.pipeline import parse_pipeline
 
 
@@ -67,7 +67,7 @@ def test_runtime_artifact_only_for_int8_pipelines(tmp_path):
 
 
 def test_job_writes_and_checks_the_int8_program(lenet_safetensors, tmp_path, monkeypatch):
-    from compression.job import run_compression_job
+    from compression.job.runner import run_compression_job
 
     monkeypatch.setenv("MODELPRESS_LATENCY_BUDGET_S", "0")
     out = run_compression_job(lenet_safetensors, "safetensors", {"architecture": "lenet-300-100"},
@@ -84,8 +84,8 @@ def test_job_writes_and_checks_the_int8_program(lenet_safetensors, tmp_path, mon
 
 
 def test_job_writes_a_torchscript_program_with_torch_int8_kernels(lenet_safetensors, tmp_path, monkeypatch):
-    from compression.int8_torch import TORCH_INT8_NAME
-    from compression.job import run_compression_job
+    from compression.job.int8_torch import TORCH_INT8_NAME
+    from compression.job.runner import run_compression_job
 
     monkeypatch.setenv("MODELPRESS_LATENCY_BUDGET_S", "0")
     out = run_compression_job(lenet_safetensors, "safetensors", {"architecture": "lenet-300-100"},
@@ -99,7 +99,7 @@ def test_job_writes_a_torchscript_program_with_torch_int8_kernels(lenet_safetens
 
 
 def test_no_torch_int8_program_for_static_mode():
-    from compression.int8_torch import torch_int8_artifact
+    from compression.job.int8_torch import torch_int8_artifact
 
     files, report = torch_int8_artifact(Int8Spec(kind="int8", mode="static"), torch.nn.Linear(2, 2), (), None,
                                         torch.zeros(1), run, False)
@@ -107,7 +107,7 @@ def test_no_torch_int8_program_for_static_mode():
 
 
 def test_excluded_layers_stay_float_in_the_torch_program(tmp_path):
-    from compression.int8_torch import write_program
+    from compression.job.int8_torch import write_program
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
     write_program(model, (torch.randn(3, 4),), tmp_path / "p.pt", False, exclude=["2"])

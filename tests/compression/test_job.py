@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from compression.errors import CompressionError
-from compression.export import load_own_pt2, load_own_torchscript
-from compression.job import JobCancelled, JobHooks, run_compression_job
+from compression.job.export import load_own_pt2, load_own_torchscript
+from compression.job.runner import JobCancelled, JobHooks, run_compression_job
 from compression.pipeline import parse_pipeline
 from compression.registry import RECIPES
 
@@ -87,7 +87,7 @@ def test_exclude_matching_nothing_fails_the_job(lenet_safetensors, tmp_path):
 
 
 def test_a_container_that_decodes_differently_fails_verification(lenet_safetensors, tmp_path, monkeypatch):
-    import compression.verify as verify
+    import compression.job.verify as verify
 
     real = verify.read_container
 

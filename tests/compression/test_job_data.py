@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from compression.errors import CompressionError, JobCancelled
-from compression.job import JobHooks
-from compression.job import run_compression_job as _run_job
-from compression.sources import ModelSource
+from compression.job.runner import JobHooks
+from compression.job.runner import run_compression_job as _run_job
+from compression.job.sources import ModelSource
 from compression.pipeline import parse_pipeline
 from tests.helpers import digits_npz, make_lenet_safetensors
 

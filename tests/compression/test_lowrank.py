@@ -9,14 +9,14 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from compression.architectures import build_architecture
-from compression.encoding import raw
+from compression.formats.architectures import build_architecture
+from compression.coding.encoding import raw
 from compression.errors import CompressionError
-from compression.job import run_compression_job
-from compression.methods.base import CompressionState
+from compression.job.runner import run_compression_job
+from compression.stage import CompressionState
 from compression.methods.lowrank import LowRankSpec, cp_factor, low_rank, plan, svd_factor, tucker_factor
 from compression.pipeline import parse_pipeline
-from compression.structure import apply_structure
+from compression.formats.structure import apply_structure
 
 
 @pytest.fixture(autouse=True)

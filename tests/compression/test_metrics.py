@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from compression.metrics import count_macs, latency, tile_inputs
+from compression.job.metrics import count_macs, latency, tile_inputs
 
 
 def test_count_macs_linear_and_conv():
@@ -41,7 +41,7 @@ def test_latency_reports_every_model_and_batch_size_and_restores_threads():
 
 
 def test_job_metrics_skips_gracefully(monkeypatch):
-    from compression.metrics import job_metrics
+    from compression.job.metrics import job_metrics
 
     monkeypatch.setenv("MODELPRESS_LATENCY_BUDGET_S", "0.01")
     small, big = nn.Linear(4, 2), nn.Linear(4, 8)

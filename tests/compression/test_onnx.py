@@ -12,11 +12,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from compression.container import read_container
+from compression.coding.container import read_container
 from compression.errors import CompressionError
 from compression.formats import ModelFormatError, sniff
 from compression.formats.onnx_file import rebuild_from_container
-from compression.job import run_compression_job
+from compression.job.runner import run_compression_job
 from compression.pipeline import check_pipeline_against_model, parse_pipeline
 from tests.helpers import reload_container_and_check
 
@@ -59,7 +59,7 @@ def test_lenet_job_result_exports_to_onnx_and_reloads_in_onnxruntime(lenet_safet
 
 
 def test_a_model_that_does_not_export_still_succeeds_with_the_reason(lenet_safetensors, tmp_path, monkeypatch):
-    from compression import export
+    from compression.job import export
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator aten::frobnicate")
@@ -143,7 +143,7 @@ def test_truncated_and_garbage_onnx_are_refused(cnn_onnx, tmp_path):
 
 
 def test_the_api_checks_framing_only_and_the_worker_parses(cnn_onnx, tmp_path):
-    from compression.inspect import inspect_upload
+    from compression.formats.inspect import inspect_upload
 
     path = cnn_onnx[0]
     assert sniff(path, parse_onnx=False).summary["parameters"] is None   # nothing parsed in the API

@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compression.architectures import build_architecture
-from compression.encoding import decode
+from compression.formats.architectures import build_architecture
+from compression.coding.encoding import decode
 from compression.errors import CompressionError
-from compression.methods.base import CompressionState
+from compression.stage import CompressionState
 from compression.pipeline import parse_pipeline
 from compression.registry import run_stage
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from compression.errors import CompressionError
-from compression.structure import apply_structure, build_module, describe_module, leaf_shapes, record_replacement, \
+from compression.formats.structure import apply_structure, build_module, describe_module, leaf_shapes, record_replacement, \
     record_resized
 
 

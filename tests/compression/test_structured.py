@@ -5,13 +5,13 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
-from compression.architectures import build_architecture
+from compression.formats.architectures import build_architecture
 from compression.errors import CompressionError, JobCancelled
-from compression.job import run_compression_job
-from compression.methods.base import CompressionState
+from compression.job.runner import run_compression_job
+from compression.stage import CompressionState
 from compression.methods.structured import StructuredPruneSpec, structured_prune
 from compression.pipeline import parse_pipeline
-from compression.structure import apply_structure
+from compression.formats.structure import apply_structure
 
 
 def spec(**kw) -> StructuredPruneSpec:

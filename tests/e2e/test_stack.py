@@ -192,7 +192,7 @@ def test_minilm_folder_int8_end_to_end(stack, tmp_path):
     """The one real transformer in the suite: all-MiniLM-L6-v2 uploaded as a zipped HF folder."""
     import time
 
-    from compression.container import load_container_module
+    from compression.coding.container import load_container_module
     from compression.formats.hf_folder import SENTENCES
     from tests.helpers import minilm_embeddings, zip_minilm
 

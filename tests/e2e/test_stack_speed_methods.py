@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import save_file
 
-from compression.architectures import build_architecture
+from compression.formats.architectures import build_architecture
 from tests.e2e.test_stack import stack  # noqa: F401 (fixture)
 from tests.helpers import digits_npz, upload, upload_dataset, wait_finished
 

@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from compression.job import CompressionError, JobCancelled
-from compression.sources import ModelSource
+from compression.job.runner import CompressionError, JobCancelled
+from compression.job.sources import ModelSource
 from workers.sandbox import SandboxError, inspect_in_child, run_job_in_child
 
 INT8 = {"stages": [{"kind": "quantize", "dtype": "int8"}]}

@@ -7,9 +7,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from compression.container import ContainerError, load_container_module, read_container
+from compression.coding.container import (
+    ContainerError,
+    load_container_module,
+    read_container,
+)
+from compression.data.outputs import bitwise_equal, max_abs_diff, run
 from compression.errors import CompressionError
-from compression.outputs import bitwise_equal, max_abs_diff, run
 
 
 def _tolerance(reference: torch.Tensor) -> float:
@@ -96,7 +100,7 @@ def verify_hf_folder(path: Path, expected: dict[str, torch.Tensor], inputs: tupl
 
 def verify_onnx(path: Path, inputs: tuple, reference: torch.Tensor, probe: Probe = run) -> dict:
     """The .onnx from its bytes on disk, run by onnxruntime on the same sample inputs."""
-    from compression.export import load_own_onnx
+    from compression.job.export import load_own_onnx
 
     try:
         module = load_own_onnx(path)

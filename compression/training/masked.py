@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from compression.encoding import Encoded, Part, decode
+from compression.coding.encoding import Encoded, Part, decode
 
 
 def batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[tuple]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compression.data import TensorData
+from compression.data.tensor_data import TensorData
 
 MAX_DATASET_BYTES: int = 2 * 2**30
 MAX_SAMPLES: int = 1_000_000
@@ -396,7 +396,7 @@ def expected_inputs(model_summary: dict, model_options: dict) -> list[list[int]]
             return shapes
     name = _architecture(model_summary, model_options)
     if name:
-        from compression.architectures import get_architecture
+        from compression.formats.architectures import get_architecture
         try:
             return [list(get_architecture(name).input_shape)]
         except KeyError:
@@ -411,7 +411,7 @@ def expected_inputs(model_summary: dict, model_options: dict) -> list[list[int]]
 
 @lru_cache(maxsize=None)
 def _builtin_classes(name: str) -> int | None:
-    from compression.architectures import build_architecture
+    from compression.formats.architectures import build_architecture
     try:
         linears = [m for m in build_architecture(name, "meta").modules() if isinstance(m, torch.nn.Linear)]
     except KeyError:

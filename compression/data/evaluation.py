@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from compression.data import TensorData
-from compression.outputs import run
+from compression.data.tensor_data import TensorData
+from compression.data.outputs import run
 
 Probe = Callable[[torch.nn.Module, tuple], torch.Tensor]
 

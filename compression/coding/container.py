@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from compression.architectures import ARCHITECTURES, build_architecture
-from compression.encoding import CODECS, PACKED, STORAGE_DTYPES, Encoded, Part, decode, part_from_bytes, part_to_bytes
+from compression.formats.architectures import ARCHITECTURES, build_architecture
+from compression.coding.encoding import CODECS, PACKED, STORAGE_DTYPES, Encoded, Part, decode, part_from_bytes, part_to_bytes
 from compression.errors import CompressionError
 
 FORMAT_NAME = "modelpress.container"
@@ -101,7 +101,7 @@ def write_container(path: Path, encodings: dict[str, Encoded], *, origin: dict, 
         "tensors": tensors,
         "parts_sha256": hashlib.sha256(blob).hexdigest(),
     }
-    if structure:   # architecture edits replayed on the original architecture (compression.structure)
+    if structure:   # architecture edits replayed on the original architecture (compression.formats.structure)
         manifest["structure"] = structure
     path = Path(path)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
@@ -265,7 +265,7 @@ def load_container_module(path: Path, *, program: Path | None = None) -> torch.n
         raise ContainerError(f"this container holds weights for a {origin.get('format')} program; "
                              "pass the program file (program=...) to rebuild a runnable module")
     if manifest.get("structure"):
-        from compression.structure import apply_structure
+        from compression.formats.structure import apply_structure
         try:
             apply_structure(model, manifest["structure"])
         except CompressionError as exc:

@@ -2,93 +2,50 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
 import json
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from compression import export, verify
-from compression.architectures import build_architecture
-from compression.container import write_container
-from compression.encoding import raw
-from compression.evaluation import evaluate
-from compression.int8_runtime import int8_runtime_artifacts
-from compression.int8_torch import torch_int8_artifact
-from compression.metrics import job_metrics
-from compression.checkpoints import CheckpointFolder
-from compression.data import JobData, TensorData
+from compression.coding.container import write_container
+from compression.coding.encoding import raw
+from compression.data.outputs import max_abs_diff, mean_cosine, run
+from compression.data.tensor_data import JobData, TensorData
 from compression.errors import CompressionError, JobCancelled
 from compression.formats import LoadedModel, hf_folder, load_model
+from compression.formats.architectures import build_architecture
+from compression.formats.inspect import module_types
 from compression.formats.options import loader_options
-from compression.inspect import module_types
-from compression.methods.base import CompressionState
-from compression.outputs import max_abs_diff, mean_cosine, run
+from compression.formats.structure import apply_structure
+from compression.job import export, verify
+from compression.job.int8_runtime import int8_runtime_artifacts
+from compression.job.int8_torch import torch_int8_artifact
+from compression.job.metrics import job_metrics
+from compression.job.onnx_runner import run_onnx_job
+from compression.job.report import layer_report, parameter_counts
+from compression.job.sources import DatasetFile, ModelSource
+from compression.job.stages import (
+    CONTAINER_NAME,
+    DONE,
+    EXPORT,
+    HF_FOLDER_NAME,
+    LOAD,
+    ONNX_NAME,
+    VERIFY,
+    ArtifactFile,
+    JobHooks,
+    JobOutput,
+    Run,
+    compress,
+    sha256_file,
+)
 from compression.pipeline import PipelineSpec
-from compression.registry import run_stage
-from compression.structure import apply_structure
-from compression.report import layer_report, parameter_counts
-from compression.sources import DatasetFile, ModelSource
+from compression.stage import CompressionState
+from compression.training.checkpoints import CheckpointFolder
 
 __all__ = ["ArtifactFile", "CompressionError", "JobCancelled", "JobHooks", "JobOutput", "run_compression_job"]
-
-# overall progress at the start of each phase
-_LOAD, _STAGES, _EXPORT, _VERIFY, _DONE = 0.0, 0.05, 0.7, 0.85, 1.0
-CONTAINER_NAME = "model.mpz"
-HF_FOLDER_NAME = "model-hf.zip"
-ONNX_NAME = "model.onnx"
-
-
-@dataclass
-class JobHooks:
-    on_progress: Callable[[str | None, float], None] = lambda stage, fraction: None
-    is_cancelled: Callable[[], bool] = lambda: False
-    on_log: Callable[[dict], None] = lambda record: None   # training stages: one record per epoch
-
-
-@dataclass
-class ArtifactFile:
-    name: str
-    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "hf-folder" | "onnx" | "onnx-int8"
-    #               | "torchscript-int8" | "report"
-    path: Path
-
-
-@dataclass
-class JobOutput:
-    artifacts: list[ArtifactFile]
-    metrics: dict
-
-
-@dataclass
-class _Run:
-    hooks: JobHooks
-    timings: dict[str, float] = field(default_factory=dict)
-    stage_reports: list[dict] = field(default_factory=list)
-    evaluation: list[dict] = field(default_factory=list)   # eval-data metrics before and after each stage
-    training_log: list[dict] = field(default_factory=list)  # per-epoch records of training stages
-
-    def at(self, phase: str | None, fraction: float) -> None:
-        if self.hooks.is_cancelled():
-            raise JobCancelled()
-        self.hooks.on_progress(phase, fraction)
-
-    def timed(self, name: str, start: float) -> None:
-        self.timings[name] = round(time.perf_counter() - start, 4)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _copy(loaded: LoadedModel, path: Path, fmt: str, options: dict, seed: int) -> torch.nn.Module:
     try:
@@ -99,46 +56,8 @@ def _copy(loaded: LoadedModel, path: Path, fmt: str, options: dict, seed: int) -
         return load_model(path, fmt, options, seed=seed).model
 
 
-def _log(progress: _Run, index: int, record: dict) -> None:
-    record = {"stage_index": index, **record}
-    if len(progress.training_log) < 10_000:
-        progress.training_log.append(record)
-    progress.hooks.on_log(record)
-
-
-def _compress(spec: PipelineSpec, state: CompressionState, progress: _Run,
-              checkpoints: CheckpointFolder | None) -> CompressionState:
-    width = (_EXPORT - _STAGES) / len(spec.stages)
-    _evaluate(state, progress, None, None)
-    for i, stage in enumerate(spec.stages):
-        base = _STAGES + width * i
-        progress.at(stage.kind, base)
-        state.checkpoint = lambda fraction, kind=stage.kind, base=base: progress.at(
-            kind, base + width * min(max(fraction, 0.0), 1.0))
-        state.log = lambda record, i=i: _log(progress, i, record)
-        if checkpoints is not None:   # scoped per stage: two finetune stages never share a file
-            state.save_checkpoint = lambda name, payload, i=i: checkpoints.save(f"stage-{i}-{name}", payload)
-            state.load_checkpoint = lambda name, i=i: checkpoints.load(f"stage-{i}-{name}")
-        start = time.perf_counter()
-        with torch.enable_grad() if stage.trains else torch.no_grad():
-            result = run_stage(stage, state)
-        progress.timed(f"stage {i} {stage.kind}", start)
-        progress.stage_reports.append({"stage": i, "kind": stage.kind, **_jsonable_report(result)})
-        _evaluate(state, progress, i, stage.kind)
-    return state
-
-
-def _evaluate(state: CompressionState, progress: _Run, index: int | None, kind: str | None) -> None:
-    if state.data is None or state.data.eval is None:
-        return
-    start = time.perf_counter()
-    metrics = evaluate(state.model, state.teacher, state.data.eval, state.probe)
-    progress.evaluation.append({"after_stage": index, "kind": kind, **metrics})
-    progress.timed("evaluation" if index is None else f"evaluation {index}", start)
-
-
 def _load_datasets(files: dict[str, tuple[Path, str]], loaded: LoadedModel) -> JobData:
-    from compression.datasets import DatasetError, load_dataset
+    from compression.data.datasets import DatasetError, load_dataset
 
     tokenizer = hf_folder.load_tokenizer(loaded.hf) if loaded.hf is not None and any(
         fmt == "jsonl" for _, fmt in files.values()) else None
@@ -182,26 +101,14 @@ def _check_runs(role: str, data: TensorData, loaded: LoadedModel) -> None:
                                f"{shapes}): {type(exc).__name__}: {exc}"[:600]) from None
 
 
-def _jsonable_report(result) -> dict:
-    """What a stage returned (a dataclass, a list of them, or a dict), for the job's metrics; capped in size."""
-    if dataclasses.is_dataclass(result):
-        return {"result": dataclasses.asdict(result)}
-    if isinstance(result, list) and result and all(dataclasses.is_dataclass(r) for r in result):
-        return {"result": [dataclasses.asdict(r) for r in result[:500]]}
-    if isinstance(result, dict):   # training stages: epochs, steps, loss, best score, student shape
-        text = json.dumps(result, default=str)
-        return {"result": json.loads(text)} if len(text) <= 100_000 else {}
-    return {}
-
-
 def _positional(probe):
     """An exported HF program takes (input_ids, attention_mask) positionally; the probe calls by keyword."""
     return lambda program, inputs: probe(lambda input_ids, attention_mask: program(input_ids, attention_mask), inputs)
 
 
-def _export_onnx(model: torch.nn.Module, inputs: tuple, path: Path, text: bool, progress: _Run) -> dict:
+def _export_onnx(model: torch.nn.Module, inputs: tuple, path: Path, text: bool, progress: Run) -> dict:
     """Best effort: a model that does not export still gives a successful job, with the reason recorded."""
-    progress.at("export", (_EXPORT + _VERIFY) / 2)
+    progress.at("export", (EXPORT + VERIFY) / 2)
     start = time.perf_counter()
     try:
         result = {"ok": True, **export.write_onnx(model, inputs, path, text=text)}
@@ -226,13 +133,10 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     `sample_inputs`: the file behind options.sample_dataset; `teacher`: an uploaded teacher for training
     stages (both resolved by the worker from rows the tenant owns, never from user options)."""
     model_path, out_dir, options = Path(model_path), Path(out_dir), loader_options(model_options)
-    progress = _Run(hooks)
+    progress = Run(hooks)
     if model_format == "onnx":   # ONNX in, ONNX out: compressed in place, run by onnxruntime
-        import sys
-
-        from compression.onnx_job import run_onnx_job
-        return run_onnx_job(model_path, options, pipeline, out_dir, progress, sys.modules[__name__])
-    progress.at("load", _LOAD)
+        return run_onnx_job(model_path, options, pipeline, out_dir, progress)
+    progress.at("load", LOAD)
     start = time.perf_counter()
     loaded = load_model(model_path, model_format, options, seed=pipeline.seed, sample_inputs=sample_inputs)
     # what submit checks once the upload is inspected; a job submitted before that finds out here
@@ -255,17 +159,17 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     state = CompressionState(compressed, {}, pipeline.seed, calibration=calibration, data=data, example_inputs=inputs,
                              probe=loaded.probe, teacher=teacher_model)
     checkpoints = CheckpointFolder(checkpoint_dir) if checkpoint_dir is not None else None
-    state = _compress(pipeline, state, progress, checkpoints)
+    state = compress(pipeline, state, progress, checkpoints)
     compressed = state.model   # architecture stages may have replaced the module
     structure = state.structure
 
-    progress.at("export", _EXPORT)
+    progress.at("export", EXPORT)
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach() for k, v in compressed.state_dict().items()}
     encodings = {k: state.encodings.get(k) or raw(v) for k, v in weights.items()}
     origin = {"format": model_format, "architecture": loaded.architecture,
-              "sha256": _sha256(model_path), "size_bytes": model_path.stat().st_size}
+              "sha256": sha256_file(model_path), "size_bytes": model_path.stat().st_size}
     if loaded.hf is not None:   # the container rebuilds the model from this config (see CONTAINER.md)
         origin["hf_config"] = loaded.hf.config
     container = out_dir / CONTAINER_NAME
@@ -302,7 +206,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     if exports["onnx"]["ok"]:
         artifacts.append(ArtifactFile(ONNX_NAME, "onnx", out_dir / ONNX_NAME))
 
-    progress.at("verify", _VERIFY)
+    progress.at("verify", VERIFY)
     start = time.perf_counter()
     compressed_out = probe(compressed, inputs)
     arch = loaded.architecture
@@ -326,7 +230,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         load = export.load_own_torchscript if art.kind == "torchscript" else export.load_own_pt2
         checks[art.name] = verify.verify_program(art.path, load, inputs, compressed_out,
                                                  _positional(probe) if loaded.hf is not None else run)
-        progress.at("verify", _VERIFY + (_DONE - _VERIFY) * 0.9 * len(checks) / (len(artifacts) + 1))
+        progress.at("verify", VERIFY + (DONE - VERIFY) * 0.9 * len(checks) / (len(artifacts) + 1))
     onnx_ok = exports["onnx"]["ok"] and (out_dir / ONNX_NAME).exists()
     int8_files, int8_report = int8_runtime_artifacts(pipeline.stages, out_dir / ONNX_NAME if onnx_ok else None, out_dir,
                                                      state.calibration, inputs, compressed_out, probe)
@@ -377,5 +281,5 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     report.write_text(json.dumps({"pipeline": pipeline.model_dump(mode="json"), "origin": origin,
                                   "metrics": metrics}, indent=1, sort_keys=True))
     artifacts.append(ArtifactFile(report.name, "report", report))
-    hooks.on_progress(None, _DONE)
+    hooks.on_progress(None, DONE)
     return JobOutput(artifacts, metrics)

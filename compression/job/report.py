@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from compression.encoding import Encoded
+from compression.coding.encoding import Encoded
 
 LAYER_REPORT_CAP = 500
 

@@ -22,9 +22,9 @@ from torch import nn
 from torch.func import functional_call
 
 from compression.errors import CompressionError
-from compression.evaluation import evaluate, outputs
-from compression.methods.base import CompressionState, MethodSpec
-from compression.weights import TrainableWeights
+from compression.data.evaluation import evaluate, outputs
+from compression.stage import CompressionState, MethodSpec
+from compression.training.weights import TrainableWeights
 
 Loss = Literal["auto", "ce", "kl", "mse", "cosine"]
 

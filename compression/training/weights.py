@@ -16,9 +16,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from compression.encoding import Encoded, Part, decode
-from compression.methods.base import CompressionState, sparse_node
-from compression.training import _codebook, _real_entries, _with_centroids
+from compression.coding.encoding import Encoded, Part, decode
+from compression.stage import CompressionState, sparse_node
+from compression.training.masked import _codebook, _real_entries, _with_centroids
 
 Reencode = Callable[[torch.Tensor], Encoded]
 

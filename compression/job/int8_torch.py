@@ -33,7 +33,7 @@ def write_program(model: torch.nn.Module, inputs: tuple, path: Path, text: bool,
     """`exclude`: glob patterns of layer (or weight) names that stay float32, as in the int8 stage's spec."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    from compression.export import _TextModel
+    from compression.job.export import _TextModel
 
     module = copy.deepcopy(model).eval()
     linears = [name for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)
@@ -58,8 +58,8 @@ def torch_int8_artifact(spec, model: torch.nn.Module, inputs: tuple, out_dir: Pa
                         probe, text: bool) -> tuple[list[Path], dict]:
     """(files, report) for an int8 stage: the program, reloaded from its bytes and run on the sample inputs,
     its output difference and its latency beside the float model. Best effort: a failure is a report."""
-    from compression.metrics import job_budget_s, latency
-    from compression.outputs import max_abs_diff, mean_cosine
+    from compression.data.outputs import max_abs_diff, mean_cosine
+    from compression.job.metrics import job_budget_s, latency
 
     if spec.mode != "dynamic" or "Linear" not in spec.layers:
         return [], {"ok": False, "reason": "torch int8 kernels cover dynamic mode on Linear layers only"}

@@ -13,7 +13,9 @@ import torch
 
 
 def _quantizer_class():
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+    )
 
     class Quantizer(X86InductorQuantizer):
         """torchao 0.18 fails on BERT's linear+GELU partitions (no output node, IndexError); those
@@ -32,7 +34,9 @@ def pt2e_quantize(model: torch.nn.Module, example: tuple, calibration: list[tupl
                   text: bool = False) -> torch.export.ExportedProgram:
     """Export (dynamic batch), quantize Linear/Conv with X86InductorQuantizer, convert, re-export."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        get_default_x86_inductor_quantization_config,
+    )
 
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     _Quantizer = _quantizer_class()
@@ -66,7 +70,11 @@ def onnx_quantize(src: Path, dst: Path, calibration: list[tuple] | None = None, 
         if not static:
             quantize_dynamic(str(source), str(dst), weight_type=QuantType.QInt8, per_channel=True)
             return
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            quantize_static,
+        )
 
         class _Reader(CalibrationDataReader):
             def __init__(self):
@@ -107,8 +115,8 @@ def int8_runtime_artifacts(stages: list, onnx_path: Path | None, out_dir: Path, 
     job's verified float model.onnx, reloaded and run on the sample inputs. Returns (files, report);
     report None when the pipeline has no int8 stage. Best effort: a failure is a report, not an error.
     The output difference is recorded, not bounded: activations are quantized too."""
-    from compression.export import load_own_onnx
-    from compression.outputs import max_abs_diff, mean_cosine
+    from compression.data.outputs import max_abs_diff, mean_cosine
+    from compression.job.export import load_own_onnx
 
     spec = next((s for s in stages if getattr(s, "kind", None) == "int8"), None)
     if spec is None:
@@ -133,8 +141,8 @@ def int8_runtime_artifacts(stages: list, onnx_path: Path | None, out_dir: Path, 
 
 def _onnx_latency(fp32: Path, q: Path, inputs: tuple, probe) -> dict:
     """model.onnx vs model.int8.onnx side by side (the container's model runs float kernels)."""
-    from compression.export import load_own_onnx
-    from compression.metrics import default_threads, job_budget_s, latency
+    from compression.job.export import load_own_onnx
+    from compression.job.metrics import default_threads, job_budget_s, latency
 
     budget = job_budget_s()
     if budget == 0:
@@ -157,7 +165,11 @@ def _quantize_onnx(spec, src: Path, dst: Path, calibration: list[tuple], names: 
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=spec.op_types(), weight_type=QuantType.QInt8,
                          per_channel=True)
         return
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):

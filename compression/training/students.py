@@ -7,8 +7,8 @@ from __future__ import annotations
 from torch import nn
 
 from compression.errors import CompressionError
-from compression.methods.base import CompressionState
-from compression.structure import apply_edit
+from compression.stage import CompressionState
+from compression.formats.structure import apply_edit
 
 # where Hugging Face encoders keep their layer list (BERT/RoBERTa/MiniLM, DistilBERT, GPT-2, Llama-like)
 LAYER_LISTS = ("encoder.layer", "transformer.layer", "h", "transformer.h", "layers", "model.layers")

@@ -1,6 +1,6 @@
 """User data as jobs see it: tensors with the batch first, optional integer labels, and the
 roles a job gives them (calibration, train, eval). Parsing uploaded files into these lives
-in compression.datasets; methods only ever see this."""
+in compression.data.datasets; methods only ever see this."""
 from __future__ import annotations
 
 from collections.abc import Iterator

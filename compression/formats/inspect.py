@@ -11,7 +11,7 @@ import torch
 
 from compression.formats import LoadedModel, load_model
 from compression.formats.limits import SUMMARY_LAYER_CAP
-from compression.outputs import run
+from compression.data.outputs import run
 
 
 def _signature(inputs: tuple) -> list[dict]:
@@ -99,7 +99,7 @@ def _inspect_onnx(path: Path, options: dict, seed: int) -> tuple[dict, dict]:
 
 def inspect_upload(path: Path, fmt: str, options, seed: int = 0, sample_inputs=None) -> dict:
     """-> {"inspection": ..., "summary": the upload's full header summary where the API only checked framing
-    (ONNX), else None}. `sample_inputs`: the resolved options.sample_dataset file (compression.sources)."""
+    (ONNX), else None}. `sample_inputs`: the resolved options.sample_dataset file (compression.job.sources)."""
     if fmt == "onnx":   # ONNX is never loaded as torch
         inspection, summary = _inspect_onnx(Path(path), options, seed)
         return {"inspection": inspection, "summary": summary}

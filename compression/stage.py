@@ -11,8 +11,8 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from compression.data import JobData
-from compression.encoding import Encoded, Part
+from compression.data.tensor_data import JobData
+from compression.coding.encoding import Encoded, Part
 from compression.errors import CompressionError
 
 
@@ -66,7 +66,7 @@ class CompressionState:
     # (model, inputs) -> [batch, features] outputs that fidelity is measured on (None: outputs.run)
     probe: Callable[[torch.nn.Module, tuple], torch.Tensor] | None = None
     teacher: torch.nn.Module | None = None   # the uploaded model, untouched (distillation, evaluation)
-    structure: list[dict] = field(default_factory=list)   # architecture edits (compression.structure)
+    structure: list[dict] = field(default_factory=list)   # architecture edits (compression.formats.structure)
     # training stages: durable checkpoints (the job scopes names per stage) and per-epoch records
     save_checkpoint: Callable[[str, bytes], None] = lambda name, payload: None
     load_checkpoint: Callable[[str], bytes | None] = lambda name: None
@@ -143,7 +143,7 @@ def sparse_node(w: torch.Tensor, mask: torch.Tensor, encode_entries: Callable[[t
     """Relative-index sparse node: gaps (bit-packed) + one value per entry, encoded by `encode_entries`
     (a flat tensor of the kept values, zeros at filler entries). Gap width minimises the stored bits."""
     from compression.coding import sparse_index
-    from compression.encoding import bitpacked, dtype_name
+    from compression.coding.encoding import bitpacked, dtype_name
     m = mask.reshape(-1).numpy()
     if index_bits is None:
         index_bits, _ = sparse_index.choose_bits(m, value_bits, candidates=range(2, 13), estimator=_fixed_gap_bits)
@@ -160,7 +160,7 @@ def encode_weight(state: CompressionState, target: WeightTarget, encode_values: 
                   value_bits: float) -> Encoded:
     """Encode a weight's values; a pruned weight keeps its mask (a sparse node around the values),
     so zeros stay zero. Sets the parameter to the decoded tensor and records the encoding."""
-    from compression.encoding import decode
+    from compression.coding.encoding import decode
     existing = state.encodings.get(target.name)
     mask = state.masks.get(target.name)
     if existing is not None and not (mask is not None and existing.codec == "sparse"):

@@ -11,15 +11,27 @@ from pathlib import Path
 
 import torch
 
-from compression.container import ContainerError, read_container, write_container
-from compression.encoding import raw
+from compression.coding.container import ContainerError, read_container, write_container
+from compression.coding.encoding import raw
+from compression.data.outputs import max_abs_diff, mean_cosine
 from compression.errors import CompressionError
 from compression.formats import ModelFormatError, onnx_file
-from compression.outputs import max_abs_diff, mean_cosine
-from compression.verify import check_outputs
-from compression.report import layer_report
-
-ONNX_NAME = "model.onnx"
+from compression.job.report import layer_report
+from compression.job.stages import (
+    CONTAINER_NAME,
+    DONE,
+    EXPORT,
+    LOAD,
+    ONNX_NAME,
+    VERIFY,
+    ArtifactFile,
+    JobOutput,
+    Run,
+    compress,
+    sha256_file,
+)
+from compression.job.verify import check_outputs
+from compression.stage import CompressionState
 
 
 def _check(name: str, model_bytes: bytes, feeds: dict, reference: torch.Tensor) -> float:
@@ -27,14 +39,13 @@ def _check(name: str, model_bytes: bytes, feeds: dict, reference: torch.Tensor) 
     return check_outputs(name, model_bytes, feeds, reference, probe=onnx_file.run_bytes)
 
 
-def run_onnx_job(model_path: Path, options: dict, pipeline, out_dir: Path, progress, job) -> "job.JobOutput":
-    """`job` is compression.job (passed in to avoid an import cycle)."""
+def run_onnx_job(model_path: Path, options, pipeline, out_dir: Path, progress: Run) -> JobOutput:
     from compression.pipeline import check_pipeline_against_model
 
     problems = onnx_file.check_stages(pipeline.stages)
     if problems:
         raise CompressionError("; ".join(problems))
-    progress.at("load", job._LOAD)
+    progress.at("load", LOAD)
     start = time.perf_counter()
     try:
         loaded = onnx_file.load(model_path, options, seed=pipeline.seed)
@@ -51,31 +62,31 @@ def run_onnx_job(model_path: Path, options: dict, pipeline, out_dir: Path, progr
         raise CompressionError("; ".join(problems))
     progress.timed("load", start)
 
-    state = job._compress(pipeline, job.CompressionState(loaded.holder, {}, pipeline.seed), progress, None)
+    state = compress(pipeline, CompressionState(loaded.holder, {}, pipeline.seed), progress, None)
     held_to_name = {t.key: t.name for t in loaded.targets}
     encodings_by_name = {held_to_name[k]: e for k, e in state.encodings.items()}
 
-    progress.at("export", job._EXPORT)
+    progress.at("export", EXPORT)
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = loaded.weights()
     encodings = {k: encodings_by_name.get(k) or raw(v) for k, v in weights.items()}
-    origin = {"format": onnx_file.ONNX, "architecture": None, "sha256": job._sha256(model_path),
+    origin = {"format": onnx_file.ONNX, "architecture": None, "sha256": sha256_file(model_path),
               "size_bytes": model_path.stat().st_size, "onnx_transposed": sorted(loaded.transposed)}
-    container = out_dir / job.CONTAINER_NAME
+    container = out_dir / CONTAINER_NAME
     container_bytes = write_container(container, encodings, origin=origin, pipeline=pipeline.model_dump(mode="json"))
     compressed = loaded.compressed_proto()
     compressed_bytes = compressed.SerializeToString()
     dense = out_dir / ONNX_NAME
     dense.write_bytes(compressed_bytes)
-    artifacts = [job.ArtifactFile(container.name, "container", container),
-                 job.ArtifactFile(ONNX_NAME, "onnx", dense)]
+    artifacts = [ArtifactFile(container.name, "container", container),
+                 ArtifactFile(ONNX_NAME, "onnx", dense)]
     progress.timed("export", start)
 
-    progress.at("verify", job._VERIFY)
+    progress.at("verify", VERIFY)
     start = time.perf_counter()
     compressed_out = onnx_file.run_bytes(compressed_bytes, loaded.feeds)
-    from compression.verify import check_weights
+    from compression.job.verify import check_weights
     try:
         state_read, _ = read_container(container)
         check_weights(container.name, state_read, weights)
@@ -113,6 +124,6 @@ def run_onnx_job(model_path: Path, options: dict, pipeline, out_dir: Path, progr
     report = out_dir / "report.json"
     report.write_text(json.dumps({"pipeline": pipeline.model_dump(mode="json"), "origin": origin,
                                   "metrics": metrics}, indent=1, sort_keys=True))
-    artifacts.append(job.ArtifactFile(report.name, "report", report))
-    progress.hooks.on_progress(None, job._DONE)
-    return job.JobOutput(artifacts, metrics)
+    artifacts.append(ArtifactFile(report.name, "report", report))
+    progress.hooks.on_progress(None, DONE)
+    return JobOutput(artifacts, metrics)

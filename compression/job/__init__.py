@@ -1,0 +1,1 @@
+"""The job runner: load, compress (stages), write and verify artifacts, measure."""

@@ -1,0 +1,1 @@
+"""Training: the loop shared by finetune/distill, checkpoints, students, trainable weights."""
