@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from compression.job.quality import QualitySpec
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 
@@ -67,6 +68,10 @@ class JobCreate(BaseModel):
                                          "default: the job's own model")
     pipeline: dict | None = Field(default=None, description="{'stages': [...], 'seed': 0}; see GET /v1/methods")
     recipe: str | None = Field(default=None, description="a preset name from GET /v1/recipes")
+    quality: QualitySpec | None = Field(default=None, description="the bar of the job's quality verdict, e.g. "
+                                        "{\"metric\": \"cosine\", \"min\": 0.99} or {\"max_drop\": 0.005}; default: "
+                                        "top1 drop <= 0.01 with labelled eval data, else agreement >= 0.97 "
+                                        "(classifiers) or cosine >= 0.97, on the most real inputs the job has")
     device: Literal["cpu", "gpu"] | None = Field(default=None, description="worker queue; default from settings")
 
     @model_validator(mode="after")
@@ -90,6 +95,10 @@ class JobOut(_Out):
     progress_detail: dict | None = Field(None, description="training stages: stage, epoch, epochs, step, loss, "
                                                            "latest eval metrics")
     error: str | None
+    quality: dict | None = Field(None, description="finished jobs: did the compressed model keep the upload's "
+                                                   "quality? {metric, value, baseline, min | max_drop | max, "
+                                                   "passed, inputs, real_inputs, summary, note}. A job can "
+                                                   "succeed (it ran) with passed=false (it destroyed the model)")
     attempts: int
     cancel_requested: bool
     created_at: datetime

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
+from compression.job.quality import QualitySpec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compression.stage import EXCLUSIVE_PHASES, Phase
@@ -18,6 +19,9 @@ class PipelineSpec(BaseModel):
 
     stages: list[Stage] = Field(min_length=1, max_length=16)
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds sample inputs and any randomised method")
+    quality: QualitySpec | None = Field(None, description="the bar the job's quality verdict uses (default: top1 "
+                                                          "drop <= 0.01 with labelled eval data, else agreement "
+                                                          ">= 0.97 for classifiers, else cosine >= 0.97)")
 
     @model_validator(mode="after")
     def _ordering(self):

@@ -18,7 +18,7 @@ from mpclient.client import DEFAULT_URL, Client
 from mpclient.errors import ApiError, ModelpressError, WaitTimeout
 from mpclient.models import Job, as_dict
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_API = 0, 1, 2, 3
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_API, EXIT_QUALITY = 0, 1, 2, 3, 4
 
 
 class Bar:
@@ -93,7 +93,15 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 
 def _job_exit(job: Job) -> int:
-    return EXIT_JOB_FAILED if job.status in ("failed", "cancelled") else EXIT_OK
+    """1: the job failed; 4: it ran, but the compressed model did not keep the upload's quality."""
+    if job.status in ("failed", "cancelled"):
+        return EXIT_JOB_FAILED
+    return EXIT_QUALITY if job.status == "succeeded" and job.quality_passed is False else EXIT_OK
+
+
+def _quality_line(job: Job) -> str:
+    q = job.quality or {}
+    return f"quality: {q.get('summary') or q.get('reason', 'no verdict')}" + (f" ({q['note']})" if q.get("note") else "")
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -172,6 +180,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             result["files"] = [str(p) for p in paths]
         if job.finished and job.status != "succeeded":
             print(f"job {job.id} {job.status}: {job.error or 'no reason given'}", file=sys.stderr)
+        elif job.quality:
+            print(_quality_line(job), file=sys.stderr)
     text = _job_line(job) + "".join(f"\n{p}" for p in result.get("files", []))
     _emit(args, result, text)
     return _job_exit(job)
@@ -200,6 +210,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             if m:
                 text += (f"\nsize {_human(m.get('size_bytes_before', 0))} -> {_human(m.get('size_bytes_after', 0))}"
                          f" (x{m.get('compression_ratio', 0)}), output cosine {m.get('output_mean_cosine')}")
+            if job.quality:
+                text += "\n" + _quality_line(job)
     _emit(args, payload, text)
     return _job_exit(job)
 
@@ -266,7 +278,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", metavar="MODEL_ID", help="an uploaded model (mdl_…) the training stages learn from; "
                    "MODEL is then the student")
     p.add_argument("--idempotency-key", help="default: a fresh uuid (retries reuse it)")
-    p.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 if it fails")
+    p.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 if it fails, 4 if it "
+                   "ran but did not keep the model's quality")
     p.add_argument("--download", metavar="DIR", help="wait, then download the artifacts into DIR")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait at most (exit 3 after)")
     p.set_defaults(func=_run(cmd_submit))

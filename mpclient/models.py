@@ -75,6 +75,7 @@ class Job:
     progress: float = 0.0
     progress_detail: dict | None = None
     error: str | None = None
+    quality: dict | None = None   # the quality verdict of a finished job (see quality_passed)
     attempts: int = 0
     cancel_requested: bool = False
     created_at: datetime | None = None
@@ -85,6 +86,12 @@ class Job:
     @classmethod
     def from_dict(cls, data: dict) -> "Job":
         return _build(cls, data)
+
+    @property
+    def quality_passed(self) -> bool | None:
+        """False when the job ran but the compressed model did not keep the upload's quality; None before
+        a verdict exists (running, failed, or a server without verdicts)."""
+        return None if not self.quality else bool(self.quality.get("passed"))
 
     @property
     def finished(self) -> bool:

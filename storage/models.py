@@ -111,6 +111,12 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
+    @property
+    def quality(self) -> dict | None:
+        """The finished job's quality verdict (metrics["quality"]); None while it runs."""
+        return (self.metrics or {}).get("quality")
+
+
 
 class Artifact(Base):
     __tablename__ = "artifacts"

@@ -55,6 +55,11 @@ def _validated_pipeline(body: JobCreate, model_summary: dict, roles: dict[str, s
         data, where = {"stages": recipe.stages}, ("body", "recipe")
     else:
         data, where = body.pipeline, ("body", "pipeline")
+    if body.quality is not None:
+        if isinstance(data, dict) and data.get("quality") is not None:
+            raise RequestValidationError([{"loc": ("body", "quality"), "type": "value_error",
+                                           "msg": "give quality once: in the body or in the pipeline"}])
+        data = {**data, "quality": body.quality.model_dump(mode="json", exclude_none=True)}
     try:
         spec = parse_pipeline(data)
     except ValidationError as exc:
@@ -66,7 +71,11 @@ def _validated_pipeline(body: JobCreate, model_summary: dict, roles: dict[str, s
         spec, has_calibration="calibration" in roles, has_train="train" in roles)
     if problems:
         raise RequestValidationError([{"loc": where, "type": "value_error", "msg": p} for p in problems])
-    return spec.model_dump(mode="json")
+    dumped = spec.model_dump(mode="json")
+    quality = dumped.pop("quality", None)
+    if quality is not None:   # only what was given: the stored pipeline reads as the user wrote it
+        dumped["quality"] = {k: v for k, v in quality.items() if v is not None}
+    return dumped
 
 
 def _require_loadable(model) -> None:

@@ -53,6 +53,9 @@ class LoadedModel:
     probe: Callable[[torch.nn.Module, tuple], torch.Tensor] | None = None
     hf: hf_folder.HFParts | None = None      # hf-folder: config and tokenizer files for export
     weights_bytes: int | None = None         # hf-folder: size of the uploaded model.safetensors
+    # where sample_inputs came from: "dataset" (options.sample_dataset), "tokenizer" (sample sentences),
+    # "program" (example inputs stored in a .pt2) or "random"; the quality verdict says which
+    inputs_origin: str = "random"
 
 
 def _detect(path: Path) -> str:
@@ -139,7 +142,7 @@ def _load_bare(tensors: dict[str, torch.Tensor], fmt: str, options: dict, seed: 
     model, inputs = _builtin(tensors, arch, seed)
     if sample_inputs is not None:   # real samples beat random ones for metrics and export
         inputs = inputs_from_options(options, seed, sample_inputs)
-    return LoadedModel(model, fmt, arch, inputs)
+    return LoadedModel(model, fmt, arch, inputs, inputs_origin="dataset" if sample_inputs is not None else "random")
 
 
 def load_model(path: Path, format: str, options: LoaderOptions | dict | None, *, seed: int = 0,
@@ -160,7 +163,7 @@ def load_model(path: Path, format: str, options: LoaderOptions | dict | None, *,
             raise ModelFormatError(f"file is {HF_FOLDER}, not {format}")
         model, inputs, parts, weights_bytes = hf_folder.load_archive(path, detected.split(":")[1], seed)
         return LoadedModel(model, format, None, inputs, probe=hf_folder.sentence_embeddings, hf=parts,
-                           weights_bytes=weights_bytes)
+                           weights_bytes=weights_bytes, inputs_origin="tokenizer")
     if detected == SAFETENSORS:
         if format != SAFETENSORS:
             raise ModelFormatError(f"file is safetensors, not {format}")
@@ -182,15 +185,18 @@ def load_model(path: Path, format: str, options: LoaderOptions | dict | None, *,
         if inputs is None:
             raise ModelFormatError('a TorchScript model needs options {"input_shape": [batch, ...]} '
                                    "to build example inputs")
-        return LoadedModel(load_program(path, fmt), fmt, None, inputs)
+        return LoadedModel(load_program(path, fmt), fmt, None, inputs,
+                           inputs_origin="dataset" if sample_inputs is not None else "random")
     program = _checked_program(path, fmt)
+    origin = "dataset" if sample_inputs is not None else "random"
     if inputs is None:
+        origin = "program"
         args, kwargs = program.example_inputs or ((), {})
         if not args or kwargs:
             raise ModelFormatError('the .pt2 archive has no positional example inputs; pass options '
                                    '{"input_shape": [batch, ...]}')
         inputs = tuple(args)
-    return LoadedModel(_eval(program.module()), fmt, None, inputs)
+    return LoadedModel(_eval(program.module()), fmt, None, inputs, inputs_origin=origin)
 
 
 def _checked_program(path: Path, fmt: str):

@@ -16,6 +16,7 @@ from compression.coding.encoding import raw
 from compression.data.outputs import max_abs_diff, mean_cosine
 from compression.errors import CompressionError
 from compression.formats import ModelFormatError, onnx_file
+from compression.job.quality import outputs_quality
 from compression.job.report import layer_report
 from compression.job.stages import (
     CONTAINER_NAME,
@@ -112,6 +113,7 @@ def run_onnx_job(model_path: Path, options, pipeline, out_dir: Path, progress: R
         "nonzero_parameters_after": sum(int(torch.count_nonzero(v)) for v in weights.values()),
         "output_max_abs_diff": max_abs_diff(compressed_out, reference),
         "output_mean_cosine": round(mean_cosine(compressed_out, reference), 8),
+        "quality": outputs_quality(pipeline.quality, reference, compressed_out, classifier=False),
         "sample_inputs": [list(v.shape) for v in loaded.feeds.values()],
         "verification": checks,
         "exports": {"onnx": {"ok": True, "source": "compressed in place (ONNX upload)"}},

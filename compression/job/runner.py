@@ -24,6 +24,7 @@ from compression.job.int8_runtime import int8_runtime_artifacts
 from compression.job.int8_torch import torch_int8_artifact
 from compression.job.metrics import job_metrics
 from compression.job.onnx_runner import run_onnx_job
+from compression.job.quality import job_quality
 from compression.job.report import layer_report, parameter_counts
 from compression.job.sources import DatasetFile, ModelSource
 from compression.job.stages import (
@@ -263,6 +264,8 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         "nonzero_parameters_after": nonzero_after,
         "output_max_abs_diff": max_abs_diff(compressed_out, reference),
         "output_mean_cosine": round(mean_cosine(compressed_out, reference), 8),
+        "quality": job_quality(pipeline.quality, progress.evaluation, data, state.teacher, compressed, loaded,
+                               reference, compressed_out),
         "sample_inputs": [list(t.shape) for t in inputs if isinstance(t, torch.Tensor)],
         "verification": checks,
         "exports": exports,

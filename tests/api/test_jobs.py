@@ -154,3 +154,31 @@ def test_openapi_documents_every_error_shape(client):
     missing = [(method, path, code) for path, ops in spec["paths"].items() for method, op in ops.items()
                for code, resp in op["responses"].items() if code[0] in "45" and "content" not in resp]
     assert missing == []
+
+
+def test_a_jobs_quality_bar_is_stored_with_its_pipeline_and_its_verdict_shown(client, model_id):
+    from storage import jobs as job_state
+    from storage.models import Model
+    from workers.tasks import execute
+
+    body = {"model_id": model_id, "recipe": "int8", "quality": {"metric": "cosine", "min": 0.9999999}}
+    resp = client.post("/v1/jobs", json=body)
+    assert resp.status_code == 201, resp.text
+    job = resp.json()
+    assert job["pipeline"]["quality"] == {"metric": "cosine", "min": 0.9999999} and job["quality"] is None
+    both = {"model_id": model_id, "quality": {"min": 0.5},
+            "pipeline": {"stages": [{"kind": "int8"}], "quality": {"min": 0.5}}}
+    assert client.post("/v1/jobs", json=both).status_code == 422
+    for bad in ({"metric": "cosine", "max": 1}, {"min": 0.5, "max_drop": 0.1}, {"floor": 1}):
+        resp = client.post("/v1/jobs", json={"model_id": model_id, "recipe": "int8", "quality": bad})
+        assert resp.status_code == 422, (bad, resp.text)
+    assert "quality" not in client.post("/v1/jobs", json={"model_id": model_id, "recipe": "int8"}).json()["pipeline"]
+
+    rt = client.app.state.runtime
+    with rt.sessions() as s:
+        claimed = job_state.claim(s, job["id"], "inline")
+        model = s.get(Model, claimed.model_id)
+    execute(rt, claimed, model, "inline")
+    done = client.get(f"/v1/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded" and done["quality"]["passed"] is False, done
+    assert done["quality"]["min"] == 0.9999999 and done["quality"]["real_inputs"] is False

@@ -49,6 +49,23 @@ def test_cli_submit_wait_download_json(live_stack, lenet_file, tmp_path):
     assert plain.returncode == 0 and job["id"] in plain.stdout and "succeeded" in plain.stdout
 
 
+def test_cli_destroyed_model_is_never_a_quiet_success(live_stack, lenet_file, tmp_path):
+    """The job runs (succeeded) but its verdict fails: exit 4, the verdict on stderr, the client flags it."""
+    from tests.helpers import digits_npz
+
+    pipeline = '{"stages": [{"kind": "prune", "sparsity": 0.98}]}'
+    res = cli(live_stack, "submit", str(lenet_file), "--architecture", "lenet-300-100", "--pipeline", pipeline,
+              "--calibration", str(digits_npz(tmp_path / "digits.npz", n=128)), "--wait", "--json")
+    assert res.returncode == 4, (res.stdout, res.stderr, live_stack.worker_log.read_text()[-2000:])
+    job = json.loads(res.stdout)["job"]
+    quality = job["quality"]
+    assert job["status"] == "succeeded" and quality["passed"] is False and quality["real_inputs"] is True
+    assert quality["inputs"] == "the calibration dataset (128 samples)" and "NOT kept" in res.stderr
+    assert cli(live_stack, "status", job["id"]).returncode == 4
+    with Client(live_stack.url) as c:
+        assert c.job(job["id"]).quality_passed is False
+
+
 def test_cli_failing_job_exits_1(live_stack, tmp_path):
     scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(8, 4)).eval())
     path = tmp_path / "tiny.ts"

@@ -114,6 +114,8 @@ def test_upload_int8_charts_download(page, live_stack, lenet_file, tmp_path):
         assert page.locator(f"{chart} svg rect").count() >= 1, chart
     assert "×" in page.locator("#metrics").inner_text()
     assert "null" not in page.locator("main").inner_text()
+    verdict = page.locator("#quality")   # the job's quality verdict, with what it was measured on
+    assert "Quality" in verdict.inner_text() and "random inputs" in verdict.inner_text()
     page.screenshot(path=str(shots / "2-job-succeeded.png"), full_page=True)
 
     arts = httpx.get(f"{live_stack.url}/v1/jobs/{job_id}/artifacts").json()

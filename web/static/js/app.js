@@ -27,6 +27,15 @@ function uuid() {
   });
 }
 
+// The job's quality verdict: red when the compressed model did not keep the upload's quality.
+export function qualityBox(q) {
+  const kept = q.passed === true;
+  return h("div", { class: kept ? "verdict kept" : "failure verdict", id: "quality", role: kept ? null : "alert" },
+    h("strong", {}, kept ? "Quality kept" : "Quality NOT kept: this model may be destroyed"),
+    h("p", {}, q.summary || q.reason || ""),
+    q.note ? h("p", { class: "muted" }, q.note) : null);
+}
+
 // Failure reasons in plain words (the raw error is always shown too).
 export function explain(error) {
   if (!error) return "The job failed without a reason.";
@@ -381,6 +390,7 @@ async function jobPage(id, seq) {
         h("details", {}, h("summary", {}, "technical detail"), h("pre", {}, j.error || "(none)"))));
     }
     if (j.status === "cancelled") bits.push(h("p", { class: "failure" }, "This job was cancelled; it produced no artifacts."));
+    if (j.status === "succeeded" && j.quality) bits.push(qualityBox(j.quality));
     live.replaceChildren(...bits.filter(Boolean));
     if (FINISHED.has(j.status) && !loadedDetails) {
       loadedDetails = true;
