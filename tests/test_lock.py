@@ -40,6 +40,11 @@ def test_every_declared_dependency_is_locked_within_its_range():
             f"constraints.txt pins {req.name}=={pins[name]} outside {req.specifier}: run scripts/upgrade-deps --keep"
 
 
+def test_the_lock_pins_no_local_paths_and_not_the_project_itself():
+    lines = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in lines if "file:" in line or " @ " in line or line.startswith(("-e", "modelpress"))]
+
+
 def test_torch_stays_the_cpu_release():
     assert _lock()["torch"] == Version("2.13.0")
 

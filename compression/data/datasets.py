@@ -424,6 +424,10 @@ def check_dataset_against_model(dataset_summary: dict, model_summary: dict, mode
     """Problems for a 422 at job submit, each prefixed "<role> dataset: "; [] when the data fits the model."""
     model_summary, model_options = model_summary or {}, model_options or {}
     p = f"{role} dataset: "
+    static = (model_summary.get("inspection") or {}).get("static_batch")
+    if static:
+        from compression.formats.torch_export import static_batch_problem
+        return [p + static_batch_problem(static)]
     expected = expected_inputs(model_summary, model_options)
     if dataset_summary.get("text"):
         if expected != "text":

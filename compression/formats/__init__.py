@@ -22,6 +22,7 @@ from compression.formats._errors import REFUSED, UNSUPPORTED, ModelFormatError
 from compression.formats.inputs import SAMPLE_BATCH, inputs_from_options, random_input
 from compression.formats.limits import MAX_MODEL_BYTES, MAX_ZIP_MEMBERS
 from compression.formats.options import LoaderOptions, as_dict
+from compression.formats.program_modules import as_plain_module
 from compression.formats.summary import TensorMeta, build_summary, check_against_architecture, require_architecture
 from compression.formats.torch_zip import STATE_DICT, TORCH_EXPORT, TORCHSCRIPT, classify, open_archive
 
@@ -56,6 +57,9 @@ class LoadedModel:
     # where sample_inputs came from: "dataset" (options.sample_dataset), "tokenizer" (sample sentences),
     # "program" (example inputs stored in a .pt2) or "random"; the quality verdict says which
     inputs_origin: str = "random"
+    # .pt2: the program's own input signature (symbolic dims by name) and its batch when fixed at export
+    input_signature: list[dict] | None = None
+    static_batch: int | None = None
 
 
 def _detect(path: Path) -> str:
@@ -196,7 +200,11 @@ def load_model(path: Path, format: str, options: LoaderOptions | dict | None, *,
             raise ModelFormatError('the .pt2 archive has no positional example inputs; pass options '
                                    '{"input_shape": [batch, ...]}')
         inputs = tuple(args)
-    return LoadedModel(_eval(program.module()), fmt, None, inputs, inputs_origin=origin)
+    signature = torch_export.input_signature(program)
+    static = signature[0]["shape"][0] if signature and signature[0]["shape"] and \
+        type(signature[0]["shape"][0]) is int else None
+    return LoadedModel(as_plain_module(program.module()), fmt, None, inputs, inputs_origin=origin,
+                       input_signature=signature, static_batch=static)
 
 
 def _checked_program(path: Path, fmt: str):

@@ -55,7 +55,8 @@ def describe_loaded(loaded: LoadedModel) -> dict:
         "layers_by_type": {k: {"count": by_type[k], "parameters": params_by_type[k]} for k in sorted(by_type)},
         "modules": layers,
         "modules_complete": sum(by_type.values()) <= SUMMARY_LAYER_CAP,
-        "inputs": _signature(loaded.sample_inputs),
+        "inputs": loaded.input_signature or _signature(loaded.sample_inputs),
+        **({"static_batch": loaded.static_batch} if loaded.static_batch else {}),
         "output_features": int(out.shape[1]) if out.ndim == 2 else None,
     }
 

@@ -3,11 +3,13 @@
 torch.export.load is NOT safe on hostile files: it unpickles weights/constants marked
 use_pickle, custom and opaque objects, falls back to weights_only=False for example
 inputs, loads AOTInductor shared libraries, exec()s guards_code and hands symbolic
-expressions to sympy (eval). So `check_archive` allow-lists a plain static-shape
-program first, and only then is torch.export.load called.
+expressions to sympy (eval). So `check_archive` allow-lists a plain program first (static
+shapes, or dynamic ones whose every symbolic expression passes `check_expression`), and only
+then is torch.export.load called.
 """
 from __future__ import annotations
 
+import ast
 import io
 import json
 import re
@@ -34,8 +36,74 @@ _DTYPES = {1: torch.uint8, 2: torch.int8, 3: torch.int16, 4: torch.int32, 5: tor
 
 
 def _refuse(why: str) -> ModelFormatError:
-    return ModelFormatError(f"torch.export archive refused: {why}. Only plain static-shape programs of "
-                            "ATen ops saved with torch.export.save are accepted")
+    return ModelFormatError(f"torch.export archive refused: {why}. Only plain programs of ATen ops saved with "
+                            "torch.export.save are accepted (static shapes, or dynamic dimensions declared with "
+                            "torch.export.Dim)")
+
+
+# Symbolic shapes arrive as sympy source (srepr, e.g. "Mul(Integer(2), Symbol('s77', positive=True,
+# integer=True))") that torch hands to sympy's eval. Python's own parser (ast, which runs nothing)
+# reads them here and only this arithmetic is let through; sympy is never asked first.
+_SYMBOL_NAME = re.compile(r"[a-z][a-z0-9_]{0,15}")
+_SYMBOL_FLAGS = {"positive", "integer", "nonnegative", "real", "finite"}
+_SYMPY_CALLS = {"Add", "Mul", "FloorDiv", "Min", "Max"}
+_BIN_OPS = (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv)
+MAX_EXPRESSION_CHARS = 2000
+MAX_SYMBOLS = 64
+
+
+def check_expression(text: object, symbols: set[str]) -> None:
+    """Symbols declared in range_constraints, integers, + - * //, Min, Max; anything else is refused."""
+    if not isinstance(text, str) or len(text) > MAX_EXPRESSION_CHARS:
+        raise _refuse("a symbolic shape expression is not a short string")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise _refuse(f"symbolic shape expression {text[:80]!r} does not parse") from None
+    stack = [tree.body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Constant) and type(node.value) is int and abs(node.value) < 2**63:
+            continue
+        if isinstance(node, ast.Name) and node.id in symbols:
+            continue
+        if isinstance(node, ast.BinOp) and isinstance(node.op, _BIN_OPS):
+            stack += [node.left, node.right]
+            continue
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            stack.append(node.operand)
+            continue
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            name, args, kwargs = node.func.id, node.args, node.keywords
+            if name == "Symbol" and len(args) == 1 and isinstance(args[0], ast.Constant) \
+                    and args[0].value in symbols and all(
+                        k.arg in _SYMBOL_FLAGS and isinstance(k.value, ast.Constant) and type(k.value.value) is bool
+                        for k in kwargs):
+                continue
+            if name == "Integer" and len(args) == 1 and not kwargs:
+                arg = args[0].operand if isinstance(args[0], ast.UnaryOp) and isinstance(args[0].op, ast.USub) \
+                    else args[0]
+                if isinstance(arg, ast.Constant) and type(arg.value) is int and abs(arg.value) < 2**63:
+                    continue
+            if name in _SYMPY_CALLS and args and not kwargs:
+                stack += args
+                continue
+        raise _refuse(f"symbolic shape expression {text[:80]!r} uses something other than declared symbols, "
+                      "integers, + - * //, Min and Max")
+
+
+def _declared_symbols(constraints: object) -> set[str]:
+    """range_constraints: {symbol: {"min_val": int, "max_val": int | None}} and nothing else."""
+    if constraints in (None, {}):
+        return set()
+    if not isinstance(constraints, dict) or len(constraints) > MAX_SYMBOLS:
+        raise _refuse("its range constraints are malformed")
+    for name, bounds in constraints.items():
+        if not _SYMBOL_NAME.fullmatch(name) or not isinstance(bounds, dict) \
+                or set(bounds) - {"min_val", "max_val"} \
+                or not all(v is None or type(v) is int for v in bounds.values()):
+            raise _refuse(f"range constraint {str(name)[:40]!r} is not a symbol with integer bounds")
+    return set(constraints)
 
 
 def _json(zf: zipfile.ZipFile, archive: TorchArchive, name: str):
@@ -87,10 +155,9 @@ def _check_program(program: dict) -> None:
         raise _refuse("models/model.json is not a serialized ExportedProgram")
     if program.get("guards_code"):
         raise _refuse("it carries guard code (Python that torch would exec)")
-    if program.get("range_constraints"):
-        raise _refuse("it has dynamic shapes (symbolic expressions are evaluated by sympy)")
+    symbols = _declared_symbols(program.get("range_constraints"))
     graph = program["graph_module"].get("graph") or {}
-    for key in ("sym_int_values", "sym_bool_values", "sym_float_values", "custom_obj_values"):
+    for key in ("sym_bool_values", "sym_float_values", "custom_obj_values"):
         if graph.get(key):
             raise _refuse(f"its graph has {key}")
     stack = [program["graph_module"]]
@@ -98,7 +165,7 @@ def _check_program(program: dict) -> None:
         item = stack.pop()
         if isinstance(item, dict):
             if "expr_str" in item:
-                raise _refuse("it contains symbolic expressions")
+                check_expression(item["expr_str"], symbols)
             target = item.get("target")
             if isinstance(target, str) and "inputs" in item:
                 if not target.startswith(_TARGET_PREFIXES) or any(d in target for d in _DENIED_TARGETS):
@@ -144,3 +211,23 @@ def load_program(path: Path):
         return torch.export.load(str(path))
     except Exception as exc:
         raise ModelFormatError(f"torch.export could not load the archive: {type(exc).__name__}: {exc}"[:500]) from None
+
+
+def input_signature(program) -> list[dict]:
+    """The user inputs as the program declares them: name, shape (a symbol's name where a dim is dynamic),
+    dtype, dynamic_dims."""
+    names = set(program.graph_signature.user_inputs)
+    found = []
+    for node in program.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" and node.name in names else None
+        if isinstance(val, torch.Tensor):
+            shape = [d if type(d) is int else str(d) for d in val.shape]
+            found.append({"name": node.name, "shape": shape, "dtype": str(val.dtype).removeprefix("torch."),
+                          "dynamic_dims": [i for i, d in enumerate(shape) if type(d) is not int]})
+    return found
+
+
+def static_batch_problem(batch: int) -> str:
+    return (f"the .pt2 program was exported with a fixed batch of {batch}, so it cannot run on a dataset's "
+            "batches; export it with a dynamic batch: torch.export.export(model, args, dynamic_shapes="
+            "{\"x\": {0: torch.export.Dim(\"batch\")}}) (name the argument as forward does), then upload it again")

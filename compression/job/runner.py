@@ -14,7 +14,7 @@ from compression.coding.encoding import raw
 from compression.data.outputs import max_abs_diff, mean_cosine, run
 from compression.data.tensor_data import JobData, TensorData
 from compression.errors import CompressionError, JobCancelled
-from compression.formats import LoadedModel, hf_folder, load_model
+from compression.formats import LoadedModel, hf_folder, load_model, torch_export
 from compression.formats.architectures import build_architecture
 from compression.formats.inspect import module_types
 from compression.formats.options import loader_options
@@ -152,6 +152,8 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     compressed = _copy(loaded, model_path, model_format, options, pipeline.seed)
     progress.timed("load", start)
 
+    if dataset_files and loaded.static_batch:   # submit refuses this once the upload is inspected
+        raise CompressionError(torch_export.static_batch_problem(loaded.static_batch))
     if dataset_files:
         data = _load_datasets(dataset_files, loaded)
     if calibration is None and data is not None:

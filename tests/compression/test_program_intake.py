@@ -1,0 +1,137 @@
+""".pt2 programs as people export them (#15): a dynamic batch is accepted once every symbolic
+expression passes a strict parser; layers become real modules so layer-selecting methods work;
+a fixed-batch program with a dataset is refused with the fix, never an AssertionError mid-job."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compression.data.datasets import check_dataset_against_model
+from compression.errors import CompressionError
+from compression.formats import ModelFormatError, load_model, sniff
+from compression.formats.inspect import inspect_upload, module_types
+from compression.formats.torch_export import check_expression
+from compression.job.runner import run_compression_job
+from compression.pipeline import parse_pipeline
+
+
+class SmallCNN(torch.nn.Module):
+    """Conv + batch norm + pooling, a view on the symbolic batch and arithmetic on it, a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        y = torch.nn.functional.max_pool2d(self.bn(self.conv(x)).relu(), 2)
+        y = y.view(y.size(0), -1).reshape(x.shape[0] * 2, -1)
+        return self.fc(y.reshape(x.shape[0], -1))
+
+
+def _export(path: Path, dynamic: bool) -> Path:
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic else None
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 16, 16),), dynamic_shapes=shapes), str(path))
+    return path
+
+
+def _eval_data(path: Path, n: int = 100) -> Path:
+    np.savez(path, inputs=np.random.default_rng(0).normal(size=(n, 3, 16, 16)).astype(np.float32))
+    return path
+
+
+def test_a_dynamic_batch_program_loads_with_its_layers_as_modules(tmp_path):
+    path = _export(tmp_path / "cnn.pt2", dynamic=True)
+    assert sniff(path).format == "torch-export"
+    loaded = load_model(path, "torch-export", {})
+    assert {"conv": "Conv2d", "fc": "Linear"}.items() <= module_types(loaded.model).items()
+    x = torch.randn(5, 3, 16, 16)
+    torch.testing.assert_close(loaded.model(x), torch.export.load(str(path)).module()(x), rtol=0, atol=0)
+    loaded.model.train()   # a training loop's call no longer raises
+    loaded.model.eval()
+    inspection = inspect_upload(path, "torch-export", {})["inspection"]
+    assert inspection["inputs"] == [{"name": "x", "shape": [inspection["inputs"][0]["shape"][0], 3, 16, 16],
+                                     "dtype": "float32", "dynamic_dims": [0]}]
+    assert isinstance(inspection["inputs"][0]["shape"][0], str) and "static_batch" not in inspection
+
+
+def test_int8_stage_runs_on_a_dynamic_program_with_a_100_sample_dataset(tmp_path):
+    path = _export(tmp_path / "cnn.pt2", dynamic=True)
+    out = run_compression_job(path, "torch-export", {}, parse_pipeline({"stages": [{"kind": "int8"}]}), tmp_path / "o",
+                              dataset_files={"eval": (_eval_data(tmp_path / "e.npz"), "npz")}, measure_latency=False)
+    assert out.metrics["quality"]["inputs"] == "the eval dataset (100 samples)"
+    assert out.metrics["quality"]["passed"] is True, out.metrics["quality"]
+    assert {"model.pt2", "model.int8.onnx"} <= {a.name for a in out.artifacts}
+
+
+def test_a_fixed_batch_program_with_a_dataset_is_refused_with_the_fix(tmp_path):
+    path = _export(tmp_path / "static.pt2", dynamic=False)
+    inspection = inspect_upload(path, "torch-export", {})["inspection"]
+    assert inspection["static_batch"] == 2
+    summary = {"format": "torch-export", "inspection": inspection}
+    dataset = {"inputs": [{"name": "inputs", "shape": [3, 16, 16], "dtype": "float32"}], "samples": 100}
+    [problem] = check_dataset_against_model(dataset, summary, {}, "eval")
+    assert "fixed batch of 2" in problem and "torch.export.Dim" in problem
+    with pytest.raises(CompressionError, match="fixed batch of 2"):
+        run_compression_job(path, "torch-export", {}, parse_pipeline({"stages": [{"kind": "int8"}]}), tmp_path / "o",
+                            dataset_files={"eval": (_eval_data(tmp_path / "e.npz"), "npz")}, measure_latency=False)
+
+
+def _with_program(src: Path, dst: Path, edit) -> Path:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename.endswith("models/model.json"):
+                data = json.dumps(edit(json.loads(data))).encode()
+            zout.writestr(item, data)
+    return dst
+
+
+@pytest.mark.parametrize("hostile", [
+    "__import__('os').system('touch /tmp/modelpress-pwned')",
+    "Symbol('s0').__class__.__mro__",
+    "Pow(Symbol('{sym}', integer=True), Integer(2))",
+    "Mul(Integer(2), Symbol('undeclared', integer=True))",
+])
+def test_hostile_symbolic_expressions_are_refused_before_torch_sees_them(tmp_path, hostile):
+    path = _export(tmp_path / "cnn.pt2", dynamic=True)
+
+    def edit(program):
+        symbol = next(iter(program["range_constraints"]))
+        values = program["graph_module"]["graph"]["sym_int_values"]
+        next(iter(values.values()))["as_expr"]["expr_str"] = hostile.replace("{sym}", symbol)
+        return program
+
+    bad = _with_program(path, tmp_path / "bad.pt2", edit)
+    with pytest.raises(ModelFormatError, match="symbolic shape expression"):
+        sniff(bad)
+    with pytest.raises(ModelFormatError, match="symbolic shape expression"):
+        load_model(bad, "torch-export", {})
+    assert not Path("/tmp/modelpress-pwned").exists()
+
+
+def test_range_constraints_must_be_symbols_with_integer_bounds(tmp_path):
+    path = _export(tmp_path / "cnn.pt2", dynamic=True)
+    bad = _with_program(path, tmp_path / "bad.pt2", lambda p: {
+        **p, "range_constraints": {"s0": {"min_val": "__import__('os')", "max_val": None}}})
+    with pytest.raises(ModelFormatError, match="range constraint"):
+        sniff(bad)
+
+
+def test_the_expression_parser_takes_only_arithmetic_on_declared_symbols():
+    ok = ["Symbol('s1', positive=True, integer=True)", "Mul(Integer(2), Symbol('s1', integer=True))",
+          "Max(Integer(1), FloorDiv(Add(Symbol('s1'), Integer(-3)), Integer(2)))", "2*s1 - 1", "s1 // 4"]
+    for text in ok:
+        check_expression(text, {"s1"})
+    for text in ["s1 ** 2", "Integer(1.5)", "lambda: 1", "s1.real", "Symbol('s1', evaluate=f())", "x" * 5000,
+                 "Min()", "(" * 200 + "s1" + ")" * 200 + "+[1]"]:
+        with pytest.raises(ModelFormatError):
+            check_expression(text, {"s1"})
