@@ -72,8 +72,8 @@ def _inspect_onnx(path: Path, options: dict, seed: int) -> tuple[dict, dict]:
     try:
         outs = onnx_file.session(path.read_bytes()).run(None, loaded.feeds)
     except Exception as exc:   # onnxruntime refuses the graph (unknown op, bad shapes, ...)
-        raise ModelFormatError(f"onnxruntime cannot run the uploaded model: {type(exc).__name__}: {exc}"[:600]) \
-            from None
+        raise ModelFormatError(f"onnxruntime cannot run the uploaded model: {type(exc).__name__}: "
+                               f"{str(exc)[:500]}{onnx_file.guessed_dims_hint(loaded.proto, options)}") from None
     summary = onnx_file.summarise(loaded.proto)
     by_type: Counter = Counter()
     params_by_type: Counter = Counter()

@@ -167,27 +167,33 @@ class Target:
     module_type: str   # "Linear" / "Conv2d" / ...
 
 
+_RECURRENT = ("LSTM", "GRU", "RNN")
+
+
+def _use(node, index: int, nd: int) -> tuple[bool, str] | None:
+    """(held transposed, layer type) of an initializer at input `index` of `node`, or None (not a weight)."""
+    if index == 1 and node.op_type == "MatMul" and nd == 2:
+        return True, "Linear"
+    if index == 1 and node.op_type == "Gemm" and nd == 2:
+        return not next((a.i for a in node.attribute if a.name == "transB"), 0), "Linear"
+    if index == 1 and node.op_type == "Conv" and nd >= 3:
+        return False, f"Conv{nd - 2}d"
+    if index in (1, 2) and node.op_type in _RECURRENT and nd == 3:   # W / R: [directions, gates*hidden, in]
+        return False, node.op_type
+    return None
+
+
 def find_targets(model) -> list[Target]:
-    """Float initializers used as the weight input of MatMul (2-D), Gemm or Conv (top-level graph)."""
+    """Float initializers used as the weight input of MatMul (2-D), Gemm, Conv, or the W / R input of
+    LSTM / GRU / RNN (held as 2-D [directions*gates*hidden, in]) in the top-level graph."""
     inits = {i.name: i for i in model.graph.initializer}
     uses: dict[str, set] = {}
     for node in model.graph.node:
-        if len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        init = inits[node.input[1]]
-        if init.data_type not in _FLOAT_TYPES:
-            continue
-        nd = len(init.dims)
-        if node.op_type == "MatMul" and nd == 2:
-            use = (True, "Linear")
-        elif node.op_type == "Gemm" and nd == 2:
-            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-            use = (not trans_b, "Linear")
-        elif node.op_type == "Conv" and nd >= 3:
-            use = (False, f"Conv{nd - 2}d")
-        else:
-            use = None
-        uses.setdefault(init.name, set()).add(use)
+        for index, name in enumerate(node.input):
+            init = inits.get(name)
+            if init is None or init.data_type not in _FLOAT_TYPES:
+                continue
+            uses.setdefault(init.name, set()).add(_use(node, index, len(init.dims)))
     targets, keys = [], set()
     for init in model.graph.initializer:
         found = uses.get(init.name)
@@ -285,6 +291,27 @@ def sample_inputs(model, options: dict, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def guessed_dims_hint(model, options) -> str:
+    """For an error message: which symbolic input dimensions the sample inputs guessed, and how to give them."""
+    from compression.formats.options import as_dict
+
+    given = as_dict(options).get("input_shapes") or {}
+    guesses = []
+    for v in graph_inputs(model):
+        dims = _dims(v)
+        if v.name in given or (len(graph_inputs(model)) == 1 and as_dict(options).get("input_shape")):
+            continue
+        if any(not (isinstance(d, int) and d > 0) for d in dims):
+            shown = [d if isinstance(d, int) and d > 0 else f"{d or '?'}={SAMPLE_BATCH if j == 0 else 1}"
+                     for j, d in enumerate(dims)]
+            guesses.append(f"{v.name}: [{', '.join(map(str, shown))}]")
+    if not guesses:
+        return ""
+    example = ", ".join(f'"{g.split(":")[0]}": [...]' for g in guesses)
+    return (f". The sample inputs guessed symbolic dimensions ({'; '.join(guesses)}); if a guess is wrong, upload "
+            f'again with options {{"input_shapes": {{{example}}}}} (every dimension, batch first)')
+
+
 def session(model_bytes: bytes):
     import onnxruntime as ort
 
@@ -326,6 +353,8 @@ def with_weights(model, values: dict[str, torch.Tensor], transposed: set[str] = 
         v = values[init.name].detach()
         if init.name in transposed:
             v = v.t()
+        if v.ndim == 2 and len(init.dims) == 3 and v.numel() == int(np.prod(init.dims)):   # recurrent W / R
+            v = v.reshape(tuple(init.dims))
         arr = v.contiguous().numpy()
         if tuple(arr.shape) != tuple(init.dims) or init.data_type not in _FLOAT_TYPES \
                 or v.dtype != _FLOAT_TYPES[init.data_type]:
@@ -371,6 +400,13 @@ class OnnxModel:
         return with_weights(self.proto, {t.name: held[t.key] for t in self.targets}, self.transposed)
 
 
+def _held(value: torch.Tensor, target: Target) -> torch.Tensor:
+    """As methods see a weight: rows are output units (MatMul transposed; recurrent W/R flattened to 2-D)."""
+    if target.transposed:
+        return value.t()
+    return value.reshape(-1, value.shape[-1]) if target.module_type in _RECURRENT else value
+
+
 def load(path: Path, options, seed: int = 0) -> OnnxModel:
     """`options`: LoaderOptions or the equivalent dict (checked again here: rows may predate the allow-list)."""
     from compression.formats.options import as_dict
@@ -379,13 +415,13 @@ def load(path: Path, options, seed: int = 0) -> OnnxModel:
     model = parse(path)
     targets = find_targets(model)
     if not targets:
-        raise ModelFormatError("the ONNX graph has no float MatMul/Gemm/Conv weight initializers to compress")
+        raise ModelFormatError("the ONNX graph has no float MatMul/Gemm/Conv/LSTM/GRU/RNN weight initializers to "
+                               "compress")
     initial = float_initializers(model)
     for name, t in initial.items():
         if not bool(torch.isfinite(t).all()):
             raise ModelFormatError(f"weights contain NaN or Inf values (initializer {name!r}); refused")
-    values = {t.name: (initial[t.name].t() if t.transposed else initial[t.name]).contiguous().clone()
-              for t in targets}
+    values = {t.name: _held(initial[t.name], t).contiguous().clone() for t in targets}
     feeds = sample_inputs(model, options, seed)
     return OnnxModel(model, targets, _holder(targets, values), initial, feeds)
 

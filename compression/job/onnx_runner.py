@@ -55,8 +55,9 @@ def run_onnx_job(model_path: Path, options, pipeline, out_dir: Path, progress: R
     except ModelFormatError:
         raise
     except Exception as exc:   # onnxruntime refuses the graph (unknown op, bad shapes, ...)
-        raise ModelFormatError(f"onnxruntime cannot run the uploaded model: {type(exc).__name__}: {exc}"[:600]) \
-            from None
+        hint = onnx_file.guessed_dims_hint(onnx_file.parse(model_path), options)
+        raise ModelFormatError(f"onnxruntime cannot run the uploaded model: {type(exc).__name__}: "
+                               f"{str(exc)[:500]}{hint}") from None
     problems = check_pipeline_against_model(pipeline, {"layers_complete": True, "format": onnx_file.ONNX,
                                                        "layers": [{"name": t.key} for t in loaded.targets]})
     if problems:

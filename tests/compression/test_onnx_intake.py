@@ -1,0 +1,75 @@
+"""ONNX graphs as people ship them (#15): recurrent layers' weights are compressed in place, and a
+graph that fails on a guessed symbolic dimension says which guess and how to give the shape."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from compression.formats import ModelFormatError, onnx_file
+from compression.formats.inspect import inspect_upload
+from compression.job.runner import run_compression_job
+from compression.pipeline import parse_pipeline
+
+HIDDEN, FEATURES = 16, 8
+
+
+def _lstm_classifier(path: Path) -> Path:
+    """LSTM over a symbolic time axis, its last hidden state into a MatMul head."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name) for name, shape in
+             (("lstm.W", (1, 4 * HIDDEN, FEATURES)), ("lstm.R", (1, 4 * HIDDEN, HIDDEN)), ("lstm.B", (1, 8 * HIDDEN)),
+              ("head.weight", (HIDDEN, 4)))] + [numpy_helper.from_array(np.array([0], np.int64), "axes0")]
+    nodes = [helper.make_node("LSTM", ["x", "lstm.W", "lstm.R", "lstm.B"], ["Y", "Y_h"], hidden_size=HIDDEN),
+             helper.make_node("Squeeze", ["Y_h", "axes0"], ["h"]),
+             helper.make_node("MatMul", ["h", "head.weight"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         ["time", "batch", FEATURES])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_lstm_weights_are_compressed_in_place_and_the_graph_still_runs(tmp_path):
+    path = _lstm_classifier(tmp_path / "lstm.onnx")
+    layers = inspect_upload(path, "onnx", {})["inspection"]["layers_by_type"]
+    assert layers == {"LSTM": {"count": 2, "parameters": 4 * HIDDEN * (FEATURES + HIDDEN)},
+                      "Linear": {"count": 1, "parameters": HIDDEN * 4}}
+    options = {"input_shapes": {"x": [5, 8, FEATURES]}}
+    out = run_compression_job(path, "onnx", options, parse_pipeline({"stages": [{"kind": "quantize", "dtype": "int8"}]}),
+                              tmp_path / "out", measure_latency=False)
+    assert out.metrics["compression_ratio"] > 2 and out.metrics["quality"]["passed"] is True
+    dense = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    weights = {i.name: numpy_helper.to_array(i) for i in dense.graph.initializer}
+    original = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    for name in ("lstm.W", "lstm.R"):   # same layout, int8-quantized values
+        assert weights[name].shape == original[name].shape
+        assert 0 < np.abs(weights[name] - original[name]).max() < np.abs(original[name]).max() / 100
+    np.testing.assert_array_equal(weights["lstm.B"], original["lstm.B"])   # biases stay as they were
+
+
+def _reflect_pad(path: Path) -> Path:
+    pads = numpy_helper.from_array(np.array([0, 2, 0, 2], np.int64), "pads")
+    weight = numpy_helper.from_array(np.ones((12, 3), np.float32), "fc.weight")
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"),
+             helper.make_node("MatMul", ["p", "fc.weight"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], [pads, weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_wrong_guess_of_a_symbolic_dimension_names_the_guess_and_the_fix(tmp_path):
+    path = _reflect_pad(tmp_path / "pad.onnx")
+    with pytest.raises(ModelFormatError) as info:
+        inspect_upload(path, "onnx", {})
+    message = info.value.message
+    assert "x: [batch=8, time=1]" in message and '"input_shapes": {"x": [...]}' in message, message
+    found = inspect_upload(path, "onnx", {"input_shapes": {"x": [4, 8]}})["inspection"]
+    assert found["output_features"] == 3
+    assert onnx_file.guessed_dims_hint(onnx.load(str(path)), {"input_shapes": {"x": [4, 8]}}) == ""
