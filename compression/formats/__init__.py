@@ -189,7 +189,9 @@ def load_model(path: Path, format: str, options: LoaderOptions | dict | None, *,
         if inputs is None:
             raise ModelFormatError('a TorchScript model needs options {"input_shape": [batch, ...]} '
                                    "to build example inputs")
-        return LoadedModel(load_program(path, fmt), fmt, None, inputs,
+        program = load_program(path, fmt)
+        torchscript.check_tensor_arguments(program)
+        return LoadedModel(program, fmt, None, inputs,
                            inputs_origin="dataset" if sample_inputs is not None else "random")
     program = _checked_program(path, fmt)
     origin = "dataset" if sample_inputs is not None else "random"

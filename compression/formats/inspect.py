@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from compression.formats import LoadedModel, load_model
+from compression.formats import ModelFormatError, LoadedModel, load_model
 from compression.formats.limits import SUMMARY_LAYER_CAP
 from compression.data.outputs import run
 
@@ -30,6 +30,35 @@ def module_types(model: torch.nn.Module) -> dict[str, str]:
             if name and next(mod.parameters(recurse=False), None) is not None}
 
 
+_INPUT_HINTS = {
+    "random": 'give the input shape: options {"input_shape": [batch, ...]} (ONNX: {"input_shapes": {name: [...]}}) '
+              'or real samples: options {"sample_dataset": "ds_..."}',
+    "program": 'the example inputs stored in the program are used; give options {"input_shape": [batch, ...]} or '
+               '{"sample_dataset": "ds_..."} for others',
+    "dataset": "the sample dataset's first samples are used; check that its tensors are the model's inputs, in order",
+    "tokenizer": "sample sentences from the model's own tokenizer are used; check config.json and the tokenizer files",
+}
+
+
+def run_example(loaded: LoadedModel) -> torch.Tensor:
+    """The model on its example inputs. A failure here is the upload's, so it is a ModelFormatError that
+    says which inputs were used and how to give others, not an internal error."""
+    try:
+        with torch.no_grad():
+            return (loaded.probe or run)(loaded.model, loaded.sample_inputs)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        if "can't allocate memory" in str(exc):   # the job's memory limit: the sandbox reports that
+            raise
+        shapes = ", ".join(f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}" if isinstance(t, torch.Tensor)
+                           else repr(t) for t in loaded.sample_inputs)
+        # TorchScript puts its serialized-code traceback first; the reason is the last line
+        detail = (str(exc).strip().splitlines() or [""])[-1][:400]
+        raise ModelFormatError(f"the model does not run on its example inputs ({shapes}): {type(exc).__name__}: "
+                               f"{detail}. {_INPUT_HINTS.get(loaded.inputs_origin, '')}") from None
+
+
 def describe_loaded(loaded: LoadedModel) -> dict:
     model = loaded.model
     layers, by_type = [], Counter()
@@ -45,8 +74,7 @@ def describe_loaded(loaded: LoadedModel) -> dict:
         if len(layers) < SUMMARY_LAYER_CAP:
             layers.append({"name": name, "type": kind, "parameters": count,
                            "shapes": {k: list(p.shape) for k, p in own.items()}})
-    probe = loaded.probe or run
-    out = probe(model, loaded.sample_inputs)
+    out = run_example(loaded)
     return {
         "format": loaded.format,
         "architecture": loaded.architecture,

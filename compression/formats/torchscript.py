@@ -38,3 +38,20 @@ def load_program(path: Path) -> torch.jit.ScriptModule:
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise ModelFormatError(f"torch.jit.load failed: {type(exc).__name__}: {exc}"[:500]) from None
+
+
+def check_tensor_arguments(module: torch.jit.ScriptModule) -> None:
+    """Jobs feed tensors (example inputs, dataset columns); a required non-tensor argument has no value to
+    give, so it is refused with the fix instead of failing as `forward() is missing value for argument`."""
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is None:
+        return
+    scalars = [f"{a.name}: {a.type}" for a in schema.arguments[1:]
+               if str(a.type) != "Tensor" and a.default_value is None and not str(a.type).startswith("Optional")]
+    if scalars:
+        bound = ", ".join(f"{s.split(':')[0]}=<value>" for s in scalars)
+        raise ModelFormatError(
+            f"forward takes non-tensor argument(s) without a default ({', '.join(scalars)}), and jobs pass tensors "
+            f"only. Bind them and upload the wrapper: class Bound(torch.nn.Module): def __init__(self, m): "
+            f"super().__init__(); self.m = m; def forward(self, x): return self.m(x, {bound}); then "
+            f"torch.jit.save(torch.jit.script(Bound(model)), path)")

@@ -16,7 +16,7 @@ from compression.data.tensor_data import JobData, TensorData
 from compression.errors import CompressionError, JobCancelled
 from compression.formats import LoadedModel, hf_folder, load_model, torch_export
 from compression.formats.architectures import build_architecture
-from compression.formats.inspect import module_types
+from compression.formats.inspect import module_types, run_example
 from compression.formats.options import loader_options
 from compression.formats.structure import apply_structure
 from compression.job import export, verify
@@ -148,7 +148,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         raise CompressionError("; ".join(problems))
     inputs = loaded.sample_inputs
     probe = loaded.probe or run   # hf-folder: pooled, normalised sentence embeddings
-    reference = probe(loaded.model, inputs)
+    reference = run_example(loaded)
     compressed = _copy(loaded, model_path, model_format, options, pipeline.seed)
     progress.timed("load", start)
 

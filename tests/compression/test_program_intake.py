@@ -135,3 +135,46 @@ def test_the_expression_parser_takes_only_arithmetic_on_declared_symbols():
                  "Min()", "(" * 200 + "s1" + ")" * 200 + "+[1]"]:
         with pytest.raises(ModelFormatError):
             check_expression(text, {"s1"})
+
+
+class WithRate(torch.nn.Module):
+    """A Linear and an LSTM, and a required int argument (as audio models take a sample rate)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+        self.lstm = torch.nn.LSTM(4, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor, sr: int, scale: float = 1.0):
+        return self.lstm(self.fc(x) * (sr / 16000) * scale)[0]
+
+
+class Bound(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x):
+        return self.m(x, 16000)
+
+
+def test_a_required_scalar_argument_is_refused_with_the_wrapper_that_fixes_it(tmp_path):
+    torch.manual_seed(0)
+    model = WithRate().eval()
+    torch.jit.save(torch.jit.script(model), str(tmp_path / "rate.ts"))
+    with pytest.raises(ModelFormatError, match=r"sr: int.*def forward\(self, x\): return self.m\(x, sr=<value>\)"):
+        inspect_upload(tmp_path / "rate.ts", "torchscript", {"input_shape": [2, 5, 4]})
+
+    torch.jit.save(torch.jit.script(Bound(model)), str(tmp_path / "bound.ts"))   # the fix the message gives
+    found = inspect_upload(tmp_path / "bound.ts", "torchscript", {"input_shape": [2, 5, 4]})["inspection"]
+    assert {"Linear", "LSTM"} <= set(found["layers_by_type"])
+    out = run_compression_job(tmp_path / "bound.ts", "torchscript", {"input_shape": [2, 5, 4]},
+                              parse_pipeline({"stages": [{"kind": "quantize", "dtype": "int8"}]}), tmp_path / "o",
+                              measure_latency=False)
+    assert out.metrics["quality"]["passed"] is True and out.metrics["compression_ratio"] > 2
+
+
+def test_a_model_that_fails_on_its_example_inputs_is_the_users_error_with_a_hint(tmp_path):
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Linear(6, 3)).eval()), str(tmp_path / "m.ts"))
+    with pytest.raises(ModelFormatError, match=r"does not run on its example inputs \(\[2, 5\] float32\).*input_shape"):
+        inspect_upload(tmp_path / "m.ts", "torchscript", {"input_shape": [2, 5]})
