@@ -5,7 +5,8 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from compression.job.quality import QualitySpec
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+from compression.job.stages import ARTIFACT_KINDS
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer, model_validator
 
 
 class _Out(BaseModel):
@@ -135,6 +136,21 @@ class ArtifactOut(_Out):
     sha256: str
     created_at: datetime
     download_url: str = ""
+
+    @computed_field(description="loads without modelpress installed")
+    @property
+    def runnable(self) -> bool:
+        return ARTIFACT_KINDS.get(self.kind, (False, None, None))[0]
+
+    @computed_field(description="what runs it")
+    @property
+    def runtime(self) -> str | None:
+        return ARTIFACT_KINDS.get(self.kind, (False, None, None))[1]
+
+    @computed_field(description="a one-line load snippet")
+    @property
+    def load(self) -> str | None:
+        return ARTIFACT_KINDS.get(self.kind, (False, None, None))[2]
 
 
 class MetricsOut(BaseModel):

@@ -23,11 +23,13 @@ from compression.job import export, verify
 from compression.job.int8_runtime import int8_runtime_artifacts
 from compression.job.int8_torch import torch_int8_artifact
 from compression.job.metrics import job_metrics
+from compression.job.compact_onnx import write_compact_onnx
 from compression.job.onnx_runner import run_onnx_job
 from compression.job.quality import job_quality
 from compression.job.report import layer_report, parameter_counts
 from compression.job.sources import DatasetFile, ModelSource
 from compression.job.stages import (
+    COMPACT_ONNX_NAME,
     CONTAINER_NAME,
     DONE,
     EXPORT,
@@ -118,6 +120,25 @@ def _export_onnx(model: torch.nn.Module, inputs: tuple, path: Path, text: bool, 
         result = {"ok": False, "reason": f"torch.onnx.export failed: {export.failure_reason(exc)}"[:500]}
     progress.timed("export onnx", start)
     return result
+
+
+def _compact_onnx(out_dir: Path, encodings: dict, weights: dict, inputs: tuple, compressed_out: torch.Tensor, probe,
+                  exports: dict, checks: dict) -> ArtifactFile | None:
+    """model.compact.onnx from the dense model.onnx (compact_onnx.py), verified from its bytes; best effort."""
+    path = out_dir / COMPACT_ONNX_NAME
+    try:
+        info = write_compact_onnx(out_dir / ONNX_NAME, encodings, path, weights)
+        if not info.pop("written"):
+            exports["onnx_compact"] = {"ok": False, "reason": "no weight has a compact runnable form; model.onnx "
+                                                              "is the smallest runnable file", **info}
+            return None
+        checks[path.name] = verify.verify_onnx(path, inputs, compressed_out, probe)
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        exports["onnx_compact"] = {"ok": False, "reason": f"{type(exc).__name__}: {exc}"[:500]}
+        return None
+    exports["onnx_compact"] = {"ok": True, **info}
+    return ArtifactFile(path.name, "onnx-compact", path)
 
 
 def run_compression_job(model_path: Path, model_format: str, model_options: dict, pipeline: PipelineSpec,
@@ -235,6 +256,11 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
                                                  _positional(probe) if loaded.hf is not None else run)
         progress.at("verify", VERIFY + (DONE - VERIFY) * 0.9 * len(checks) / (len(artifacts) + 1))
     onnx_ok = exports["onnx"]["ok"] and (out_dir / ONNX_NAME).exists()
+    if onnx_ok:   # the runnable file whose size tracks the compression
+        arrays = {k: v.float().numpy() for k, v in weights.items() if v.is_floating_point() and v.ndim == 2}
+        compact = _compact_onnx(out_dir, encodings, arrays, inputs, compressed_out, probe, exports, checks)
+        if compact is not None:
+            artifacts.append(compact)
     int8_files, int8_report = int8_runtime_artifacts(pipeline.stages, out_dir / ONNX_NAME if onnx_ok else None, out_dir,
                                                      state.calibration, inputs, compressed_out, probe)
     if int8_report is not None:   # int8 stage: programs with int8 kernels, their output difference recorded

@@ -24,6 +24,23 @@ LOAD, STAGES, EXPORT, VERIFY, DONE = 0.0, 0.05, 0.7, 0.85, 1.0
 CONTAINER_NAME = "model.mpz"
 HF_FOLDER_NAME = "model-hf.zip"
 ONNX_NAME = "model.onnx"
+COMPACT_ONNX_NAME = "model.compact.onnx"
+
+
+# What a user can do with each artifact kind: (runnable outside modelpress, runtime, how to load it)
+ARTIFACT_KINDS: dict[str, tuple[bool, str | None, str | None]] = {
+    "container": (False, "modelpress", "compression.coding.container.read_container(path)  # modelpress decodes it"),
+    "safetensors": (False, None, "safetensors.torch.load_file(path)  # dense weights; your own model class"),
+    "onnx": (True, "onnxruntime", "onnxruntime.InferenceSession(path)  # dense float32"),
+    "onnx-compact": (True, "onnxruntime", "onnxruntime.InferenceSession(path)  # compressed weights, "
+                                          "DequantizeLinear/Gather in the graph"),
+    "onnx-int8": (True, "onnxruntime", "onnxruntime.InferenceSession(path)  # int8 kernels"),
+    "torch-export": (True, "torch", "torch.export.load(path).module()"),
+    "torchscript": (True, "torch", "torch.jit.load(path)"),
+    "torchscript-int8": (True, "torch", "torch.jit.load(path)  # torch's dynamic int8 kernels"),
+    "hf-folder": (True, "transformers", "unzip, then transformers.AutoModel.from_pretrained(folder)"),
+    "report": (False, None, None),
+}
 
 
 @dataclass
@@ -36,7 +53,8 @@ class JobHooks:
 @dataclass
 class ArtifactFile:
     name: str
-    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "hf-folder" | "onnx" | "onnx-int8"
+    kind: str     # "container" | "safetensors" | "torchscript" | "torch-export" | "hf-folder" | "onnx" | "onnx-compact"
+    #               | "onnx-int8"
     #               | "torchscript-int8" | "report"
     path: Path
 

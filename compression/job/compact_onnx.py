@@ -1,0 +1,223 @@
+"""A runnable ONNX file whose size tracks the compression (`model.compact.onnx`).
+
+The job's dense `model.onnx` holds the compressed weights as float32. Here each weight initializer is
+stored the way the compression left it, with standard ONNX ops rebuilding the float tensor inside the
+graph, so onnxruntime (or any ONNX runtime) runs it with nothing of modelpress installed:
+
+- integer codes + scales (the `affine` codec: per tensor, per channel, or blocked groups):
+  `DequantizeLinear` on an int8/uint8 (or int4/uint4, opset 21) initializer;
+- few distinct values (weight sharing, binary/ternary, pruned + shared): `Gather` from a float table
+  with uint8 (or uint4) indices.
+Both rebuild the exact float values of the dense file. Anything else (e.g. unstructured sparsity,
+which no dense runtime stores compactly) stays float32 and is listed with the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compression.coding.encoding import Encoded, decode
+
+MAX_TABLE = 256
+
+
+@dataclass
+class _Form:
+    kind: str                    # "dequantize" | "gather"
+    values: np.ndarray           # integer codes or table indices, in the weight's own layout
+    bits: int                    # 4 or 8
+    signed: bool
+    scale: np.ndarray | None = None
+    zero_point: np.ndarray | None = None
+    axis: int | None = None
+    block_size: int | None = None
+    table: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        packed = self.values.size * self.bits // 8 + 1
+        extra = sum(a.nbytes for a in (self.scale, self.zero_point, self.table) if a is not None)
+        return packed + extra
+
+
+def _affine_form(enc: Encoded | None, dims: tuple[int, ...], transposed: bool = False) -> _Form | None:
+    """Integer codes and scales from the container's affine encoding, in the initializer's layout
+    (`transposed`: the exporter stored the 2-D weight as [in, out])."""
+    if enc is None or enc.codec != "affine" or tuple(enc.shape) != (dims[::-1] if transposed else dims):
+        return None
+    parts = {k: decode(p) if isinstance(p, Encoded) else p.data for k, p in enc.parts.items()}
+    codes = parts["codes"].reshape(enc.shape).numpy().astype(np.int64)
+    if transposed:
+        codes = codes.T
+    lo, hi = int(codes.min(initial=0)), int(codes.max(initial=0))
+    zero = parts.get("zero_points")
+    if zero is not None:
+        zero = zero.numpy()
+        if not np.array_equal(zero, np.round(zero)):
+            return None   # float zero points have no DequantizeLinear form
+        zero = zero.astype(np.int64)
+        lo, hi = min(lo, int(zero.min(initial=0))), max(hi, int(zero.max(initial=0)))
+    signed = lo < 0
+    def fits(b: int) -> bool:
+        return -(1 << b - 1) <= lo and hi < 1 << b - 1 if signed else hi < 1 << b
+
+    bits = next((b for b in (4, 8) if fits(b)), None)
+    if bits is None:
+        return None
+    scale = parts["scales"].float().numpy()
+    group = enc.params.get("group_size")
+    if group is not None:   # blocks run along each row of the torch weight ([out, in])
+        if len(dims) != 2:
+            return None
+        rows, cols = enc.shape
+        shape = (rows, -(-cols // group))
+
+        def lay(a):
+            return None if a is None else (a.reshape(shape).T if transposed else a.reshape(shape))
+
+        return _Form("dequantize", codes, bits, signed, lay(scale), lay(zero), axis=0 if transposed else 1,
+                     block_size=group)
+    axis = enc.params.get("axis")
+    if transposed and axis is not None:
+        axis = 1 - axis
+    if axis is None and scale.size != 1:
+        return None
+    return _Form("dequantize", codes, bits, signed, scale.reshape(-1) if axis is not None else scale.reshape(()),
+                 None if zero is None else (zero.reshape(-1) if axis is not None else zero.reshape(())), axis=axis)
+
+
+def _table_form(weight: np.ndarray) -> _Form | None:
+    """Few distinct values: an index per element into a float table (exact)."""
+    table, indices = np.unique(weight, return_inverse=True)
+    if table.size > MAX_TABLE:
+        return None
+    return _Form("gather", indices.reshape(weight.shape).astype(np.int64), 4 if table.size <= 16 else 8, False,
+                 table=table.astype(weight.dtype))
+
+
+def _integer_tensor(name: str, values: np.ndarray, bits: int, signed: bool):
+    from onnx import TensorProto, helper
+
+    if bits == 8:
+        dtype = np.int8 if signed else np.uint8
+        return helper.make_tensor(name, TensorProto.INT8 if signed else TensorProto.UINT8, values.shape,
+                                  values.astype(dtype).tobytes(), raw=True)
+    flat = (values.reshape(-1) & 0xF).astype(np.uint8)   # two's complement nibbles for int4
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    packed = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)   # first element in the low nibble
+    return helper.make_tensor(name, TensorProto.INT4 if signed else TensorProto.UINT4, values.shape,
+                              packed.tobytes(), raw=True)
+
+
+def _replace(graph, name: str, form: _Form) -> list:
+    """Initializers and nodes that rebuild `name` from its compact form."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    stored = _integer_tensor(f"{name}::q", form.values, form.bits, form.signed)
+    if form.kind == "gather":
+        return [stored, numpy_helper.from_array(form.table, f"{name}::table")], [
+            helper.make_node("Cast", [stored.name], [f"{name}::idx"], to=TensorProto.INT64),
+            helper.make_node("Gather", [f"{name}::table", f"{name}::idx"], [name], axis=0)]
+    inits = [stored, numpy_helper.from_array(form.scale.astype(np.float32), f"{name}::scale")]
+    inputs = [stored.name, f"{name}::scale"]
+    if form.zero_point is not None:
+        inits.append(_integer_tensor(f"{name}::zero", form.zero_point, form.bits, form.signed))
+        inputs.append(f"{name}::zero")
+    attrs = {} if form.axis is None else {"axis": form.axis}
+    if form.block_size is not None:
+        attrs["block_size"] = form.block_size
+    return inits, [helper.make_node("DequantizeLinear", inputs, [name], **attrs)]
+
+
+def _matcher(weights: dict[str, np.ndarray]):
+    """Which compressed weight an initializer holds: by name (a text model's export prefixes `model.`), else
+    by value, as is or transposed (exporters fold a Linear's transpose into a new initializer)."""
+    by_shape: dict[tuple, list[str]] = {}
+    for name, w in weights.items():
+        by_shape.setdefault(tuple(w.shape), []).append(name)
+
+    def match(name: str, arr: np.ndarray) -> tuple[str, bool] | None:
+        for candidate in (name, name.removeprefix("model.")):
+            if candidate in weights and weights[candidate].shape == arr.shape:
+                return candidate, False
+        for candidate in by_shape.get(tuple(arr.shape), []):
+            if np.array_equal(weights[candidate], arr):
+                return candidate, False
+        if arr.ndim == 2:
+            for candidate in by_shape.get(tuple(arr.shape[::-1]), []):
+                if np.array_equal(weights[candidate].T, arr):
+                    return candidate, True
+        return None
+
+    return match
+
+
+def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
+                       weights: dict[str, np.ndarray] | None = None) -> dict:
+    """Rewrite `dense` into `out`. -> {"forms": {initializer: form}, "float": {initializer: reason}, "opset",
+    "written"} (nothing is written when no weight has a compact form). Raises on failure (the caller
+    records the reason and drops the file)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper, version_converter
+
+    model = onnx.load(str(dense))
+    plans: dict[str, _Form] = {}
+    kept: dict[str, str] = {}
+    match = _matcher(weights or {})
+    for init in model.graph.initializer:
+        if init.data_type != TensorProto.FLOAT or len(init.dims) < 2:
+            continue
+        weight = numpy_helper.to_array(init)
+        found = match(init.name, weight) if weights else ((init.name, False) if init.name in encodings else None)
+        if found is None and init.name.startswith("val_"):
+            continue   # an exporter constant, not a weight
+        enc = encodings.get(found[0]) if found else None
+        form = _affine_form(enc, tuple(init.dims), found[1]) if found else None
+        form = form or _table_form(weight)
+        if form is None:
+            kept[init.name] = ("no integer or shared-value encoding (float32 in every runtime)"
+                               if found else "not a weight of the compressed model")
+        elif form.nbytes >= weight.nbytes:
+            kept[init.name] = "the compact form would not be smaller"
+        else:
+            plans[init.name] = form
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if not plans:   # the dense file is already the smallest runnable form: no duplicate
+        return {"forms": {}, "float": kept, "opset": opset, "written": False}
+    needs_21 = any(f.bits == 4 or f.block_size is not None for f in plans.values())
+    if needs_21 and opset < 21:
+        try:
+            model = version_converter.convert_version(model, 21)
+            opset = 21
+        except Exception:   # no converter path: keep only what opset 13+ can say (8-bit, per axis)
+            for name in [n for n, f in plans.items() if f.block_size is not None]:
+                kept[name] = f"blocked DequantizeLinear needs opset 21; the model is opset {opset}"
+                del plans[name]
+            for f in plans.values():
+                f.bits = 8
+    names = set(plans)
+    keep = [i for i in model.graph.initializer if i.name not in names]
+    new_inits, new_nodes = [], []
+    for name, form in plans.items():
+        inits, nodes = _replace(model.graph, name, form)
+        new_inits += inits
+        new_nodes += nodes
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep + new_inits)
+    graph_inputs = [i for i in model.graph.input if i.name not in names]
+    del model.graph.input[:]
+    model.graph.input.extend(graph_inputs)
+    nodes = list(model.graph.node)
+    for node in nodes:   # exporter debug info (stack traces per node): not needed to run, often most of the bytes
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes + nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+    return {"forms": {name: f"{f.kind} {'u' if not f.signed else ''}int{f.bits}"
+                      + (f" blocks of {f.block_size}" if f.block_size else "") for name, f in plans.items()},
+            "float": kept, "opset": opset, "written": True}
