@@ -13,6 +13,7 @@ import web
 from api.routers import artifacts, catalog, datasets, events, health, jobs, models
 from api.limits import RateLimiter
 from api.schemas import ERROR_RESPONSES
+from compression.errors import ModelpressError
 from core.settings import Settings, get_settings
 from core.reaper import Reaper
 from core.runtime import make_runtime
@@ -36,6 +37,11 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
                   description="Model compression as a service for PyTorch.")
     app.state.runtime = runtime
     app.state.rate_limiter = RateLimiter(settings.tenant_requests_per_minute)
+
+    @app.exception_handler(ModelpressError)
+    async def _user_fixable(request: Request, exc: ModelpressError) -> JSONResponse:
+        """Every error a user can fix, raised anywhere below the routers, answered here and only here."""
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)

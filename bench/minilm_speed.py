@@ -68,7 +68,8 @@ def main() -> None:
     q = torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
     runners["torch quantize_dynamic"], sizes["torch quantize_dynamic"] = q, size_of(q)
 
-    from compression.job.int8_runtime import pt2e_quantize, onnx_quantize, OnnxRunner
+    from pt2e import pt2e_quantize   # bench/pt2e.py (this folder is on sys.path)
+    from compression.job.int8_runtime import OnnxRunner, onnx_quantize
     calib = [(ids[i:i + 32], mask[i:i + 32]) for i in range(0, 64, 32)]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

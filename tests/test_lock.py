@@ -26,7 +26,7 @@ def _lock() -> dict[str, Version]:
 def _declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = [Requirement(r) for r in project["dependencies"]]
-    for extra in ("assets", "test"):
+    for extra in ("assets", "test", "bench"):
         reqs += [Requirement(r) for r in project["optional-dependencies"][extra]]
     return [r for r in reqs if canonicalize_name(r.name) != "modelpress"]
 

@@ -140,14 +140,14 @@ def _child_main() -> None:
     def send(message: dict) -> None:
         protocol.write(json.dumps(message) + "\n")
 
-    from compression.formats import ModelFormatError
+    from compression.errors import ModelpressError
 
     request = json.loads(sys.stdin.read())
     try:
         result = (_inspect if request.get("mode") == "inspect" else _job)(request, send)
     except JobCancelled:
         send({"error": {"kind": "cancelled", "message": "cancelled"}})
-    except (CompressionError, ModelFormatError) as exc:
+    except ModelpressError as exc:   # every user-fixable error: format, dataset, container, job
         send({"error": {"kind": "user", "message": getattr(exc, "message", None) or str(exc)}})
     except MemoryError:
         send({"error": {"kind": "limit", "message": "the model needed more than the job's memory limit"}})

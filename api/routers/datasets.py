@@ -11,7 +11,7 @@ from api.pagination import paginate
 from api.routers.models import _usage
 from api.schemas import DatasetOut, DatasetPage, ErrorOut
 from api.upload import receive_upload
-from compression.data.datasets import DatasetError, sniff_dataset
+from compression.data.datasets import sniff_dataset
 from storage.blob_refs import drop_if_unreferenced, insert_with_blob
 from storage.models import Dataset, Job, JobStatus, Model
 
@@ -48,10 +48,7 @@ async def upload_dataset(request: Request, rt: RuntimeDep, blobs: BlobsDep, sett
     try:
         if upload.fields:
             raise HTTPException(422, f"unknown form field(s): {', '.join(sorted(upload.fields))}")
-        try:
-            summary = await run_in_threadpool(sniff_dataset, pending.path)
-        except DatasetError as exc:
-            raise HTTPException(exc.status_code, exc.message) from None
+        summary = await run_in_threadpool(sniff_dataset, pending.path)   # DatasetError: 4xx (api/app.py)
         key = blobs.commit(owner, pending)
     except BaseException:
         blobs.discard(pending)

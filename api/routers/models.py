@@ -13,7 +13,7 @@ from api.ownership import get_owned
 from api.deps import BlobsDep, OwnerDep, RuntimeDep, SessionDep, SettingsDep
 from api.schemas import ErrorOut, ModelOut, ModelPage
 from api.upload import receive_upload
-from compression.formats import ModelFormatError, sniff
+from compression.formats import sniff
 from compression.formats.options import loader_options, parse_upload_options
 from storage.blob_refs import insert_with_blob
 from storage.models import Model, utcnow
@@ -60,12 +60,9 @@ async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settin
         options = _parse_options(upload.fields)
         if options.get("sample_dataset") is not None:
             await run_in_threadpool(_check_sample_dataset, rt, owner, options["sample_dataset"])
-        try:
-            # headers and indexes only: loading the model is the worker's inspection
-            info = await run_in_threadpool(sniff, pending.path, architecture=options.get("architecture"),
-                                           hf_config=options.get("hf_config"), parse_onnx=False)
-        except ModelFormatError as exc:
-            raise HTTPException(exc.status_code, exc.message) from None
+        # headers and indexes only: loading the model is the worker's inspection (ModelFormatError: 4xx)
+        info = await run_in_threadpool(sniff, pending.path, architecture=options.get("architecture"),
+                                       hf_config=options.get("hf_config"), parse_onnx=False)
         key = blobs.commit(owner, pending)
     except BaseException:
         blobs.discard(pending)
@@ -107,10 +104,7 @@ def _parse_options(fields: dict[str, str]) -> dict:
             raw = json.loads(fields["options"])
         except json.JSONDecodeError as exc:
             raise HTTPException(422, f"'options' must be a JSON object: {exc}") from None
-    try:
-        options = parse_upload_options(raw).model_dump(exclude_none=True)
-    except ModelFormatError as exc:
-        raise HTTPException(exc.status_code, exc.message) from None
+    options = parse_upload_options(raw).model_dump(exclude_none=True)
     if fields.get("architecture"):
         options["architecture"] = fields["architecture"]
     if "config" in fields:
@@ -118,10 +112,7 @@ def _parse_options(fields: dict[str, str]) -> dict:
             options["hf_config"] = json.loads(fields["config"])
         except json.JSONDecodeError as exc:
             raise HTTPException(422, f"'config' must be a transformers config.json (JSON object): {exc}") from None
-    try:
-        return loader_options(options).model_dump(exclude_none=True)
-    except ModelFormatError as exc:
-        raise HTTPException(exc.status_code, exc.message.replace("model options.", "")) from None
+    return loader_options(options, where="upload", fix="").model_dump(exclude_none=True)
 
 
 @router.get("", response_model=ModelPage)

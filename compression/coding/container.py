@@ -26,7 +26,7 @@ import torch
 
 from compression.formats.architectures import ARCHITECTURES, build_architecture
 from compression.coding.encoding import CODECS, PACKED, STORAGE_DTYPES, Encoded, Part, decode, part_from_bytes, part_to_bytes
-from compression.errors import CompressionError
+from compression.errors import CompressionError, ModelpressError
 
 FORMAT_NAME = "modelpress.container"
 FORMAT_VERSION = 2
@@ -41,7 +41,7 @@ MAX_DEPTH = 8
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-class ContainerError(ValueError):
+class ContainerError(ModelpressError, ValueError):
     """The file is not a valid modelpress container (corrupt, tampered or too new)."""
 
 

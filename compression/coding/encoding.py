@@ -269,18 +269,6 @@ def _rows(enc: Encoded, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     return out.reshape(enc.shape)
 
 
-def int_part(values, storage: str | None = None) -> Part:
-    """A flat integer Part in the narrowest plain storage holding `values` (numpy or torch ints)."""
-    t = values if isinstance(values, torch.Tensor) else torch.from_numpy(__import__("numpy").asarray(values).astype("int64"))
-    t = t.reshape(-1).to(torch.int64)
-    if storage is None:
-        lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
-        storage = next(s for s, a, b in (("uint8", 0, 255), ("int8", -128, 127), ("int16", -2**15, 2**15 - 1),
-                                         ("int32", -2**31, 2**31 - 1), ("int64", -2**63, 2**63 - 1))
-                       if a <= lo and hi <= b)
-    return Part(t.to(STORAGE_DTYPES[storage]), storage)
-
-
 def bitpacked(values, width: int, dtype: str, offset: int = 0) -> Encoded | Part:
     """Pack integers `values + offset` (in [0, 2^width)) `width` bits each; a plain part when width is 8."""
     import numpy as np

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compression.errors import ModelpressError
+
 from compression.data.tensor_data import TensorData
 
 MAX_DATASET_BYTES: int = 2 * 2**30
@@ -43,11 +45,8 @@ _TORCH_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, to
 _INDEXED = re.compile(r"input_(0|[1-9][0-9]{0,5})")
 
 
-class DatasetError(Exception):
-    def __init__(self, message: str, status_code: int = 422):
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
+class DatasetError(ModelpressError):
+    """The dataset file is refused (422) or too large (413)."""
 
 
 # ---------------------------------------------------------------- detection by content

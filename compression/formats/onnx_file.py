@@ -312,10 +312,14 @@ def guessed_dims_hint(model, options) -> str:
             f'again with options {{"input_shapes": {{{example}}}}} (every dimension, batch first)')
 
 
-def session(model_bytes: bytes):
+def session(model_bytes: bytes, exact: bool = False):
+    """`exact`: basic graph optimizations only; the default level may fuse DequantizeLinear into integer
+    kernels that quantize activations too (faster, not bit-faithful to the stored weights)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if exact:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3

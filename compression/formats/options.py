@@ -63,7 +63,8 @@ def parse_upload_options(raw: object) -> UploadOptions:
         raise ModelFormatError(_explain(exc, "options")) from None
 
 
-def loader_options(raw: LoaderOptions | dict | None) -> LoaderOptions:
+def loader_options(raw: LoaderOptions | dict | None, *, where: str = "model options",
+                   fix: str = "; upload the model again") -> LoaderOptions:
     """Stored options re-checked where they are used: rows written before the allow-list existed may
     hold anything, and the worker must not act on a key it does not know."""
     if isinstance(raw, LoaderOptions):
@@ -71,7 +72,7 @@ def loader_options(raw: LoaderOptions | dict | None) -> LoaderOptions:
     try:
         return LoaderOptions.model_validate(raw or {})
     except ValidationError as exc:
-        raise ModelFormatError(_explain(exc, "model options") + "; upload the model again") from None
+        raise ModelFormatError(_explain(exc, where) + fix) from None
 
 
 def as_dict(options: LoaderOptions | dict | None) -> dict:

@@ -105,10 +105,10 @@ def failure_reason(exc: BaseException) -> str:
 class OrtModule:
     """An onnxruntime session called like the torch model (positional or keyword inputs, tuple out)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, exact: bool = False):
         from compression.formats.onnx_file import session
 
-        self.session = session(Path(path).read_bytes())
+        self.session = session(Path(path).read_bytes(), exact=exact)
         self.names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, *args, **kwargs):
@@ -118,5 +118,5 @@ class OrtModule:
         return tuple(torch.from_numpy(o) for o in outs)
 
 
-def load_own_onnx(path: Path) -> OrtModule:
-    return OrtModule(path)
+def load_own_onnx(path: Path, exact: bool = False) -> OrtModule:
+    return OrtModule(path, exact)

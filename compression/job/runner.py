@@ -132,12 +132,19 @@ def _compact_onnx(out_dir: Path, encodings: dict, weights: dict, inputs: tuple, 
             exports["onnx_compact"] = {"ok": False, "reason": "no weight has a compact runnable form; model.onnx "
                                                               "is the smallest runnable file", **info}
             return None
-        checks[path.name] = verify.verify_onnx(path, inputs, compressed_out, probe)
+        # the file holds exactly the compressed weights (checked without fusions); what a default session
+        # computes (it may fuse DequantizeLinear into int8 kernels) is measured and reported beside it
+        checks[path.name] = verify.verify_onnx(path, inputs, compressed_out, probe, exact=True)
+        with torch.no_grad():
+            default_out = probe(export.load_own_onnx(path), inputs)
     except Exception as exc:
         path.unlink(missing_ok=True)
         exports["onnx_compact"] = {"ok": False, "reason": f"{type(exc).__name__}: {exc}"[:500]}
         return None
-    exports["onnx_compact"] = {"ok": True, **info}
+    exports["onnx_compact"] = {"ok": True, **info, "exact_with": "onnxruntime ORT_ENABLE_BASIC",
+                               "default_session": {"output_max_abs_diff": max_abs_diff(default_out, compressed_out),
+                                                   "output_mean_cosine": round(mean_cosine(default_out, compressed_out),
+                                                                               8)}}
     return ArtifactFile(path.name, "onnx-compact", path)
 
 

@@ -98,12 +98,13 @@ def verify_hf_folder(path: Path, expected: dict[str, torch.Tensor], inputs: tupl
             "output_max_abs_diff": check_outputs(path.name, module, inputs, reference, probe)}
 
 
-def verify_onnx(path: Path, inputs: tuple, reference: torch.Tensor, probe: Probe = run) -> dict:
-    """The .onnx from its bytes on disk, run by onnxruntime on the same sample inputs."""
+def verify_onnx(path: Path, inputs: tuple, reference: torch.Tensor, probe: Probe = run, exact: bool = False) -> dict:
+    """The .onnx from its bytes on disk, run by onnxruntime on the same sample inputs (`exact`: without the
+    graph fusions that change arithmetic, see onnx_file.session)."""
     from compression.job.export import load_own_onnx
 
     try:
-        module = load_own_onnx(path)
+        module = load_own_onnx(path, exact)
     except Exception as exc:
         raise CompressionError(f"verification of {path.name} failed: onnxruntime cannot load it: "
                                f"{type(exc).__name__}: {exc}"[:500]) from None

@@ -44,10 +44,6 @@ class DistillSpec(TrainingSpec):
     freeze_embeddings: bool = Field(False, description="transformers: keep the teacher's embedding layer fixed "
                                     "(tokens missing from the training data then still match the teacher)")
 
-    def describe(self) -> str:
-        shape = f"{self.layers or 'half the'} layers" if self.layers or self.layer_indices else f"width {self.width or 0.5:g}"
-        return f"distill into {shape}, {self.epochs} epochs ({self.loss})"
-
 
 def _embedding_parameters(model: torch.nn.Module) -> set[int]:
     """ids of the embedding block's parameters (BERT-like: word/position/type embeddings + their norm)."""

@@ -26,9 +26,6 @@ class HuffmanSpec(MethodSpec):
     parts: list[PartName] = Field(["indices", "gaps", "codes"], min_length=1, max_length=3,
                                   description="which parts to re-code: codebook indices, sparse gaps, affine codes")
 
-    def describe(self) -> str:
-        return "huffman " + ",".join(self.parts)
-
 
 def _ints(part: Part | Encoded) -> torch.Tensor | None:
     if isinstance(part, Part):

@@ -24,9 +24,6 @@ class FinetuneSpec(TrainingSpec):
                                            "embeddings for Hugging Face models, mse of outputs otherwise); "
                                            "kl: Hinton soft targets of the teacher (+ alpha x ce with labels)")
 
-    def describe(self) -> str:
-        return f"finetune {self.epochs} epochs ({self.loss})"
-
 
 def _split(batch: tuple, labelled: bool) -> tuple[tuple, torch.Tensor | None]:
     return (batch[:-1], batch[-1]) if labelled else (batch, None)

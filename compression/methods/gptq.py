@@ -67,8 +67,6 @@ class GPTQSpec(MethodSpec):
     def needs_data(self) -> bool:
         return True
 
-    def describe(self) -> str:
-        return f"gptq int{self.bits} " + (f"group {self.group_size}" if self.group_size else "per_channel")
 
     def check_against(self, layer_names: list[str]) -> list[str]:
         return [f"{field} pattern {p!r} matches no layer of the model"

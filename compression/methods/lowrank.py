@@ -63,10 +63,6 @@ class LowRankSpec(MethodSpec):
                 raise ValueError("a fixed rank has no global scope")
         return data
 
-    def describe(self) -> str:
-        crit = f"energy {self.energy:g}" if self.energy is not None else \
-            f"ratio {self.ratio:g}" if self.ratio is not None else f"rank {self.rank}"
-        return f"low_rank {crit} {self.scope} conv={self.conv_method}"
 
     def check_against(self, layer_names: list[str]) -> list[str]:
         return [f"{what} pattern {p!r} matches no layer of the model"

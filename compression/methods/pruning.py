@@ -42,8 +42,6 @@ class PruneSpec(MethodSpec):
     def needs_data(self) -> bool:
         return self.criterion == "saliency"
 
-    def describe(self) -> str:
-        return f"prune {self.sparsity:g} {self.scope} {self.criterion}" + (f" in {self.steps} steps" if self.steps > 1 else "")
 
     def check_against(self, layer_names: list[str]) -> list[str]:
         problems = [f"exclude pattern {p!r} matches no layer of the model" for p in self.exclude

@@ -67,11 +67,6 @@ class QuantizeSpec(MethodSpec):
     def axis(self) -> int | None:
         return None if self.granularity == "per_tensor" else 0
 
-    def describe(self) -> str:
-        if self.dtype not in _BITS:
-            return self.dtype
-        grain = f"group {self.group_size}" if self.group_size else self.granularity or "per_channel"
-        return f"{self.dtype} {grain} {'symmetric' if self.symmetric else 'asymmetric'}"
 
     def check_against(self, layer_names: list[str]) -> list[str]:
         return [f"{field} pattern {p!r} matches no layer of the model"

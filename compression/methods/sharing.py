@@ -34,8 +34,6 @@ class ShareSpec(MethodSpec):
                                    description="glob patterns of layers or tensors left unshared")
     include_embeddings: bool = Field(True, description="also share nn.Embedding weights")
 
-    def describe(self) -> str:
-        return f"share {self.bits}-bit k-means ({self.init})"
 
     def check_against(self, layer_names: list[str]) -> list[str]:
         return [f"{field} pattern {p!r} matches no layer of the model"

@@ -50,9 +50,6 @@ class StructuredPruneSpec(MethodSpec):
     def needs_data(self) -> bool:
         return self.importance == "taylor"
 
-    def describe(self) -> str:
-        heads = f" heads {self.heads_ratio:g}" if self.heads_ratio else ""
-        return f"structured_prune {self.ratio:g}{heads} {self.scope} {self.importance}"
 
     def check_against(self, layer_names: list[str]) -> list[str]:
         return [f"{what} pattern {p!r} matches no layer of the model"

@@ -72,7 +72,3 @@ def record_heads(model: nn.Module, pruner, edits: list[dict]) -> dict[str, int]:
         kept[name] = heads
     return kept
 
-
-def heads_of(model: nn.Module) -> dict[str, int]:
-    return {n: a.num_attention_heads for n, a in attention_modules(model).items()}
-
