@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 import json
 import time
 import warnings
@@ -148,6 +149,33 @@ def _compact_onnx(out_dir: Path, encodings: dict, weights: dict, inputs: tuple, 
     return ArtifactFile(path.name, "onnx-compact", path)
 
 
+@dataclass
+class _Job:
+    """What the phases of one torch-side job share."""
+    model_path: Path
+    model_format: str
+    pipeline: PipelineSpec
+    out_dir: Path
+    progress: Run
+    loaded: LoadedModel
+    reference: torch.Tensor                 # the uploaded model's outputs on the example inputs
+    state: CompressionState | None = None
+    origin: dict = field(default_factory=dict)
+    artifacts: list[ArtifactFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    exports: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
+    container_bytes: int = 0
+
+    @property
+    def probe(self):
+        return self.loaded.probe or run   # hf-folder: pooled, normalised sentence embeddings
+
+    @property
+    def inputs(self) -> tuple:
+        return self.loaded.sample_inputs
+
+
 def run_compression_job(model_path: Path, model_format: str, model_options: dict, pipeline: PipelineSpec,
                         out_dir: Path, hooks: JobHooks = JobHooks(),
                         calibration: list[tuple] | None = None, data: JobData | None = None,
@@ -165,6 +193,33 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     progress = Run(hooks)
     if model_format == "onnx":   # ONNX in, ONNX out: compressed in place, run by onnxruntime
         return run_onnx_job(model_path, options, pipeline, out_dir, progress)
+    job = _load_phase(model_path, model_format, options, pipeline, out_dir, progress, sample_inputs)
+    if dataset_files and job.loaded.static_batch:   # submit refuses this once the upload is inspected
+        raise CompressionError(torch_export.static_batch_problem(job.loaded.static_batch))
+    if dataset_files:
+        data = _load_datasets(dataset_files, job.loaded)
+    if calibration is None and data is not None:
+        calibration = data.calibration_batches()
+    teacher_model = _load_teacher(teacher, job.loaded, job.reference, pipeline.seed) if teacher else job.loaded.model
+    job.state = CompressionState(_copy(job.loaded, model_path, model_format, options, pipeline.seed), {},
+                                 pipeline.seed, calibration=calibration, data=data, example_inputs=job.inputs,
+                                 probe=job.loaded.probe, teacher=teacher_model)
+    checkpoints = CheckpointFolder(checkpoint_dir) if checkpoint_dir is not None else None
+    job.state = compress(pipeline, job.state, progress, checkpoints)
+    weights = {k: v.detach() for k, v in job.state.model.state_dict().items()}
+    encodings = {k: job.state.encodings.get(k) or raw(v) for k, v in weights.items()}
+    _write_phase(job, weights, encodings)
+    compressed_out = _verify_phase(job, weights, encodings)
+    metrics = _metrics(job, weights, encodings, compressed_out, data, checkpoints, measure_latency)
+    report = out_dir / "report.json"
+    report.write_text(json.dumps({"pipeline": pipeline.model_dump(mode="json"), "origin": job.origin,
+                                  "metrics": metrics}, indent=1, sort_keys=True))
+    hooks.on_progress(None, DONE)
+    return JobOutput([*job.artifacts, ArtifactFile(report.name, "report", report)], metrics)
+
+
+def _load_phase(model_path: Path, model_format: str, options, pipeline: PipelineSpec, out_dir: Path, progress: Run,
+                sample_inputs: DatasetFile | None) -> _Job:
     progress.at("load", LOAD)
     start = time.perf_counter()
     loaded = load_model(model_path, model_format, options, seed=pipeline.seed, sample_inputs=sample_inputs)
@@ -174,138 +229,146 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
                 for p in stage.check_module_types(types)]
     if problems:
         raise CompressionError("; ".join(problems))
-    inputs = loaded.sample_inputs
-    probe = loaded.probe or run   # hf-folder: pooled, normalised sentence embeddings
-    reference = run_example(loaded)
-    compressed = _copy(loaded, model_path, model_format, options, pipeline.seed)
+    job = _Job(model_path, model_format, pipeline, out_dir, progress, loaded, run_example(loaded))
     progress.timed("load", start)
+    return job
 
-    if dataset_files and loaded.static_batch:   # submit refuses this once the upload is inspected
-        raise CompressionError(torch_export.static_batch_problem(loaded.static_batch))
-    if dataset_files:
-        data = _load_datasets(dataset_files, loaded)
-    if calibration is None and data is not None:
-        calibration = data.calibration_batches()
-    teacher_model = _load_teacher(teacher, loaded, reference, pipeline.seed) if teacher else loaded.model
-    state = CompressionState(compressed, {}, pipeline.seed, calibration=calibration, data=data, example_inputs=inputs,
-                             probe=loaded.probe, teacher=teacher_model)
-    checkpoints = CheckpointFolder(checkpoint_dir) if checkpoint_dir is not None else None
-    state = compress(pipeline, state, progress, checkpoints)
-    compressed = state.model   # architecture stages may have replaced the module
-    structure = state.structure
 
-    progress.at("export", EXPORT)
+def _write_phase(job: _Job, weights: dict, encodings: dict) -> None:
+    """The container, dense safetensors, and the runnable programs the upload's format allows."""
+    job.progress.at("export", EXPORT)
     start = time.perf_counter()
+    loaded, structure, out_dir = job.loaded, job.state.structure, job.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach() for k, v in compressed.state_dict().items()}
-    encodings = {k: state.encodings.get(k) or raw(v) for k, v in weights.items()}
-    origin = {"format": model_format, "architecture": loaded.architecture,
-              "sha256": sha256_file(model_path), "size_bytes": model_path.stat().st_size}
+    job.origin = {"format": job.model_format, "architecture": loaded.architecture,
+                  "sha256": sha256_file(job.model_path), "size_bytes": job.model_path.stat().st_size}
     if loaded.hf is not None:   # the container rebuilds the model from this config (see CONTAINER.md)
-        origin["hf_config"] = loaded.hf.config
+        job.origin["hf_config"] = loaded.hf.config
     container = out_dir / CONTAINER_NAME
-    container_bytes = write_container(container, encodings, origin=origin, pipeline=pipeline.model_dump(mode="json"),
-                                      structure=structure)
-    artifacts = [ArtifactFile(container.name, "container", container),
-                 ArtifactFile("model.safetensors", "safetensors", out_dir / "model.safetensors")]
-    export.write_safetensors(weights, artifacts[1].path, {
-        "format": "pt", "modelpress.architecture": loaded.architecture or "", "modelpress.origin_format": model_format,
+    job.container_bytes = write_container(container, encodings, origin=job.origin,
+                                          pipeline=job.pipeline.model_dump(mode="json"), structure=structure)
+    job.artifacts = [ArtifactFile(container.name, "container", container),
+                     ArtifactFile("model.safetensors", "safetensors", out_dir / "model.safetensors")]
+    export.write_safetensors(weights, job.artifacts[1].path, {
+        "format": "pt", "modelpress.architecture": loaded.architecture or "",
+        "modelpress.origin_format": job.model_format,
         **({"modelpress.structure": json.dumps(structure, separators=(",", ":"))} if structure else {})})
-    notes = []
+    _write_programs(job)
+    job.progress.timed("export", start)
+    job.exports["onnx"] = _export_onnx(job.state.model, job.inputs, out_dir / ONNX_NAME, loaded.hf is not None,
+                                       job.progress)
+    if job.exports["onnx"]["ok"]:
+        job.artifacts.append(ArtifactFile(ONNX_NAME, "onnx", out_dir / ONNX_NAME))
+
+
+def _write_programs(job: _Job) -> None:
     # programs are written before the compressed model ever runs, so forward-time mutation cannot leak in
+    loaded, structure, out_dir, compressed = job.loaded, job.state.structure, job.out_dir, job.state.model
     if loaded.hf is not None and not structure:
-        artifacts.append(ArtifactFile(HF_FOLDER_NAME, "hf-folder", out_dir / HF_FOLDER_NAME))
-        hf_folder.write_folder_zip(artifacts[-1].path, artifacts[1].path, loaded.hf)
-        notes.append("hf-folder: the runnable artifact is model-hf.zip (transformers.AutoModel.from_pretrained); "
-                     "no .pt2 export")
-    elif model_format == "torchscript" and not structure:
-        artifacts.append(ArtifactFile("model.torchscript.pt", "torchscript", out_dir / "model.torchscript.pt"))
-        export.write_torchscript(compressed, inputs, artifacts[-1].path)
+        job.artifacts.append(ArtifactFile(HF_FOLDER_NAME, "hf-folder", out_dir / HF_FOLDER_NAME))
+        hf_folder.write_folder_zip(job.artifacts[-1].path, job.artifacts[1].path, loaded.hf)
+        job.notes.append("hf-folder: the runnable artifact is model-hf.zip (transformers.AutoModel.from_pretrained); "
+                         "no .pt2 export")
+    elif job.model_format == "torchscript" and not structure:
+        job.artifacts.append(ArtifactFile("model.torchscript.pt", "torchscript", out_dir / "model.torchscript.pt"))
+        export.write_torchscript(compressed, job.inputs, job.artifacts[-1].path)
     else:
         if structure and loaded.hf is not None:
-            notes.append("hf-folder: not exported; the architecture changed in ways config.json cannot describe. "
-                         "Runnable artifacts: model.pt2 and model.onnx, or the container via modelpress")
+            job.notes.append("hf-folder: not exported; the architecture changed in ways config.json cannot describe. "
+                             "Runnable artifacts: model.pt2 and model.onnx, or the container via modelpress")
         try:
-            export.write_pt2(compressed, inputs, out_dir / "model.pt2")
-            artifacts.append(ArtifactFile("model.pt2", "torch-export", out_dir / "model.pt2"))
+            export.write_pt2(compressed, job.inputs, out_dir / "model.pt2")
+            job.artifacts.append(ArtifactFile("model.pt2", "torch-export", out_dir / "model.pt2"))
         except Exception as exc:
-            if model_format == "torch-export":
+            if job.model_format == "torch-export":
                 raise CompressionError(f"re-exporting the compressed program failed: {exc}"[:500]) from None
-            notes.append(f"no .pt2 artifact: torch.export failed ({type(exc).__name__})")
-    progress.timed("export", start)
-    exports = {"onnx": _export_onnx(compressed, inputs, out_dir / ONNX_NAME, loaded.hf is not None, progress)}
-    if exports["onnx"]["ok"]:
-        artifacts.append(ArtifactFile(ONNX_NAME, "onnx", out_dir / ONNX_NAME))
+            job.notes.append(f"no .pt2 artifact: torch.export failed ({type(exc).__name__})")
 
-    progress.at("verify", VERIFY)
+
+def _verify_phase(job: _Job, weights: dict, encodings: dict) -> torch.Tensor:
+    """Every artifact reloaded from its bytes and run; then the files derived from the verified ONNX."""
+    job.progress.at("verify", VERIFY)
     start = time.perf_counter()
+    loaded, inputs, probe = job.loaded, job.inputs, job.probe
+    compressed, structure, arch = job.state.model, job.state.structure, loaded.architecture
     compressed_out = probe(compressed, inputs)
-    arch = loaded.architecture
-    checks = {container.name: verify.verify_container(container, weights, inputs, compressed_out,
-                                                      None if arch or loaded.hf else model_path, probe)}
+    checks = job.checks
+    container = job.artifacts[0].path
+    checks[container.name] = verify.verify_container(container, weights, inputs, compressed_out,
+                                                     None if arch or loaded.hf else job.model_path, probe)
     build = (lambda: apply_structure(build_architecture(arch), structure)) if arch else \
         (lambda: apply_structure(hf_folder.module_from_config(loaded.hf.config), structure)) if loaded.hf else None
     checks["model.safetensors"] = verify.verify_safetensors(
-        artifacts[1].path, weights, build, inputs, compressed_out, probe)
-    for art in artifacts[2:]:
+        job.artifacts[1].path, weights, build, inputs, compressed_out, probe)
+    for art in job.artifacts[2:]:
         if art.kind == "hf-folder":
             checks[art.name] = verify.verify_hf_folder(art.path, weights, inputs, compressed_out, probe)
-            continue
-        if art.kind == "onnx":   # best effort: an ONNX file that does not verify is dropped, the job goes on
+        elif art.kind == "onnx":   # best effort: an ONNX file that does not verify is dropped, the job goes on
             try:
                 checks[art.name] = verify.verify_onnx(art.path, inputs, compressed_out, probe)
             except CompressionError as exc:
-                exports["onnx"] = {"ok": False, "reason": str(exc)[:500]}
+                job.exports["onnx"] = {"ok": False, "reason": str(exc)[:500]}
                 art.path.unlink(missing_ok=True)
-            continue
-        load = export.load_own_torchscript if art.kind == "torchscript" else export.load_own_pt2
-        checks[art.name] = verify.verify_program(art.path, load, inputs, compressed_out,
-                                                 _positional(probe) if loaded.hf is not None else run)
-        progress.at("verify", VERIFY + (DONE - VERIFY) * 0.9 * len(checks) / (len(artifacts) + 1))
-    onnx_ok = exports["onnx"]["ok"] and (out_dir / ONNX_NAME).exists()
+        else:
+            load = export.load_own_torchscript if art.kind == "torchscript" else export.load_own_pt2
+            checks[art.name] = verify.verify_program(art.path, load, inputs, compressed_out,
+                                                     _positional(probe) if loaded.hf is not None else run)
+        job.progress.at("verify", VERIFY + (DONE - VERIFY) * 0.9 * len(checks) / (len(job.artifacts) + 1))
+    _derived_programs(job, weights, encodings, compressed_out)
+    job.progress.timed("verify", start)
+    job.artifacts = [a for a in job.artifacts if a.path.exists()]
+    return compressed_out
+
+
+def _derived_programs(job: _Job, weights: dict, encodings: dict, compressed_out: torch.Tensor) -> None:
+    """From the verified model.onnx: the compact ONNX; for the int8 stage, programs with int8 kernels."""
+    out_dir, inputs, probe = job.out_dir, job.inputs, job.probe
+    onnx_ok = job.exports["onnx"]["ok"] and (out_dir / ONNX_NAME).exists()
     if onnx_ok:   # the runnable file whose size tracks the compression
         arrays = {k: v.float().numpy() for k, v in weights.items() if v.is_floating_point() and v.ndim == 2}
-        compact = _compact_onnx(out_dir, encodings, arrays, inputs, compressed_out, probe, exports, checks)
+        compact = _compact_onnx(out_dir, encodings, arrays, inputs, compressed_out, probe, job.exports, job.checks)
         if compact is not None:
-            artifacts.append(compact)
-    int8_files, int8_report = int8_runtime_artifacts(pipeline.stages, out_dir / ONNX_NAME if onnx_ok else None, out_dir,
-                                                     state.calibration, inputs, compressed_out, probe)
+            job.artifacts.append(compact)
+    stages = job.pipeline.stages
+    int8_files, int8_report = int8_runtime_artifacts(stages, out_dir / ONNX_NAME if onnx_ok else None, out_dir,
+                                                     job.state.calibration, inputs, compressed_out, probe)
     if int8_report is not None:   # int8 stage: programs with int8 kernels, their output difference recorded
-        exports["int8"] = int8_report
-        artifacts.extend(ArtifactFile(f.name, "onnx-int8", f) for f in int8_files)
-        int8_spec = next(s for s in pipeline.stages if s.kind == "int8")
-        torch_files, exports["int8_torch"] = torch_int8_artifact(int8_spec, compressed, inputs, out_dir,
-                                                                 compressed_out, probe, loaded.hf is not None)
-        artifacts.extend(ArtifactFile(f.name, "torchscript-int8", f) for f in torch_files)
-    progress.timed("verify", start)
-    artifacts = [a for a in artifacts if a.path.exists()]
+        job.exports["int8"] = int8_report
+        job.artifacts.extend(ArtifactFile(f.name, "onnx-int8", f) for f in int8_files)
+        int8_spec = next(s for s in stages if s.kind == "int8")
+        torch_files, job.exports["int8_torch"] = torch_int8_artifact(
+            int8_spec, job.state.model, inputs, out_dir, compressed_out, probe, job.loaded.hf is not None)
+        job.artifacts.extend(ArtifactFile(f.name, "torchscript-int8", f) for f in torch_files)
 
+
+def _metrics(job: _Job, weights: dict, encodings: dict, compressed_out: torch.Tensor, data: JobData | None,
+             checkpoints: CheckpointFolder | None, measure_latency: bool) -> dict:
+    loaded, compressed, progress = job.loaded, job.state.model, job.progress
     params_before, _ = parameter_counts(loaded.model)
     params_after, nonzero_after = parameter_counts(compressed)
-    costs, cost_notes = job_metrics(loaded.model, compressed, inputs, call=loaded.probe or (lambda m, x: m(*x)),
+    costs, cost_notes = job_metrics(loaded.model, compressed, job.inputs, call=loaded.probe or (lambda m, x: m(*x)),
                                     measure_latency=measure_latency)
-    notes.extend(cost_notes)
     # hf-folder: the dense weights in the upload (the archive also holds tokenizer files, README, ...)
-    size_before = loaded.weights_bytes or origin["size_bytes"]
-    metrics = {
+    size_before = loaded.weights_bytes or job.origin["size_bytes"]
+    return {
         "size_bytes_before": size_before,
-        "upload_bytes": origin["size_bytes"],
-        "size_bytes_after": container_bytes,
-        "compression_ratio": round(size_before / container_bytes, 4),
-        "artifact_bytes": {a.name: a.path.stat().st_size for a in artifacts},
+        "upload_bytes": job.origin["size_bytes"],
+        "size_bytes_after": job.container_bytes,
+        "compression_ratio": round(size_before / job.container_bytes, 4),
+        "artifact_bytes": {a.name: a.path.stat().st_size for a in job.artifacts},
         "parameters_before": params_before,
         "parameters_after": params_after,
         **costs,   # macs_before, macs_after, latency
         "nonzero_parameters_after": nonzero_after,
-        "output_max_abs_diff": max_abs_diff(compressed_out, reference),
-        "output_mean_cosine": round(mean_cosine(compressed_out, reference), 8),
-        "quality": job_quality(pipeline.quality, progress.evaluation, data, state.teacher, compressed, loaded,
-                               reference, compressed_out),
-        "sample_inputs": [list(t.shape) for t in inputs if isinstance(t, torch.Tensor)],
-        "verification": checks,
-        "exports": exports,
+        "output_max_abs_diff": max_abs_diff(compressed_out, job.reference),
+        "output_mean_cosine": round(mean_cosine(compressed_out, job.reference), 8),
+        "quality": job_quality(job.pipeline.quality, progress.evaluation, data, job.state.teacher, compressed, loaded,
+                               job.reference, compressed_out),
+        "sample_inputs": [list(t.shape) for t in job.inputs if isinstance(t, torch.Tensor)],
+        "verification": job.checks,
+        "exports": job.exports,
         "layers": layer_report(encodings, weights),
-        "seed": pipeline.seed,
+        "seed": job.pipeline.seed,
         "elapsed_seconds": progress.timings,
         "stages": progress.stage_reports,
         **({"evaluation": progress.evaluation} if progress.evaluation else {}),
@@ -313,11 +376,5 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
         **({"resumed_from_checkpoints": sorted(checkpoints.resumed)} if checkpoints and checkpoints.resumed else {}),
         **({"datasets": {role: {"samples": len(d)} for role, d in vars(data).items() if d is not None}}
            if data is not None else {}),
-        "notes": notes,
+        "notes": job.notes + cost_notes,
     }
-    report = out_dir / "report.json"
-    report.write_text(json.dumps({"pipeline": pipeline.model_dump(mode="json"), "origin": origin,
-                                  "metrics": metrics}, indent=1, sort_keys=True))
-    artifacts.append(ArtifactFile(report.name, "report", report))
-    hooks.on_progress(None, DONE)
-    return JobOutput(artifacts, metrics)
