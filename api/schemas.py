@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from compression.job.quality import QualitySpec
 from compression.job.stages import ARTIFACT_KINDS
+from compression.search.goal import GoalSpec
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer, model_validator
 
 
@@ -69,6 +70,11 @@ class JobCreate(BaseModel):
                                          "default: the job's own model")
     pipeline: dict | None = Field(default=None, description="{'stages': [...], 'seed': 0}; see GET /v1/methods")
     recipe: str | None = Field(default=None, description="a preset name from GET /v1/recipes")
+    goal: GoalSpec | None = Field(default=None, description="instead of a recipe or pipeline: {\"target\": "
+                                  "{\"ratio\": 10} | {\"max_bytes\": N}, \"constraint\": {\"metric\": \"cosine\", "
+                                  "\"min\": 0.98} | {\"max_drop\": 0.01}, \"methods\"?, \"budget_minutes\"?}; needs "
+                                  "data.calibration or data.eval; candidates are selected on one split and the "
+                                  "result reported on data the search never saw")
     quality: QualitySpec | None = Field(default=None, description="the bar of the job's quality verdict, e.g. "
                                         "{\"metric\": \"cosine\", \"min\": 0.99} or {\"max_drop\": 0.005}; default: "
                                         "top1 drop <= 0.01 with labelled eval data, else agreement >= 0.97 "
@@ -77,8 +83,10 @@ class JobCreate(BaseModel):
 
     @model_validator(mode="after")
     def _one_of(self) -> "JobCreate":
-        if (self.pipeline is None) == (self.recipe is None):
-            raise ValueError("give exactly one of 'pipeline' or 'recipe'")
+        if sum(x is not None for x in (self.pipeline, self.recipe, self.goal)) != 1:
+            raise ValueError("give exactly one of 'pipeline', 'recipe' or 'goal'")
+        if self.goal is not None and self.quality is not None:
+            raise ValueError("a goal carries its own quality bar: give it as goal.constraint")
         return self
 
 

@@ -104,6 +104,13 @@ def _quality_line(job: Job) -> str:
     return f"quality: {q.get('summary') or q.get('reason', 'no verdict')}" + (f" ({q['note']})" if q.get("note") else "")
 
 
+class _Pair(argparse.Action):
+    """--min-METRIC X stores (METRIC, X)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, (self.const, values))
+
+
 def _client(args: argparse.Namespace) -> Client:
     return Client(args.url, api_key=args.api_key or None)
 
@@ -113,6 +120,30 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 
 # -- commands -------------------------------------------------------------------------------
+
+def _goal(args: argparse.Namespace) -> dict | None:
+    """--goal ratio=10 | max_bytes=N, with --min-METRIC X or --max-drop X."""
+    if not args.goal:
+        if args.min_metric or args.max_drop is not None:
+            raise ValueError("--min-* and --max-drop go with --goal")
+        return None
+    key, _, value = args.goal.partition("=")
+    if key not in ("ratio", "max_bytes") or not value:
+        raise ValueError("--goal takes ratio=R or max_bytes=N")
+    try:
+        target = {key: float(value) if key == "ratio" else int(value)}
+    except ValueError:
+        raise ValueError(f"--goal {key} must be a number") from None
+    constraint: dict = {}
+    if args.min_metric:
+        metric, floor = args.min_metric
+        constraint = {"metric": metric, "min": floor}
+    if args.max_drop is not None:
+        constraint = {**({"metric": constraint["metric"]} if constraint else {}), "max_drop": args.max_drop}
+        if args.min_metric:
+            raise ValueError("give one of --min-* or --max-drop")
+    return {"target": target, **({"constraint": constraint} if constraint else {})}
+
 
 def cmd_submit(args: argparse.Namespace) -> int:
     options = None
@@ -130,8 +161,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             print(f"--pipeline must be JSON or @file.json: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    if (pipeline is None) == (args.recipe is None):
-        print("give exactly one of --recipe or --pipeline", file=sys.stderr)
+    try:
+        goal = _goal(args)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if sum(x is not None for x in (pipeline, args.recipe, goal)) != 1:
+        print("give exactly one of --recipe, --pipeline or --goal", file=sys.stderr)
         return EXIT_USAGE
     is_file = Path(args.model).is_file()
     if not is_file and not args.model.startswith("mdl_"):
@@ -163,7 +199,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 given = dataset.id
             if given:
                 data[role] = given
-        job = c.submit(model_id, recipe=args.recipe, pipeline=pipeline, device=args.device,
+        job = c.submit(model_id, recipe=args.recipe, pipeline=pipeline, goal=goal, device=args.device,
                        idempotency_key=args.idempotency_key, data=data or None, teacher_model_id=args.teacher)
         if show:
             print(f"submitted {job.id}", file=sys.stderr)
@@ -182,9 +218,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(f"job {job.id} {job.status}: {job.error or 'no reason given'}", file=sys.stderr)
         elif job.quality:
             print(_quality_line(job), file=sys.stderr)
+        if job.status == "succeeded" and "goal" in (job.pipeline or {}):
+            result["goal"] = (c.metrics(job.id).metrics or {}).get("goal")
+            if show and result["goal"]:
+                print(_goal_table(result["goal"]), file=sys.stderr)
     text = _job_line(job) + "".join(f"\n{p}" for p in result.get("files", []))
     _emit(args, result, text)
+    if result.get("goal") and not result["goal"].get("goal_met"):
+        return EXIT_QUALITY
     return _job_exit(job)
+
+
+def _goal_table(goal: dict) -> str:
+    """The measured candidates (chosen marked *, Pareto front marked +) and the outcome in one sentence."""
+    lines = [f"{'':2}{'CANDIDATE':<30} {'BYTES':>12} {'RATIO':>7} {'METRIC':>10}  SIZE  BAR",
+             *(f"{('*' if c['name'] == goal['chosen'] else '+' if c['name'] in goal['pareto'] else ' '):<2}"
+               f"{c['name']:<30} {c['bytes']:>12,} {c['ratio']:>6.2f}x {c['metric_value']:>10.4f}  "
+               f"{'ok' if c['meets_size'] else '-':<4}  {'ok' if c['passed'] else '-'}"
+               for c in goal["candidates"] if "error" not in c),
+             f"selected on {goal['selected_on']}; reported on {goal['reported_on']}", goal["summary"]]
+    return "\n".join(lines)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -212,7 +265,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                          f" (x{m.get('compression_ratio', 0)}), output cosine {m.get('output_mean_cosine')}")
             if job.quality:
                 text += "\n" + _quality_line(job)
+            if m.get("goal"):
+                text += "\n" + _goal_table(m["goal"])
     _emit(args, payload, text)
+    if (payload.get("metrics") or {}).get("goal", {}).get("goal_met") is False:
+        return EXIT_QUALITY
     return _job_exit(job)
 
 
@@ -269,6 +326,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="model file to upload, or an uploaded model id (mdl_…)")
     p.add_argument("--recipe", help="preset recipe (GET /v1/recipes), e.g. int8")
     p.add_argument("--pipeline", help="pipeline JSON, or @file.json")
+    p.add_argument("--goal", metavar="ratio=R|max_bytes=N", help="instead of a recipe: a size target; the service "
+                   "searches for the compression (needs --calibration or --eval data)")
+    for metric in ("cosine", "top1", "top5", "agreement"):
+        p.add_argument(f"--min-{metric}", dest="min_metric", type=float, metavar="X",
+                       action=_Pair, const=metric, help=f"with --goal: {metric} at least X")
+    p.add_argument("--max-drop", type=float, metavar="X", help="with --goal: the metric may fall at most X")
     p.add_argument("--architecture", help="built-in architecture for bare weights, e.g. lenet-300-100")
     p.add_argument("--options", help='loader options JSON, e.g. \'{"input_shape": [1, 784]}\'')
     p.add_argument("--device", choices=["cpu", "gpu"])

@@ -165,6 +165,8 @@ def _job(request: dict, send) -> dict:
     from compression.pipeline import parse_pipeline
 
     model = ModelSource.from_json(request["model"])
+    if "goal" in request["pipeline"]:   # a goal instead of a recipe: the search picks the pipeline
+        return _outcome(_goal_job(request, model, send))
     output = run_compression_job(
         model.path, model.format, model.options, parse_pipeline(request["pipeline"]), Path(request["out_dir"]),
         JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]}),
@@ -173,8 +175,26 @@ def _job(request: dict, send) -> dict:
         checkpoint_dir=Path(request["checkpoint_dir"]) if request.get("checkpoint_dir") else None,
         sample_inputs=model.sample_inputs, teacher=ModelSource.from_json(request.get("teacher")),
     )
+    return _outcome(output)
+
+
+def _outcome(output: JobOutput) -> dict:
     return {"metrics": output.metrics, "artifacts": [
         {"name": a.name, "kind": a.kind, "path": str(a.path)} for a in output.artifacts]}
+
+
+def _goal_job(request: dict, model: ModelSource, send) -> JobOutput:
+    from compression.job.goal_runner import run_goal_job
+    from compression.job.runner import JobHooks
+    from compression.search.goal import GoalSpec
+
+    return run_goal_job(
+        model.path, model.format, model.options, GoalSpec.model_validate(request["pipeline"]["goal"]),
+        Path(request["out_dir"]),
+        JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]}),
+                 on_log=lambda record: send({"log": record})),
+        dataset_files={role: (Path(path), fmt) for role, (path, fmt) in request.get("datasets", {}).items()},
+        sample_inputs=model.sample_inputs)
 
 
 def _inspect(request: dict, send) -> dict:

@@ -45,6 +45,18 @@ def _datasets(session, owner: str, body: JobCreate, model) -> dict[str, str]:
 
 
 def _validated_pipeline(body: JobCreate, model_summary: dict, roles: dict[str, str]) -> dict:
+    if body.goal is not None:
+        problems = []
+        if not {"calibration", "eval"} & set(roles):
+            problems.append("a goal job measures candidates on data: give data.calibration or data.eval (labels "
+                            "let it use top-1; unlabeled data measures agreement/cosine against your model)")
+        if (model_summary or {}).get("format") == "onnx":
+            problems.append("goal jobs take torch formats for now; for an ONNX model submit a recipe or pipeline")
+        if body.teacher_model_id:
+            problems.append("goal jobs do not take a teacher (no retraining inside the search yet)")
+        if problems:
+            raise RequestValidationError([{"loc": ("body", "goal"), "type": "value_error", "msg": p} for p in problems])
+        return {"goal": body.goal.model_dump(mode="json", exclude_none=True)}
     if body.recipe is not None:
         recipe = RECIPES.get(body.recipe)
         if recipe is None:

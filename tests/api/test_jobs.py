@@ -182,3 +182,21 @@ def test_a_jobs_quality_bar_is_stored_with_its_pipeline_and_its_verdict_shown(cl
     done = client.get(f"/v1/jobs/{job['id']}").json()
     assert done["status"] == "succeeded" and done["quality"]["passed"] is False, done
     assert done["quality"]["min"] == 0.9999999 and done["quality"]["real_inputs"] is False
+
+
+def test_goal_jobs_are_checked_at_submit(client, model_id, tmp_path):
+    from tests.helpers import digits_npz, upload_dataset
+
+    goal = {"target": {"ratio": 8}, "constraint": {"metric": "cosine", "min": 0.98}}
+    no_data = client.post("/v1/jobs", json={"model_id": model_id, "goal": goal})
+    assert no_data.status_code == 422 and "data.calibration or data.eval" in no_data.text
+    both = client.post("/v1/jobs", json={"model_id": model_id, "goal": goal, "recipe": "int8"})
+    assert both.status_code == 422 and "exactly one of 'pipeline', 'recipe' or 'goal'" in both.text
+    for bad in ({"target": {"speedup": 3}}, {"target": {"ratio": 8}, "constraint": {"min": 1, "max_drop": 0.1}}):
+        assert client.post("/v1/jobs", json={"model_id": model_id, "goal": bad}).status_code == 422
+    dataset = upload_dataset(client, digits_npz(tmp_path / "d.npz", n=64)).json()
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "goal": goal, "data": {"calibration": dataset["id"]}})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["pipeline"] == {"goal": {**goal, "budget_minutes": 15.0, "seed": 0}}
+    assert client.post("/v1/jobs", json={"model_id": model_id, "goal": goal, "data": {"calibration": dataset["id"]},
+                                         "teacher_model_id": model_id}).status_code == 422

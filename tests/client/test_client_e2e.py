@@ -135,3 +135,28 @@ def test_events_stream_and_cancel(live_stack, lenet_file):
         assert [n for n, _ in events] == ["job", "end"] and events[-1][1]["status"] == "cancelled"
         assert c.wait(job.id, timeout=5).status == "cancelled"
     assert cli(live_stack, "status", job.id).returncode == 1
+
+
+def test_cli_goal_job_on_the_real_stack(live_stack, lenet_file, tmp_path):
+    """A goal instead of a recipe, through the CLI, the API, Redis and a Celery worker on PostgreSQL."""
+    from tests.helpers import digits_npz
+
+    data = str(digits_npz(tmp_path / "digits.npz", n=128, labels=False))
+    res = cli(live_stack, "submit", str(lenet_file), "--architecture", "lenet-300-100", "--goal", "ratio=6",
+              "--min-cosine", "0.9", "--calibration", data, "--wait", "--json", timeout=300)
+    assert res.returncode == 0, (res.stdout, res.stderr, live_stack.worker_log.read_text()[-3000:])
+    result = json.loads(res.stdout)
+    goal = result["goal"]
+    assert result["job"]["status"] == "succeeded" and goal["goal_met"] is True, goal["summary"]
+    assert result["job"]["pipeline"] == {"goal": {"target": {"ratio": 6.0}, "constraint": {"metric": "cosine", "min": 0.9},
+                                                   "budget_minutes": 15.0, "seed": 0}}
+    assert goal["reported_on"].endswith("held back from the search)")
+    # an unreachable goal still succeeds with the closest candidate, and exits 4
+    res = cli(live_stack, "submit", result["job"]["model_id"], "--goal", "ratio=200", "--min-cosine", "0.999",
+              "--calibration", result["datasets"]["calibration"]["id"] if "datasets" in result else data,
+              "--wait", "--json", timeout=300)
+    assert res.returncode == 4, (res.stdout, res.stderr)
+    missed = json.loads(res.stdout)
+    assert missed["job"]["status"] == "succeeded" and missed["goal"]["summary"].startswith("goal missed")
+    with Client(live_stack.url) as c:
+        assert [a for a in c.artifacts(missed["job"]["id"]) if a.kind == "container"]

@@ -392,3 +392,23 @@ def test_datasets_pagination(page, live_stack):
     page.click("#datasets-prev")
     page.locator('tr[data-dataset="ds_0020"]').wait_for(timeout=10_000)
     assert asked == [0, 20, 40, 20], asked
+
+
+def test_goal_job_page_shows_the_outcome_and_the_candidates(page, live_stack, lenet_file, tmp_path):
+    from tests.helpers import digits_npz
+
+    with Client(live_stack.url) as c:
+        model = c.upload_model(lenet_file, architecture="lenet-300-100")
+        data = c.upload_dataset(digits_npz(tmp_path / "d.npz", n=128, labels=False))
+        job = c.submit(model.id, goal={"target": {"ratio": 6}, "constraint": {"metric": "cosine", "min": 0.9}},
+                       data={"calibration": data.id})
+        job = c.wait(job.id, timeout=300)
+    assert job.status == "succeeded", job.error
+    page.goto(live_stack.url + f"/ui/#/jobs/{job.id}")
+    summary = page.locator("#goal-summary")
+    summary.wait_for(timeout=30_000)
+    assert "Goal met" in summary.inner_text() and "goal met: " in summary.inner_text()
+    assert "goal: 6× smaller at cosine ≥ 0.9" in page.locator("main").inner_text()
+    assert page.locator("#goal svg circle").count() >= 10
+    assert page.locator("#goal-table tbody tr").count() >= 10 and "(chosen)" in page.locator("#goal-table").inner_text()
+    page.screenshot(path=str(tmp_path / "goal.png"), full_page=True)

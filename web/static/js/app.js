@@ -4,6 +4,7 @@ import { barChart } from "./charts.js";
 import { dataSelectors, datasetsView } from "./datasets.js";
 import { bytes, h, when } from "./dom.js";
 import { methodForm } from "./forms.js";
+import { goalCard, goalLine } from "./goal.js";
 import { evaluationCard, trainingLine, trainingLogCard, trainingText } from "./training.js";
 import { badge, errorBox, fileDrop, progressBar, progressSlot, runUpload } from "./widgets.js";
 
@@ -378,7 +379,7 @@ async function jobPage(id, seq) {
     job = j;
     head.replaceChildren(h("h2", {}, "Job ", h("code", {}, j.id)), badge(j.status));
     const bits = [
-      h("p", { class: "muted" }, `${j.recipe ? `recipe ${j.recipe}` : "custom pipeline"}: ${pipeline}`),
+      h("p", { class: "muted" }, goalLine(j) ?? `${j.recipe ? `recipe ${j.recipe}` : "custom pipeline"}: ${pipeline}`),
       h("p", { class: "muted" }, `model ${j.model_id} · created ${when(j.created_at)}${j.finished_at ? ` · finished ${when(j.finished_at)}` : ""}${j.attempts > 1 ? ` · attempts ${j.attempts}` : ""}`),
       dataLine(j),
       progressBar(j.progress, FINISHED.has(j.status) ? j.status : (j.stage || j.status)),
@@ -406,6 +407,7 @@ async function jobPage(id, seq) {
         h("section", { class: "card" }, h("h2", {}, "Before / after"), metricsTable(metrics)),
         h("section", { class: "card", id: "charts" }, h("h2", {}, "Charts"), h("div", { class: "charts" }, charts(metrics))),
         Array.isArray(metrics.training_log) && metrics.training_log.length ? trainingLogCard(metrics.training_log) : null,
+        metrics.goal ? goalCard(metrics.goal) : null,
         Array.isArray(metrics.evaluation) && metrics.evaluation.length ? evaluationCard(metrics.evaluation) : null,
         h("section", { class: "card" }, h("h2", {}, "Artifacts"), artifactsTable(arts)),
       ].filter(Boolean));

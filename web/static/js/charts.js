@@ -52,3 +52,35 @@ export function lineChart(title, points, { width = 520, height = 200, format = S
   });
   return el;
 }
+
+// Points {x, y, label, cls}: x and y on linear axes; e.g. a goal search's candidates (ratio vs quality).
+export function scatterChart(title, points, { width = 520, height = 240, xLabel = "", yLabel = "", format = String } = {}) {
+  const pad = { left: 64, right: 16, top: 26, bottom: 34 };
+  const span = (vals) => {
+    let lo = Math.min(...vals);
+    let hi = Math.max(...vals);
+    if (hi - lo < 1e-12) { lo -= 0.5 * Math.abs(lo || 1); hi += 0.5 * Math.abs(hi || 1); }
+    return [lo, hi];
+  };
+  const [x0, x1] = span(points.map((p) => p.x));
+  const [y0, y1] = span(points.map((p) => p.y));
+  const x = (v) => pad.left + ((v - x0) / (x1 - x0)) * (width - pad.left - pad.right);
+  const y = (v) => pad.top + (1 - (v - y0) / (y1 - y0)) * (height - pad.top - pad.bottom);
+  const el = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart scatter-chart", role: "img", "aria-label": title,
+    preserveAspectRatio: "xMinYMin meet" });
+  el.append(svg("title", {}, title));
+  for (const v of [y0, (y0 + y1) / 2, y1]) {
+    el.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: "grid-line" }),
+      svg("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end", class: "chart-label" }, format(v)));
+  }
+  for (const v of [x0, (x0 + x1) / 2, x1]) {
+    el.append(svg("text", { x: x(v), y: height - 18, "text-anchor": "middle", class: "chart-label" }, `${v.toFixed(1)}×`));
+  }
+  el.append(svg("text", { x: (pad.left + width) / 2, y: height - 4, "text-anchor": "middle", class: "chart-label" }, xLabel),
+    svg("text", { x: 4, y: 12, class: "chart-label" }, yLabel));
+  for (const p of points) {
+    el.append(svg("circle", { cx: x(p.x), cy: y(p.y), r: p.cls === "chosen" ? 6 : 4, class: `dot ${p.cls || ""}` },
+      svg("title", {}, `${p.label}: ${p.x.toFixed(2)}×, ${format(p.y)}`)));
+  }
+  return el;
+}

@@ -35,7 +35,7 @@ export function trainingLine(job) {
     h("span", { class: "muted" }, current ? `${where}: ` : `last ${where} epoch: `), text);
 }
 
-function table(id, columns, rows) {
+export function table(id, columns, rows) {
   return h("div", { class: "scroll" }, h("table", { class: "metrics", id },
     h("thead", {}, h("tr", {}, columns.map(([title]) => h("th", {}, title)))),
     h("tbody", {}, rows.map((r) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(r))))))));

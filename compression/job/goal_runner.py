@@ -1,0 +1,103 @@
+"""Goal jobs (compression.search.goal): measure candidates on a selection split, run the chosen one as
+an ordinary job whose figures come from data the search never saw, and say whether the goal was met."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from compression.coding.container import write_container
+from compression.coding.encoding import raw
+from compression.data.evaluation import evaluate
+from compression.data.tensor_data import JobData
+from compression.errors import CompressionError, JobCancelled
+from compression.formats import load_model
+from compression.formats.options import loader_options
+from compression.job.runner import _load_datasets, run_compression_job
+from compression.job.sources import DatasetFile
+from compression.job.stages import JobHooks, JobOutput, sha256_file
+from compression.pipeline import PipelineSpec
+from compression.search.goal import (GoalSpec, SearchContext, candidates_for, choose, measure, meets_size, pareto,
+                                     split_data, summary_sentence)
+
+SEARCH_SHARE = 0.6   # of the job's progress bar; the chosen pipeline's own job takes the rest
+
+
+def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalSpec, out_dir: Path,
+                 hooks: JobHooks = JobHooks(), dataset_files: dict[str, tuple[Path, str]] | None = None, *,
+                 sample_inputs: DatasetFile | None = None, measure_latency: bool = True) -> JobOutput:
+    model_path, options = Path(model_path), loader_options(model_options)
+    if model_format == "onnx":
+        raise CompressionError("goal jobs take torch formats for now; for an ONNX model submit a recipe or pipeline")
+    if not dataset_files:
+        raise CompressionError("a goal job needs data to measure candidates on: give data.calibration or data.eval")
+    hooks.on_progress("load", 0.0)
+    loaded = load_model(model_path, model_format, options, seed=goal.seed, sample_inputs=sample_inputs)
+    data = _load_datasets(dataset_files, loaded)
+    selection, selection_name, report, report_name = split_data(data, goal.seed)
+    origin = {"format": model_format, "architecture": loaded.architecture, "sha256": sha256_file(model_path),
+              "size_bytes": model_path.stat().st_size, **({"hf_config": loaded.hf.config} if loaded.hf else {})}
+
+    def container_bytes(path: Path, state, spec) -> int:   # the same container the job would write
+        weights = {k: v.detach() for k, v in state.model.state_dict().items()}
+        encodings = {k: state.encodings.get(k) or raw(v) for k, v in weights.items()}
+        return write_container(path, encodings, origin=origin, pipeline=spec.model_dump(mode="json"),
+                               structure=state.structure)
+
+    ctx = SearchContext(loaded.model, loaded.probe, loaded.sample_inputs,
+                        list(selection.take(slice(0, 512)).batches(32)), selection,
+                        evaluate(loaded.model, loaded.model, selection, loaded.probe),
+                        loaded.weights_bytes or origin["size_bytes"], container_bytes)
+    rows = _search(goal, ctx, hooks)
+    measured = [r for r in rows if "error" not in r]
+    if not measured:
+        raise CompressionError("no candidate applies to this model: " + "; ".join(f"{r['name']}: {r['error']}"
+                                                                                   for r in rows)[:800])
+    chosen = choose(measured, goal.target)
+    final_hooks = JobHooks(on_progress=lambda stage, f: hooks.on_progress(stage, SEARCH_SHARE + (1 - SEARCH_SHARE) * f),
+                           is_cancelled=hooks.is_cancelled, on_log=hooks.on_log)
+    pipeline = PipelineSpec.model_validate({"stages": chosen["stages"], "seed": goal.seed,
+                                            "quality": goal.constraint.model_dump(exclude_none=True)})
+    # the chosen pipeline's job: calibration from the selection split only, its verdict on the report data
+    output = run_compression_job(model_path, model_format, options, pipeline, out_dir, final_hooks,
+                                 data=JobData(calibration=selection, eval=report), sample_inputs=sample_inputs,
+                                 measure_latency=measure_latency)
+    metrics = output.metrics
+    quality = metrics["quality"]
+    if "inputs" in quality:   # the final job saw the report data as its eval role; name it as the user knows it
+        quality["summary"] = quality.get("summary", "").replace(quality["inputs"], report_name)
+        quality["inputs"] = report_name
+    final = {"name": chosen["name"], "bytes": metrics["size_bytes_after"], "ratio": metrics["compression_ratio"]}
+    final["goal_met"] = meets_size(goal.target, final["ratio"], final["bytes"]) and bool(quality["passed"])
+    metrics["goal"] = {
+        "spec": goal.model_dump(mode="json", exclude_none=True), "goal_met": final["goal_met"],
+        "summary": summary_sentence(goal, final, quality, report_name), "chosen": chosen["name"],
+        "selected_on": selection_name, "reported_on": report_name, "candidates": rows,
+        "pareto": pareto(measured),
+    }
+    report = out_dir / "report.json"
+    body = json.loads(report.read_text())
+    body["metrics"] = metrics
+    report.write_text(json.dumps(body, indent=1, sort_keys=True))
+    return output
+
+
+def _search(goal: GoalSpec, ctx: SearchContext, hooks: JobHooks) -> list[dict]:
+    candidates = candidates_for(goal, has_calibration=True)   # the selection split calibrates data-driven ones
+    deadline = time.monotonic() + goal.budget_minutes * 60
+    rows = []
+    for i, candidate in enumerate(candidates):
+        if hooks.is_cancelled():
+            raise JobCancelled()
+        if time.monotonic() > deadline:
+            rows.append({"name": candidate.name, "error": f"not measured: the {goal.budget_minutes:g}-minute "
+                                                          "search budget ran out"})
+            continue
+        hooks.on_progress(f"search {i + 1}/{len(candidates)} {candidate.name}", SEARCH_SHARE * i / len(candidates))
+        try:
+            rows.append(measure(candidate, ctx, goal))
+        except JobCancelled:
+            raise
+        except Exception as exc:   # a candidate that does not apply (no layer of its kind, ...) is recorded
+            rows.append({"name": candidate.name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+    return rows

@@ -1,0 +1,193 @@
+"""Goal jobs: the user names a size target and a quality constraint; the search picks the recipe.
+
+Candidates are whole pipelines (the presets' quantization, sharing and pruning families at several
+widths, and GPTQ when there is calibration data). Each one is applied to a copy of the model and
+measured: the bytes of the real container it writes, and the constraint's metric against the
+uploaded model on a *selection* split. The chosen pipeline then runs as an ordinary job (export,
+verification, quality verdict) whose figures come from data the search never saw: the eval role when
+the selection used other data, otherwise a held-back half of the data given. The result keeps every
+measured candidate, the Pareto front, the chosen one, and `goal_met` with the gap in one sentence.
+
+Not yet here (issue #16): per-layer sensitivity and allocation across layers, speed/MAC targets,
+retraining inside the search.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compression.job.quality import QualitySpec, verdict
+
+MethodKind = Literal["quantize", "share", "prune", "gptq", "huffman"]
+
+
+class SizeTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ratio: float | None = Field(None, gt=1, le=1000, description="upload weight bytes / container bytes, at least")
+    max_bytes: int | None = Field(None, gt=0, description="container bytes, at most")
+
+    @model_validator(mode="after")
+    def _one(self) -> "SizeTarget":
+        if (self.ratio is None) == (self.max_bytes is None):
+            raise ValueError("give exactly one of ratio or max_bytes (speedup and MAC targets are not supported yet)")
+        return self
+
+
+class GoalSpec(BaseModel):
+    """`POST /v1/jobs` {"goal": ...} instead of a recipe or pipeline."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: SizeTarget
+    constraint: QualitySpec = Field(default_factory=QualitySpec,
+                                    description="the quality bar (as a job's quality spec; default as the verdict's)")
+    methods: list[MethodKind] | None = Field(None, min_length=1, description="only candidates using these stage kinds")
+    budget_minutes: float = Field(15, gt=0, le=240, description="time for measuring candidates; the chosen "
+                                                                "pipeline's own job runs after it")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    stages: list[dict]
+    needs_calibration: bool = False
+
+
+def _q(dtype: str, group: int | None = None, **extra) -> dict:
+    stage = {"kind": "quantize", "dtype": dtype, **extra}
+    if group:
+        stage.update(group_size=group, symmetric=False)
+    return stage
+
+
+HUFFMAN = {"kind": "huffman"}
+CANDIDATES = [
+    Candidate("fp16", [_q("fp16")]),
+    Candidate("int8", [_q("int8", granularity="per_channel")]),
+    Candidate("int8-huffman", [_q("int8", granularity="per_channel"), HUFFMAN]),
+    Candidate("int4-g32-huffman", [_q("int4", 32), HUFFMAN]),
+    Candidate("int4-g64-huffman", [_q("int4", 64), HUFFMAN]),
+    Candidate("int4-g128-huffman", [_q("int4", 128), HUFFMAN]),
+    Candidate("kmeans-5bit-huffman", [{"kind": "share", "bits": 5}, HUFFMAN]),
+    Candidate("kmeans-4bit-huffman", [{"kind": "share", "bits": 4}, HUFFMAN]),
+    Candidate("int3-g64-huffman", [_q("int3", 64), HUFFMAN]),
+    Candidate("kmeans-3bit-huffman", [{"kind": "share", "bits": 3}, HUFFMAN]),
+    Candidate("prune-50-kmeans-4bit-huffman", [{"kind": "prune", "sparsity": 0.5}, {"kind": "share", "bits": 4},
+                                               HUFFMAN]),
+    Candidate("prune-80-kmeans-5bit-huffman", [{"kind": "prune", "sparsity": 0.8},
+                                               {"kind": "share", "bits": 5, "centroid_dtype": "float16",
+                                                "bias_dtype": "float16"}, HUFFMAN]),
+    Candidate("gptq-int4-g64-huffman", [{"kind": "gptq", "bits": 4, "group_size": 64}, HUFFMAN], True),
+    Candidate("gptq-int3-g64-huffman", [{"kind": "gptq", "bits": 3, "group_size": 64}, HUFFMAN], True),
+]
+
+
+def candidates_for(goal: GoalSpec, has_calibration: bool) -> list[Candidate]:
+    allowed = set(goal.methods) if goal.methods else None
+    return [c for c in CANDIDATES if (has_calibration or not c.needs_calibration)
+            and (allowed is None or {s["kind"] for s in c.stages} <= allowed)]
+
+
+def split_data(data, seed: int) -> tuple[object, str, object, str]:
+    """-> (selection data, its name, report data, its name). Selection never sees the report data."""
+    select_role = next((r for r in ("calibration", "eval", "train") if getattr(data, r, None) is not None), None)
+    if select_role is None:
+        raise ValueError("no data")
+    select = getattr(data, select_role)
+    if select_role != "eval" and data.eval is not None:
+        return select, f"the {select_role} dataset ({len(select)} samples)", data.eval, \
+            f"the eval dataset ({len(data.eval)} samples)"
+    order = torch.randperm(len(select), generator=torch.Generator().manual_seed(seed))
+    half = len(select) // 2
+    if half < 1:
+        raise ValueError("the dataset needs at least 2 samples to hold one back")
+
+    held_back = f"the other half of the {select_role} dataset ({len(select) - half} samples, held back from the search)"
+    return select.take(order[:half]), f"half of the {select_role} dataset ({half} samples)", \
+        select.take(order[half:]), held_back
+
+
+def meets_size(target: SizeTarget, ratio: float, nbytes: int) -> bool:
+    return ratio >= target.ratio if target.ratio is not None else nbytes <= target.max_bytes
+
+
+def pareto(rows: list[dict]) -> list[str]:
+    """Names of measured candidates no other beats on both bytes (fewer) and metric (better)."""
+    def better(a, b) -> bool:
+        return a["metric_value"] >= b["metric_value"] if a["higher_is_better"] else a["metric_value"] <= b["metric_value"]
+
+    return [r["name"] for r in rows if not any(
+        o is not r and o["bytes"] <= r["bytes"] and better(o, r)
+        and (o["bytes"] < r["bytes"] or o["metric_value"] != r["metric_value"]) for o in rows)]
+
+
+def choose(rows: list[dict], target: SizeTarget) -> dict:
+    """Meets size and constraint: the best metric. Else among those meeting size: the best metric (closest
+    to the bar). Else: the smallest."""
+    def key(r):   # the better metric; on a tie the smaller file
+        return (r["metric_value"] if r["higher_is_better"] else -r["metric_value"], -r["bytes"])
+
+    ok = [r for r in rows if r["meets_size"] and r["passed"]]
+    sized = [r for r in rows if r["meets_size"]]
+    if ok:
+        return max(ok, key=key)
+    if sized:
+        return max(sized, key=key)
+    return min(rows, key=lambda r: r["bytes"])
+
+
+@dataclass
+class SearchContext:
+    """What measuring one candidate needs (built by the goal runner from the loaded upload)."""
+    model: torch.nn.Module
+    probe: object
+    example_inputs: tuple
+    calibration: list[tuple] | None
+    selection: object                     # TensorData
+    baseline: dict                        # evaluation of the upload on the selection split
+    size_before: int
+    write_container: object               # (path, model state) -> bytes
+
+
+def measure(candidate: Candidate, ctx: SearchContext, goal: GoalSpec) -> dict:
+    from compression.data.evaluation import evaluate
+    from compression.job.stages import JobHooks, Run, compress
+    from compression.pipeline import parse_pipeline
+    from compression.stage import CompressionState
+
+    start = time.perf_counter()
+    spec = parse_pipeline({"stages": candidate.stages, "seed": goal.seed})
+    with torch.no_grad():
+        model = copy.deepcopy(ctx.model)
+    state = CompressionState(model, {}, goal.seed, calibration=ctx.calibration, data=None,
+                             example_inputs=ctx.example_inputs, probe=ctx.probe, teacher=ctx.model)
+    state = compress(spec, state, Run(JobHooks()), None)
+    with tempfile.TemporaryDirectory() as tmp:
+        nbytes = ctx.write_container(Path(tmp) / "candidate.mpz", state, spec)
+    with torch.no_grad():
+        after = evaluate(state.model, ctx.model, ctx.selection, ctx.probe)
+    judged = verdict(ctx.baseline, after, "selection", real_inputs=True, spec=goal.constraint)
+    ratio = ctx.size_before / nbytes
+    return {"name": candidate.name, "stages": candidate.stages, "bytes": nbytes, "ratio": round(ratio, 3),
+            "metric": judged["metric"], "metric_value": judged.get("value", float("nan")),
+            "higher_is_better": judged["metric"] != "mse", "passed": bool(judged["passed"]),
+            "meets_size": meets_size(goal.target, ratio, nbytes), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def summary_sentence(goal: GoalSpec, final: dict, quality: dict, reported_on: str) -> str:
+    target = f"{goal.target.ratio:g}x" if goal.target.ratio is not None else f"{goal.target.max_bytes:,} bytes"
+    bar = (f"{quality['metric']} >= {quality['min']:g}" if "min" in quality else
+           f"{quality['metric']} drop <= {quality['max_drop']:g}" if "max_drop" in quality else
+           f"{quality['metric']} <= {quality.get('max')}")
+    got = f"{final['ratio']:.2f}x ({final['bytes']:,} bytes) keeps {quality['metric']} {quality.get('value', 'n/a')}"
+    if final["goal_met"]:
+        return f"goal met: {got} on {reported_on}; asked {target} at {bar}"
+    return f"goal missed: the best candidate ({final['name']}) at {got} on {reported_on}; asked {target} at {bar}"

@@ -1,0 +1,101 @@
+"""Goal jobs (#16): a size target and a quality bar instead of a recipe; candidates selected on one
+split, the result reported on data the search never saw; a missed goal still ends with the closest
+candidate's verified artifacts and the gap in one sentence."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from safetensors.torch import save_file
+
+from compression.formats.architectures import build_architecture
+from compression.job.goal_runner import run_goal_job
+from compression.search.goal import CANDIDATES, GoalSpec, candidates_for, choose, pareto
+from tests.helpers import digits_npz
+
+LENET = {"architecture": "lenet-300-100"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("goal")
+    data = np.load(digits_npz(tmp / "all.npz", n=1797))
+    x, y = torch.tensor(data["inputs"]), torch.tensor(data["labels"])
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+    train, test = order[:1400], order[1400:]
+    torch.manual_seed(0)
+    model = build_architecture("lenet-300-100")
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(15):
+        for i in range(0, len(train), 64):
+            idx = train[i:i + 64]
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "lenet.safetensors"))
+    np.savez(tmp / "eval.npz", inputs=x[test].numpy(), labels=y[test].numpy())
+    np.savez(tmp / "calibration.npz", inputs=x[train[:256]].numpy())
+    return tmp
+
+
+def _goal(tmp, goal: dict, roles: list[str], tag: str):
+    return run_goal_job(tmp / "lenet.safetensors", "safetensors", LENET, GoalSpec.model_validate(goal), tmp / tag,
+                        dataset_files={r: (tmp / f"{r}.npz", "npz") for r in roles}, measure_latency=False)
+
+
+def test_a_reachable_goal_is_met_and_reported_on_data_the_search_never_saw(trained):
+    out = _goal(trained, {"target": {"ratio": 7}, "constraint": {"max_drop": 0.01}}, ["calibration", "eval"], "met")
+    goal, m = out.metrics["goal"], out.metrics
+    assert goal["goal_met"] is True and goal["summary"].startswith("goal met: "), goal["summary"]
+    assert goal["selected_on"] == "the calibration dataset (256 samples)"
+    assert goal["reported_on"] == "the eval dataset (397 samples)"
+    assert m["compression_ratio"] >= 7 and m["quality"]["metric"] == "top1" and m["quality"]["passed"]
+    measured = [c for c in goal["candidates"] if "error" not in c]
+    assert len(measured) >= 10 and goal["chosen"] in {c["name"] for c in measured}
+    chosen = next(c for c in measured if c["name"] == goal["chosen"])
+    assert chosen["meets_size"] and chosen["passed"]
+    assert abs(chosen["bytes"] - m["size_bytes_after"]) < 1024   # the search measured real container bytes
+    assert set(goal["pareto"]) <= {c["name"] for c in measured} and goal["pareto"]
+    assert {"model.mpz", "model.safetensors", "model.compact.onnx"} <= set(m["verification"])
+
+
+def test_an_unreachable_goal_keeps_the_closest_candidate_and_names_the_gap(trained):
+    goal = {"target": {"ratio": 40}, "constraint": {"metric": "agreement", "min": 0.999}}
+    out = _goal(trained, goal, ["calibration", "eval"], "missed")
+    result = out.metrics["goal"]
+    assert result["goal_met"] is False and result["summary"].startswith("goal missed: the best candidate (")
+    assert "asked 40x at agreement >= 0.999" in result["summary"]
+    assert {a.name for a in out.artifacts} >= {"model.mpz", "model.safetensors", "report.json"}
+
+
+def test_with_eval_data_only_a_held_back_half_reports(trained):
+    out = _goal(trained, {"target": {"ratio": 4}, "constraint": {"max_drop": 0.02}}, ["eval"], "halves")
+    goal = out.metrics["goal"]
+    assert goal["selected_on"] == "half of the eval dataset (198 samples)"
+    assert goal["reported_on"] == "the other half of the eval dataset (199 samples, held back from the search)"
+    assert out.metrics["quality"]["inputs"] == goal["reported_on"] and goal["reported_on"] in out.metrics["quality"]["summary"]
+
+
+def test_goal_specs_are_checked_and_methods_restrict_the_candidates():
+    for bad in ({"target": {}}, {"target": {"ratio": 4, "max_bytes": 10}}, {"target": {"ratio": 0.5}},
+                {"target": {"speedup": 3}}, {"target": {"ratio": 4}, "constraint": {"min": 1, "max_drop": 0.1}},
+                {"target": {"ratio": 4}, "methods": ["distill"]}, {"target": {"ratio": 4}, "budget": 1}):
+        with pytest.raises(ValidationError):
+            GoalSpec.model_validate(bad)
+    only = candidates_for(GoalSpec.model_validate({"target": {"ratio": 4}, "methods": ["share", "huffman"]}), True)
+    assert only and all({s["kind"] for s in c.stages} <= {"share", "huffman"} for c in only)
+    assert len(candidates_for(GoalSpec.model_validate({"target": {"ratio": 4}}), False)) < len(CANDIDATES)
+
+
+def test_choice_and_front():
+    rows = [{"name": n, "bytes": b, "metric_value": v, "higher_is_better": True, "passed": p, "meets_size": s}
+            for n, b, v, p, s in (("a", 100, 0.99, True, False), ("b", 50, 0.98, True, True),
+                                  ("c", 40, 0.98, True, True), ("d", 30, 0.90, False, True), ("e", 60, 0.95, False, True))]
+    assert choose(rows, None)["name"] == "c"                  # best metric among those meeting both; tie: smaller
+    assert pareto(rows) == ["a", "c", "d"]
+    missed = [dict(r, passed=False) for r in rows]
+    assert choose(missed, None)["name"] == "c"                # the closest to the bar among those meeting size
+    too_big = [dict(r, meets_size=False) for r in rows]
+    assert choose(too_big, None)["name"] == "d"               # nothing meets size: the smallest

@@ -1,0 +1,36 @@
+// A goal job's result: the outcome in one sentence, every measured candidate, the Pareto front.
+import { scatterChart } from "./charts.js";
+import { bytes, h } from "./dom.js";
+import { table } from "./training.js";
+
+export function goalLine(job) {
+  const g = job.pipeline?.goal;
+  if (!g) return null;
+  const target = g.target.ratio != null ? `${g.target.ratio}× smaller` : `at most ${bytes(g.target.max_bytes)}`;
+  const c = g.constraint || {};
+  const bar = c.min != null ? `${c.metric || "quality"} ≥ ${c.min}` : c.max_drop != null ? `${c.metric || "quality"} drop ≤ ${c.max_drop}`
+    : c.max != null ? `${c.metric} ≤ ${c.max}` : "the default quality bar";
+  return `goal: ${target} at ${bar}`;
+}
+
+export function goalCard(goal) {
+  const measured = goal.candidates.filter((c) => !c.error);
+  const mark = (c) => (c.name === goal.chosen ? "chosen" : goal.pareto.includes(c.name) ? "front" : "");
+  const columns = [
+    ["Candidate", (c) => `${c.name}${c.name === goal.chosen ? " (chosen)" : goal.pareto.includes(c.name) ? " (front)" : ""}`],
+    ["Bytes", (c) => bytes(c.bytes)],
+    ["Ratio", (c) => `${c.ratio.toFixed(2)}×`],
+    [measured[0]?.metric ?? "Metric", (c) => c.metric_value.toFixed(4)],
+    ["Size target", (c) => (c.meets_size ? "met" : "–")],
+    ["Quality bar", (c) => (c.passed ? "met" : "–")],
+  ];
+  return h("section", { class: "card", id: "goal" }, h("h2", {}, "Goal search"),
+    h("div", { class: goal.goal_met ? "verdict kept" : "failure verdict", id: "goal-summary" },
+      h("strong", {}, goal.goal_met ? "Goal met" : "Goal missed"), h("p", {}, goal.summary)),
+    h("p", { class: "help" }, `Candidates measured on ${goal.selected_on}; the result reported on ${goal.reported_on}.`),
+    scatterChart("candidates: size ratio vs quality", measured.map((c) => ({ x: c.ratio, y: c.metric_value, label: c.name,
+      cls: mark(c) })), { xLabel: "smaller →", yLabel: measured[0]?.metric ?? "", format: (v) => v.toFixed(3) }),
+    table("goal-table", columns, measured),
+    goal.candidates.some((c) => c.error) ? h("p", { class: "muted" }, "Not measured: "
+      + goal.candidates.filter((c) => c.error).map((c) => `${c.name} (${c.error})`).join("; ")) : null);
+}
