@@ -174,3 +174,31 @@ def minilm_embeddings(model, sentences: list[str]):
     tok = AutoTokenizer.from_pretrained(str(get_model_path()), local_files_only=True)
     enc = tok(sentences, padding=True, truncation=True, return_tensors="pt")
     return sentence_embeddings(model, (enc["input_ids"], enc["attention_mask"]))
+
+
+def trained_lenet_folder(tmp: Path, split_seed: int = 0) -> Path:
+    """LeNet-300-100 trained on 1,400 real digits (lenet.safetensors), the 397 others held out as
+    eval.npz (labelled), and calibration.npz: 256 unlabeled training digits."""
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from compression.formats.architectures import build_architecture
+
+    data = np.load(digits_npz(tmp / "all.npz", n=1797))
+    x, y = torch.tensor(data["inputs"]), torch.tensor(data["labels"])
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
+    train, test = order[:1400], order[1400:]
+    torch.manual_seed(0)
+    model = build_architecture("lenet-300-100")
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(15):
+        for i in range(0, len(train), 64):
+            idx = train[i:i + 64]
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "lenet.safetensors"))
+    np.savez(tmp / "eval.npz", inputs=x[test].numpy(), labels=y[test].numpy())
+    np.savez(tmp / "calibration.npz", inputs=x[train[:256]].numpy())
+    return tmp

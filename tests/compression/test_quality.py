@@ -2,43 +2,20 @@
 against a default bar or the job's own, and a destroyed model is never a quiet success."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 from pydantic import ValidationError
-from safetensors.torch import save_file
 
-from compression.formats.architectures import build_architecture
 from compression.job.quality import QualitySpec, verdict
 from compression.job.runner import run_compression_job
 from compression.pipeline import parse_pipeline
-from tests.helpers import digits_npz
+from tests.helpers import trained_lenet_folder
 
 LENET = {"architecture": "lenet-300-100"}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """LeNet-300-100 trained on 1,400 real digits; 397 held out as the eval set."""
-    tmp = tmp_path_factory.mktemp("quality")
-    data = np.load(digits_npz(tmp / "all.npz", n=1797))
-    x, y = torch.tensor(data["inputs"]), torch.tensor(data["labels"])
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    train, test = order[:1400], order[1400:]
-    torch.manual_seed(0)
-    model = build_architecture("lenet-300-100")
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    for _ in range(15):
-        for i in range(0, len(train), 64):
-            idx = train[i:i + 64]
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "lenet.safetensors"))
-    np.savez(tmp / "eval.npz", inputs=x[test].numpy(), labels=y[test].numpy())
-    np.savez(tmp / "calibration.npz", inputs=x[train[:256]].numpy())
-    return tmp
+    return trained_lenet_folder(tmp_path_factory.mktemp("quality"), split_seed=0)
 
 
 def _quality(tmp, stages, files, tag, quality=None):
