@@ -144,6 +144,10 @@ class ArtifactOut(_Out):
     sha256: str
     created_at: datetime
     download_url: str = ""
+    ratio: float | None = Field(None, description="the upload's weight bytes / this file's bytes")
+    output_max_abs_diff: float | None = Field(
+        None, description="this file reloaded from its bytes and run: largest output difference from the "
+                          "compressed model in memory (null for files that are not run, e.g. the report)")
 
     @computed_field(description="loads without modelpress installed")
     @property

@@ -112,6 +112,11 @@ class Artifact:
     sha256: str
     created_at: datetime | None = None
     download_url: str = ""
+    runnable: bool = False          # loads without modelpress installed
+    runtime: str | None = None      # what runs it (onnxruntime, torch, transformers)
+    load: str | None = None         # a one-line load snippet
+    ratio: float | None = None      # the upload's weight bytes / this file's bytes
+    output_max_abs_diff: float | None = None
     raw: dict = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from api.ownership import get_owned
 from api.deps import BlobsDep, OwnerDep, SessionDep
 from api.schemas import ErrorOut, ArtifactOut
-from storage.models import Artifact
+from storage.models import Artifact, Job
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
@@ -18,11 +18,22 @@ def get_owned_artifact(session, owner: str, artifact_id: str) -> Artifact:
     return get_owned(session, owner, Artifact, artifact_id)
 
 
+def artifact_out(art: Artifact, request: Request, metrics: dict | None) -> ArtifactOut:
+    """The row, its download URL, and what the job measured of this very file."""
+    metrics = metrics or {}
+    before = metrics.get("size_bytes_before")
+    check = (metrics.get("verification") or {}).get(art.name) or {}
+    return ArtifactOut.model_validate(art).model_copy(update={
+        "download_url": str(request.url_for("download_artifact", artifact_id=art.id)),
+        "ratio": round(before / art.size_bytes, 3) if before and art.size_bytes else None,
+        "output_max_abs_diff": check.get("output_max_abs_diff")})
+
+
 @router.get("/{artifact_id}", response_model=ArtifactOut, responses={404: {"model": ErrorOut, "description": "unknown id"}})
 def get_artifact(artifact_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> ArtifactOut:
     art = get_owned_artifact(session, owner, artifact_id)
-    return ArtifactOut.model_validate(art).model_copy(
-        update={"download_url": str(request.url_for("download_artifact", artifact_id=art.id))})
+    job = session.get(Job, art.job_id)
+    return artifact_out(art, request, job.metrics if job else None)
 
 
 @router.get("/{artifact_id}/download", name="download_artifact",

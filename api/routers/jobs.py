@@ -17,6 +17,7 @@ from api.deps import OwnerDep, RuntimeDep, SessionDep
 from api.pagination import paginate
 from api.routers.datasets import get_owned_dataset
 from api.routers.models import get_owned_model
+from api.routers.artifacts import artifact_out
 from api.schemas import ErrorOut, ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut
 from compression.data.datasets import check_dataset_against_model
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
@@ -223,5 +224,4 @@ def job_metrics(job_id: str, session: SessionDep, owner: OwnerDep) -> dict:
 def job_artifacts(job_id: str, request: Request, session: SessionDep, owner: OwnerDep) -> list[ArtifactOut]:
     job = get_owned_job(session, owner, job_id)
     rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)).all()
-    return [ArtifactOut.model_validate(a).model_copy(update={
-        "download_url": str(request.url_for("download_artifact", artifact_id=a.id))}) for a in rows]
+    return [artifact_out(a, request, job.metrics) for a in rows]

@@ -200,3 +200,24 @@ def test_goal_jobs_are_checked_at_submit(client, model_id, tmp_path):
     assert resp.json()["pipeline"] == {"goal": {**goal, "budget_minutes": 15.0, "seed": 0}}
     assert client.post("/v1/jobs", json={"model_id": model_id, "goal": goal, "data": {"calibration": dataset["id"]},
                                          "teacher_model_id": model_id}).status_code == 422
+
+
+def test_the_artifact_listing_says_what_each_file_is_and_how_it_measured(client, tmp_path):
+    from storage import jobs as job_state
+    from storage.models import Model
+    from tests.helpers import make_lenet_safetensors, upload
+    from workers.tasks import execute
+
+    model = upload(client, make_lenet_safetensors(tmp_path / "lenet.safetensors")).json()
+    job = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": "int4"}).json()
+    rt = client.app.state.runtime
+    with rt.sessions() as s:
+        claimed = job_state.claim(s, job["id"], "inline")
+        row = s.get(Model, claimed.model_id)
+    execute(rt, claimed, row, "inline")
+    listed = {a["name"]: a for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()}
+    compact = listed["model.compact.onnx"]
+    assert compact["runnable"] is True and compact["runtime"] == "onnxruntime" and "InferenceSession" in compact["load"]
+    assert compact["ratio"] > 7 and compact["output_max_abs_diff"] < 1e-5
+    assert listed["model.mpz"]["runnable"] is False and listed["report.json"]["output_max_abs_diff"] is None
+    assert client.get(f"/v1/artifacts/{compact['id']}").json()["ratio"] == compact["ratio"]

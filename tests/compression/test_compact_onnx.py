@@ -67,3 +67,4 @@ def test_weights_without_a_compact_form_stay_float_with_the_reason(tmp_path):
     assert info["ok"] is False and "model.onnx is the smallest runnable file" in info["reason"]
     assert info["forms"] == {} and set(info["float"]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
     assert "float32" in json.dumps(info["float"]) and "model.compact.onnx" not in {a.name for a in out.artifacts}
+
