@@ -377,7 +377,9 @@ def rebuild_from_container(container: Path, original: Path):
     origin = manifest.get("origin") or {}
     if origin.get("format") != ONNX:
         raise ModelFormatError("not a container of an ONNX model")
-    return with_weights(parse(original), state, set(origin.get("onnx_transposed") or []))
+    graph = parse(original)
+    hoist_weights(graph)   # as the job saw it: weights behind Constant/Transpose/Cast are initializers
+    return with_weights(graph, state, set(origin.get("onnx_transposed") or []))
 
 
 @dataclass
@@ -411,12 +413,69 @@ def _held(value: torch.Tensor, target: Target) -> torch.Tensor:
     return value.reshape(-1, value.shape[-1]) if target.module_type in _RECURRENT else value
 
 
+_WEIGHT_OPS = {"MatMul", "Gemm", "Conv", *_RECURRENT}
+
+
+def hoist_weights(model) -> int:
+    """Weights that reach a MatMul/Gemm/Conv/recurrent node through a `Constant` node, a `Transpose` or a
+    float `Cast` of an initializer become plain initializers (the same values at the same tensor name),
+    so they can be compressed in place. Exporters emit all three. -> how many nodes were folded."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph, folded = model.graph, 0
+    while True:
+        inits = {i.name: i for i in graph.initializer}
+        users: dict[str, list] = {}
+        for node in graph.node:
+            for name in node.input:
+                users.setdefault(name, []).append(node)
+        outputs = {o.name for o in graph.output}
+
+        def feeds_weights(name: str) -> bool:
+            return name not in outputs and bool(users.get(name)) and all(u.op_type in _WEIGHT_OPS | {"Transpose", "Cast"}
+                                                                         for u in users[name])
+
+        changed = None
+        for node in graph.node:
+            out = node.output[0] if len(node.output) == 1 else None
+            if out is None or not feeds_weights(out):
+                continue
+            attrs = {a.name: a for a in node.attribute}
+            if node.op_type == "Constant" and "value" in attrs and attrs["value"].t.data_type in _FLOAT_TYPES:
+                value = numpy_helper.to_array(attrs["value"].t)
+            elif node.op_type in ("Transpose", "Cast") and len(node.input) == 1 and node.input[0] in inits \
+                    and len(users.get(node.input[0], [])) == 1 and inits[node.input[0]].data_type in _FLOAT_TYPES:
+                value = numpy_helper.to_array(inits[node.input[0]])
+                if node.op_type == "Transpose":
+                    perm = list(attrs["perm"].ints) if "perm" in attrs else None
+                    value = np.transpose(value, perm)
+                elif attrs["to"].i in _FLOAT_TYPES:
+                    value = value.astype(helper.tensor_dtype_to_np_dtype(attrs["to"].i))
+                else:
+                    continue
+            else:
+                continue
+            changed = (node, numpy_helper.from_array(np.ascontiguousarray(value), out))
+            break
+        if changed is None:
+            return folded
+        node, init = changed
+        graph.node.remove(node)
+        source = node.input[0] if node.input else None
+        graph.initializer.append(init)
+        if source in inits and not any(source in n.input for n in graph.node):
+            graph.initializer.remove(inits[source])
+        folded += 1
+
+
 def load(path: Path, options, seed: int = 0) -> OnnxModel:
     """`options`: LoaderOptions or the equivalent dict (checked again here: rows may predate the allow-list)."""
     from compression.formats.options import as_dict
 
     options = as_dict(options)
     model = parse(path)
+    hoist_weights(model)
     targets = find_targets(model)
     if not targets:
         raise ModelFormatError("the ONNX graph has no float MatMul/Gemm/Conv/LSTM/GRU/RNN weight initializers to "

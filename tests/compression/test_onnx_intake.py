@@ -73,3 +73,38 @@ def test_a_wrong_guess_of_a_symbolic_dimension_names_the_guess_and_the_fix(tmp_p
     found = inspect_upload(path, "onnx", {"input_shapes": {"x": [4, 8]}})["inspection"]
     assert found["output_features"] == 3
     assert onnx_file.guessed_dims_hint(onnx.load(str(path)), {"input_shapes": {"x": [4, 8]}}) == ""
+
+
+def _indirect_weights(path: Path) -> Path:
+    """Weights as exporters also write them: a Constant node, a Transpose of an initializer, a Cast of an
+    fp16 initializer."""
+    rng = np.random.default_rng(1)
+    w1 = rng.normal(0, 0.3, (8, 16)).astype(np.float32)
+    w2 = rng.normal(0, 0.3, (12, 16)).astype(np.float32)           # stored [out, in], transposed in the graph
+    w3 = rng.normal(0, 0.3, (12, 4)).astype(np.float16)
+    nodes = [helper.make_node("Constant", [], ["w1"], value=numpy_helper.from_array(w1, "w1v")),
+             helper.make_node("MatMul", ["x", "w1"], ["h1"]),
+             helper.make_node("Transpose", ["w2_t"], ["w2"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h1", "w2"], ["h2"]),
+             helper.make_node("Cast", ["w3_half"], ["w3"], to=TensorProto.FLOAT),
+             helper.make_node("Gemm", ["h2", "w3"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+                              [numpy_helper.from_array(w2, "w2_t"), numpy_helper.from_array(w3, "w3_half")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_weights_behind_constant_transpose_and_cast_nodes_are_compressed(tmp_path):
+    path = _indirect_weights(tmp_path / "indirect.onnx")
+    layers = inspect_upload(path, "onnx", {})["inspection"]["layers_by_type"]
+    assert layers == {"Linear": {"count": 3, "parameters": 8 * 16 + 16 * 12 + 12 * 4}}
+    out = run_compression_job(path, "onnx", {}, parse_pipeline({"stages": [{"kind": "quantize", "dtype": "int8"}]}),
+                              tmp_path / "out", measure_latency=False)
+    dense = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    assert {n.op_type for n in dense.graph.node} == {"MatMul", "Gemm"}   # folded into initializers
+    assert out.metrics["quality"]["passed"] and out.metrics["output_mean_cosine"] > 0.999
+    rebuilt = onnx_file.rebuild_from_container(tmp_path / "out" / "model.mpz", path)   # from the upload itself
+    for init in rebuilt.graph.initializer:
+        np.testing.assert_array_equal(numpy_helper.to_array(init),
+                                      numpy_helper.to_array(next(i for i in dense.graph.initializer if i.name == init.name)))
