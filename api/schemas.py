@@ -171,6 +171,13 @@ class MetricsOut(BaseModel):
     metrics: dict | None
 
 
+class SensitivityOut(BaseModel):
+    job_id: str
+    status: str
+    sensitivity: dict | None = Field(description="{metric, group_size, layers: [{tensor, type, parameters, bytes: "
+                                                  "{int8, int4, int3}, loss: {int8, int4, int3}}], complete}")
+
+
 class RecipeOut(BaseModel):
     name: str
     description: str

@@ -18,7 +18,7 @@ from api.pagination import paginate
 from api.routers.datasets import get_owned_dataset
 from api.routers.models import get_owned_model
 from api.routers.artifacts import artifact_out
-from api.schemas import ErrorOut, ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut
+from api.schemas import ErrorOut, ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut, SensitivityOut
 from compression.data.datasets import check_dataset_against_model
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES, STAGE_SPECS
@@ -218,6 +218,14 @@ def job_metrics(job_id: str, session: SessionDep, owner: OwnerDep) -> dict:
     """Sizes, parameters and output fidelity; null until the job succeeds."""
     job = get_owned_job(session, owner, job_id)
     return dict(job_id=job.id, status=job.status, metrics=job.metrics)
+
+
+@router.get("/{job_id}/sensitivity", response_model=SensitivityOut, responses=NOT_FOUND)
+def job_sensitivity(job_id: str, session: SessionDep, owner: OwnerDep) -> dict:
+    """A goal job's per-layer sensitivity: each weight layer alone at int8/int4/int3 (groups of 64) and the
+    measured change of the constraint's metric on the selection data; null for other jobs."""
+    job = get_owned_job(session, owner, job_id)
+    return dict(job_id=job.id, status=job.status, sensitivity=((job.metrics or {}).get("goal") or {}).get("sensitivity"))
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], responses=NOT_FOUND)

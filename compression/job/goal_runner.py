@@ -17,8 +17,9 @@ from compression.job.runner import _load_datasets, run_compression_job
 from compression.job.sources import DatasetFile
 from compression.job.stages import JobHooks, JobOutput, sha256_file
 from compression.pipeline import PipelineSpec
-from compression.search.goal import (GoalSpec, SearchContext, candidates_for, choose, measure, meets_size, pareto,
-                                     split_data, summary_sentence)
+from compression.search.goal import (Candidate, GoalSpec, SearchContext, candidates_for, choose, measure, meets_size,
+                                     pareto, split_data, summary_sentence)
+from compression.search.sensitivity import allocate, allocated_stages, layer_sensitivity
 
 SEARCH_SHARE = 0.6   # of the job's progress bar; the chosen pipeline's own job takes the rest
 
@@ -48,7 +49,14 @@ def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalS
                         list(selection.take(slice(0, 512)).batches(32)), selection,
                         evaluate(loaded.model, loaded.model, selection, loaded.probe),
                         loaded.weights_bytes or origin["size_bytes"], container_bytes)
-    rows = _search(goal, ctx, hooks)
+    deadline = time.monotonic() + goal.budget_minutes * 60
+    rows = _search(goal, ctx, hooks, deadline)
+    sensitivity = None
+    if not goal.methods or {"quantize", "huffman"} <= set(goal.methods):
+        hooks.on_progress("search: per-layer sensitivity", SEARCH_SHARE * 0.85)
+        sensitivity, allocated = _allocated(goal, ctx, loaded, selection, rows, deadline)
+        if allocated is not None:
+            rows.append(allocated)
     measured = [r for r in rows if "error" not in r]
     if not measured:
         raise CompressionError("no candidate applies to this model: " + "; ".join(f"{r['name']}: {r['error']}"
@@ -73,7 +81,7 @@ def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalS
         "spec": goal.model_dump(mode="json", exclude_none=True), "goal_met": final["goal_met"],
         "summary": summary_sentence(goal, final, quality, report_name), "chosen": chosen["name"],
         "selected_on": selection_name, "reported_on": report_name, "candidates": rows,
-        "pareto": pareto(measured),
+        "pareto": pareto(measured), **({"sensitivity": sensitivity} if sensitivity else {}),
     }
     report = out_dir / "report.json"
     body = json.loads(report.read_text())
@@ -82,9 +90,34 @@ def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalS
     return output
 
 
-def _search(goal: GoalSpec, ctx: SearchContext, hooks: JobHooks) -> list[dict]:
+def _allocated(goal: GoalSpec, ctx: SearchContext, loaded, selection, rows: list[dict],
+               deadline: float) -> tuple[dict | None, dict | None]:
+    """Per-layer sensitivity on (up to 256 samples of) the selection split, the allocation that fits the
+    target, and that allocation measured end to end like any candidate."""
+    metric = goal.constraint.metric or ("top1" if selection.labels is not None
+                                        else "agreement" if loaded.probe is None else "cosine")
+    subset = selection.take(slice(0, 256))
+    try:
+        sensitivity = layer_sensitivity(loaded.model, loaded.probe, subset, metric, deadline=deadline)
+    except Exception as exc:   # e.g. a model whose weights are not plain parameters
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}, None
+    if not sensitivity["layers"] or not sensitivity["complete"]:
+        return sensitivity, None
+    budget = ctx.size_before / goal.target.ratio if goal.target.ratio is not None else goal.target.max_bytes
+    int8 = next((r for r in rows if r["name"] == "int8" and "error" not in r), None)
+    other = max(int8["bytes"] - sum(row["bytes"]["int8"] for row in sensitivity["layers"]), 0) if int8 else 0
+    choice = allocate(sensitivity, budget, other)
+    candidate = Candidate("allocated-int8/4/3-g64-huffman", allocated_stages(choice))
+    try:
+        row = measure(candidate, ctx, goal)
+    except Exception as exc:
+        return sensitivity, {"name": candidate.name, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    row["allocation"] = {width: sum(1 for w in choice.values() if w == width) for width in sorted(set(choice.values()))}
+    return sensitivity, row
+
+
+def _search(goal: GoalSpec, ctx: SearchContext, hooks: JobHooks, deadline: float) -> list[dict]:
     candidates = candidates_for(goal, has_calibration=True)   # the selection split calibrates data-driven ones
-    deadline = time.monotonic() + goal.budget_minutes * 60
     rows = []
     for i, candidate in enumerate(candidates):
         if hooks.is_cancelled():

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field, model_validator
 
-from compression.coding.encoding import Encoded, Part, bitpacked, dtype_name
+from compression.coding.encoding import Encoded, Part, bitpacked, decode, dtype_name
 from compression.errors import CompressionError
 from compression.methods.groupwise import round_to_nearest
 from compression.stage import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
@@ -169,6 +169,13 @@ def _fixed16(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
 _ENCODERS = {"fp16": _cast, "bf16": _cast, "int8": _affine, "int4": _affine, "int3": _affine, "binary": _binary,
              "ternary": _ternary, "fixed16": _fixed16}
 _VALUE_BITS = {"fp16": 16, "bf16": 16, "int8": 8, "int4": 4, "int3": 3, "binary": 1, "ternary": 2, "fixed16": 16}
+
+
+def quantized_weight(w: torch.Tensor, spec: QuantizeSpec, dtype: str) -> tuple[torch.Tensor, int]:
+    """`w` as an int `dtype` layer of `spec` would store it: (decoded values, stored bytes). For measuring
+    one layer's sensitivity without running a stage."""
+    enc = _affine(w.detach(), spec, dtype_name(w.dtype), dtype)
+    return decode(enc).to(w.dtype), enc.nbytes
 
 
 def quantize(spec: QuantizeSpec, state: CompressionState) -> None:

@@ -200,6 +200,8 @@ def test_goal_jobs_are_checked_at_submit(client, model_id, tmp_path):
     assert resp.json()["pipeline"] == {"goal": {**goal, "budget_minutes": 15.0, "seed": 0}}
     assert client.post("/v1/jobs", json={"model_id": model_id, "goal": goal, "data": {"calibration": dataset["id"]},
                                          "teacher_model_id": model_id}).status_code == 422
+    queued = client.get(f"/v1/jobs/{resp.json()['id']}/sensitivity").json()
+    assert queued == {"job_id": resp.json()["id"], "status": "queued", "sensitivity": None}
 
 
 def test_the_artifact_listing_says_what_each_file_is_and_how_it_measured(client, tmp_path):

@@ -37,6 +37,13 @@ def test_a_reachable_goal_is_met_and_reported_on_data_the_search_never_saw(train
     assert abs(chosen["bytes"] - m["size_bytes_after"]) < 1024   # the search measured real container bytes
     assert set(goal["pareto"]) <= {c["name"] for c in measured} and goal["pareto"]
     assert {"model.mpz", "model.safetensors", "model.compact.onnx"} <= set(m["verification"])
+    sensitivity = goal["sensitivity"]   # every weight layer alone at each width, measured on the selection data
+    assert sensitivity["complete"] and {r["tensor"] for r in sensitivity["layers"]} == {"fc1.weight", "fc2.weight",
+                                                                                          "fc3.weight"}
+    for row in sensitivity["layers"]:
+        assert row["bytes"]["int8"] > row["bytes"]["int4"] > row["bytes"]["int3"] and set(row["loss"]) == {"int8", "int4", "int3"}
+    allocated = next(c for c in measured if c["name"].startswith("allocated"))
+    assert allocated["meets_size"] and sum(allocated["allocation"].values()) == 3
 
 
 def test_an_unreachable_goal_keeps_the_closest_candidate_and_names_the_gap(trained):

@@ -411,4 +411,5 @@ def test_goal_job_page_shows_the_outcome_and_the_candidates(page, live_stack, le
     assert "goal: 6× smaller at cosine ≥ 0.9" in page.locator("main").inner_text()
     assert page.locator("#goal svg circle").count() >= 10
     assert page.locator("#goal-table tbody tr").count() >= 10 and "(chosen)" in page.locator("#goal-table").inner_text()
+    assert page.locator("#sensitivity-table tbody tr").count() == 3   # fc1, fc2, fc3 at int8/int4/int3
     page.screenshot(path=str(tmp_path / "goal.png"), full_page=True)

@@ -31,6 +31,25 @@ export function goalCard(goal) {
     scatterChart("candidates: size ratio vs quality", measured.map((c) => ({ x: c.ratio, y: c.metric_value, label: c.name,
       cls: mark(c) })), { xLabel: "smaller →", yLabel: measured[0]?.metric ?? "", format: (v) => v.toFixed(3) }),
     table("goal-table", columns, measured),
+    goal.sensitivity?.layers?.length ? sensitivityTable(goal.sensitivity) : null,
     goal.candidates.some((c) => c.error) ? h("p", { class: "muted" }, "Not measured: "
       + goal.candidates.filter((c) => c.error).map((c) => `${c.name} (${c.error})`).join("; ")) : null);
+}
+
+// Which layer breaks: each layer alone at 8/4/3 bits, the measured loss of the metric, darker = worse.
+function sensitivityTable(sens) {
+  const widths = ["int8", "int4", "int3"];
+  const worst = Math.max(1e-9, ...sens.layers.flatMap((r) => widths.map((w) => r.loss[w] ?? 0)));
+  const cell = (r, w) => {
+    const loss = r.loss[w] ?? 0;
+    const shade = Math.round(255 - 155 * Math.min(1, Math.max(0, loss) / worst));
+    return h("td", { class: "heat", style: `background: rgb(255, ${shade}, ${shade})`, title: `${bytes(r.bytes[w])}` },
+      loss.toFixed(4));
+  };
+  return h("div", {},
+    h("h3", {}, `Per-layer sensitivity (${sens.metric} loss, one layer at a time, groups of ${sens.group_size})`),
+    h("div", { class: "scroll" }, h("table", { class: "metrics", id: "sensitivity-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Layer"), h("th", {}, "Type"), ...widths.map((w) => h("th", {}, w)))),
+      h("tbody", {}, sens.layers.map((r) => h("tr", {}, h("td", {}, r.tensor), h("td", {}, r.type),
+        ...widths.map((w) => cell(r, w))))))));
 }
