@@ -337,8 +337,8 @@ def flatten(outputs: list, batch: int | None) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in leaves]).reshape(1, -1)
 
 
-def run_bytes(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> torch.Tensor:
-    outs = session(model_bytes).run(None, feeds)
+def run_bytes(model_bytes: bytes, feeds: dict[str, np.ndarray], exact: bool = False) -> torch.Tensor:
+    outs = session(model_bytes, exact=exact).run(None, feeds)
     first = next(iter(feeds.values()), None)
     return flatten(outs, first.shape[0] if first is not None and first.ndim else None)
 

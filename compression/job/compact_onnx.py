@@ -45,7 +45,10 @@ class _Form:
 def _affine_form(enc: Encoded | None, dims: tuple[int, ...], transposed: bool = False) -> _Form | None:
     """Integer codes and scales from the container's affine encoding, in the initializer's layout
     (`transposed`: the exporter stored the 2-D weight as [in, out])."""
-    if enc is None or enc.codec != "affine" or tuple(enc.shape) != (dims[::-1] if transposed else dims):
+    # a single-direction recurrent W/R ([1, gates*hidden, in]) is held as [gates*hidden, in]: one more axis
+    lifted = len(dims) == 3 and dims[0] == 1 and tuple(enc.shape) == dims[1:] if enc is not None else False
+    if enc is None or enc.codec != "affine" or (tuple(enc.shape) != (dims[::-1] if transposed else dims)
+                                                and not lifted):
         return None
     parts = {k: decode(p) if isinstance(p, Encoded) else p.data for k, p in enc.parts.items()}
     codes = parts["codes"].reshape(enc.shape).numpy().astype(np.int64)
@@ -68,6 +71,18 @@ def _affine_form(enc: Encoded | None, dims: tuple[int, ...], transposed: bool = 
         return None
     scale = parts["scales"].float().numpy()
     group = enc.params.get("group_size")
+    if lifted:
+        codes = codes.reshape(dims)
+        scale, zero = scale.reshape((1, *scale.shape)), None if zero is None else zero.reshape((1, *zero.shape))
+        if group is not None:
+            rows, cols = enc.shape
+            shape = (1, rows, -(-cols // group))
+            return _Form("dequantize", codes, bits, signed, scale.reshape(shape),
+                         None if zero is None else zero.reshape(shape), axis=2, block_size=group)
+        axis = enc.params.get("axis")
+        return _Form("dequantize", codes, bits, signed, scale.reshape(-1) if axis is not None else scale.reshape(()),
+                     None if zero is None else (zero.reshape(-1) if axis is not None else zero.reshape(())),
+                     axis=None if axis is None else axis + 1)
     if group is not None:   # blocks run along each row of the torch weight ([out, in])
         if len(dims) != 2:
             return None
@@ -156,7 +171,7 @@ def _matcher(weights: dict[str, np.ndarray]):
 
 
 def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
-                       weights: dict[str, np.ndarray] | None = None) -> dict:
+                       weights: dict[str, np.ndarray] | None = None, transposed: frozenset[str] = frozenset()) -> dict:
     """Rewrite `dense` into `out`. -> {"forms": {initializer: form}, "float": {initializer: reason}, "opset",
     "written"} (nothing is written when no weight has a compact form). Raises on failure (the caller
     records the reason and drops the file)."""
@@ -171,15 +186,17 @@ def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
         if init.data_type != TensorProto.FLOAT or len(init.dims) < 2:
             continue
         weight = numpy_helper.to_array(init)
-        found = match(init.name, weight) if weights else ((init.name, False) if init.name in encodings else None)
+        # ONNX uploads: encodings are keyed by initializer name, MatMul weights held as [out, in] (`transposed`)
+        found = match(init.name, weight) if weights else \
+            ((init.name, init.name in transposed) if init.name in encodings else None)
         if found is None and init.name.startswith("val_"):
             continue   # an exporter constant, not a weight
         enc = encodings.get(found[0]) if found else None
         form = _affine_form(enc, tuple(init.dims), found[1]) if found else None
         form = form or _table_form(weight)
         if form is None:
-            kept[init.name] = ("no integer or shared-value encoding (float32 in every runtime)"
-                               if found else "not a weight of the compressed model")
+            kept[init.name] = ("no integer or shared-value encoding in a layout DequantizeLinear can say (float32 "
+                               "in every runtime)" if found else "not a weight of the compressed model")
         elif form.nbytes >= weight.nbytes:
             kept[init.name] = "the compact form would not be smaller"
         else:

@@ -16,9 +16,11 @@ from compression.coding.encoding import raw
 from compression.data.outputs import max_abs_diff, mean_cosine
 from compression.errors import CompressionError
 from compression.formats import ModelFormatError, onnx_file
+from compression.job.compact_onnx import write_compact_onnx
 from compression.job.quality import outputs_quality
 from compression.job.report import layer_report
 from compression.job.stages import (
+    COMPACT_ONNX_NAME,
     CONTAINER_NAME,
     DONE,
     EXPORT,
@@ -99,6 +101,19 @@ def run_onnx_job(model_path: Path, options, pipeline, out_dir: Path, progress: R
                                "output_max_abs_diff": _check(container.name, rebuilt, loaded.feeds, compressed_out)},
               ONNX_NAME: {"output_max_abs_diff": _check(ONNX_NAME, dense.read_bytes(), loaded.feeds,
                                                         compressed_out), "runtime": "onnxruntime"}}
+    exports = {"onnx": {"ok": True, "source": "compressed in place (ONNX upload)"}}
+    compact = out_dir / COMPACT_ONNX_NAME
+    try:   # the runnable file whose size tracks the compression (see compact_onnx.py)
+        info = write_compact_onnx(dense, encodings_by_name, compact, transposed=frozenset(loaded.transposed))
+        if info.pop("written"):
+            exact = check_outputs(compact.name, compact.read_bytes(), loaded.feeds, compressed_out,
+                                  probe=lambda data, feeds: onnx_file.run_bytes(data, feeds, exact=True))
+            checks[compact.name] = {"output_max_abs_diff": exact, "runtime": "onnxruntime ORT_ENABLE_BASIC"}
+            artifacts.append(ArtifactFile(compact.name, "onnx-compact", compact))
+        exports["onnx_compact"] = {"ok": compact.exists(), **info}
+    except Exception as exc:
+        compact.unlink(missing_ok=True)
+        exports["onnx_compact"] = {"ok": False, "reason": f"{type(exc).__name__}: {exc}"[:500]}
     progress.timed("verify", start)
 
     size_before = origin["size_bytes"]
@@ -117,7 +132,7 @@ def run_onnx_job(model_path: Path, options, pipeline, out_dir: Path, progress: R
         "quality": outputs_quality(pipeline.quality, reference, compressed_out, classifier=False),
         "sample_inputs": [list(v.shape) for v in loaded.feeds.values()],
         "verification": checks,
-        "exports": {"onnx": {"ok": True, "source": "compressed in place (ONNX upload)"}},
+        "exports": exports,
         "layers": layer_report(encodings, weights),
         "seed": pipeline.seed,
         "elapsed_seconds": progress.timings,

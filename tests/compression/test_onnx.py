@@ -81,11 +81,13 @@ def test_onnx_upload_is_compressed_in_place(cnn_onnx, tmp_path):
 
     out = run_compression_job(path, "onnx", {}, parse_pipeline(INT8), tmp_path)
     arts = {a.name: a.kind for a in out.artifacts}
-    assert arts == {"model.mpz": "container", "model.onnx": "onnx", "report.json": "report"}
+    assert arts == {"model.mpz": "container", "model.onnx": "onnx", "model.compact.onnx": "onnx-compact",
+                    "report.json": "report"}
     m = out.metrics
     assert m["output_mean_cosine"] > 0.999 and m["output_max_abs_diff"] < 0.05
     assert m["compression_ratio"] > 2.5
-    assert all(v["output_max_abs_diff"] == 0.0 for v in m["verification"].values())
+    assert all(v["output_max_abs_diff"] == 0.0 for k, v in m["verification"].items() if k != "model.compact.onnx")
+    assert m["verification"]["model.compact.onnx"]["output_max_abs_diff"] < 1e-5   # same weights, DQ in the graph
 
     state, manifest = read_container(tmp_path / "model.mpz")
     assert manifest["origin"]["format"] == "onnx" and manifest["decode_requires"] == "program"

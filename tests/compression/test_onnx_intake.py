@@ -108,3 +108,16 @@ def test_weights_behind_constant_transpose_and_cast_nodes_are_compressed(tmp_pat
     for init in rebuilt.graph.initializer:
         np.testing.assert_array_equal(numpy_helper.to_array(init),
                                       numpy_helper.to_array(next(i for i in dense.graph.initializer if i.name == init.name)))
+
+
+@pytest.mark.parametrize("stages, form", [([{"kind": "quantize", "dtype": "int4"}], "dequantize int4"),
+                                          ([{"kind": "share", "bits": 4}], "gather uint4")])
+def test_an_onnx_upload_gets_a_compact_runnable_file_too(tmp_path, stages, form):
+    path = _lstm_classifier(tmp_path / "lstm.onnx")
+    out = run_compression_job(path, "onnx", {"input_shapes": {"x": [5, 8, FEATURES]}}, parse_pipeline({"stages": stages}),
+                              tmp_path / "out", measure_latency=False)
+    info = out.metrics["exports"]["onnx_compact"]
+    assert info["ok"] and info["forms"]["head.weight"] == form, info   # a MatMul weight held as [out, in]
+    assert {"lstm.W", "lstm.R"} <= set(info["forms"])   # recurrent weights held 2-D, written in their 3-D layout
+    assert out.metrics["verification"]["model.compact.onnx"]["output_max_abs_diff"] < 1e-5
+    assert (tmp_path / "out" / "model.compact.onnx").stat().st_size < (tmp_path / "out" / "model.onnx").stat().st_size
