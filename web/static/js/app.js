@@ -2,7 +2,7 @@
 import { api, apiKey, detailText, downloadArtifact, FINISHED, uploadModel, watchJob } from "./api.js";
 import { barChart } from "./charts.js";
 import { dataSelectors, datasetsView } from "./datasets.js";
-import { bytes, h, when } from "./dom.js";
+import { bytes, h, uuid, when } from "./dom.js";
 import { methodForm } from "./forms.js";
 import { goalCard, goalLine } from "./goal.js";
 import { evaluationCard, trainingLine, trainingLogCard, trainingText } from "./training.js";
@@ -20,13 +20,6 @@ function cleanup() {
   cleanups = [];
 }
 
-function uuid() {
-  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-  return "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx".replace(/[xy]/g, (c) => {
-    const r = (Math.random() * 16) | 0;
-    return (c === "x" ? r : (r & 0x3) | 0x8).toString(16);
-  });
-}
 
 // The job's quality verdict: red when the compressed model did not keep the upload's quality.
 export function qualityBox(q) {
@@ -407,7 +400,7 @@ async function jobPage(id, seq) {
         h("section", { class: "card" }, h("h2", {}, "Before / after"), metricsTable(metrics)),
         h("section", { class: "card", id: "charts" }, h("h2", {}, "Charts"), h("div", { class: "charts" }, charts(metrics))),
         Array.isArray(metrics.training_log) && metrics.training_log.length ? trainingLogCard(metrics.training_log) : null,
-        metrics.goal ? goalCard(metrics.goal) : null,
+        metrics.goal ? goalCard(metrics.goal, j) : null,
         Array.isArray(metrics.evaluation) && metrics.evaluation.length ? evaluationCard(metrics.evaluation) : null,
         h("section", { class: "card" }, h("h2", {}, "Artifacts"), artifactsTable(arts)),
       ].filter(Boolean));

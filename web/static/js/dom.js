@@ -37,3 +37,12 @@ export function when(iso) {
   const d = new Date(iso);
   return d.toLocaleString();
 }
+
+// An Idempotency-Key (crypto.randomUUID needs a secure context; plain http elsewhere falls back).
+export function uuid() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx".replace(/[xy]/g, (c) => {
+    const r = (Math.random() * 16) | 0;
+    return (c === "x" ? r : (r & 0x3) | 0x8).toString(16);
+  });
+}

@@ -1,7 +1,9 @@
 // A goal job's result: the outcome in one sentence, every measured candidate, the Pareto front.
+import { api } from "./api.js";
 import { scatterChart } from "./charts.js";
-import { bytes, h } from "./dom.js";
+import { bytes, h, uuid } from "./dom.js";
 import { table } from "./training.js";
+import { errorBox } from "./widgets.js";
 
 export function goalLine(job) {
   const g = job.pipeline?.goal;
@@ -13,8 +15,27 @@ export function goalLine(job) {
   return `goal: ${target} at ${bar}`;
 }
 
-export function goalCard(goal) {
+// Any measured candidate becomes artifacts without re-running the search: its stages as a pipeline job.
+function buildButton(job, goal, candidate, message) {
+  const button = h("button", { type: "button", class: "build-candidate", "data-candidate": candidate.name, onclick: async () => {
+    button.disabled = true;
+    try {
+      const body = { model_id: job.model_id, pipeline: { stages: candidate.stages, seed: goal.spec.seed ?? 0,
+        quality: goal.spec.constraint }, ...(job.data ? { data: job.data } : {}) };
+      const made = await api("/v1/jobs", { method: "POST", body, headers: { "Idempotency-Key": uuid() } });
+      location.hash = `#/jobs/${made.id}`;
+    } catch (err) {
+      button.disabled = false;
+      message.replaceChildren(errorBox(err));
+    }
+  } }, candidate.name === goal.chosen ? "built" : "Build");
+  if (candidate.name === goal.chosen) button.disabled = true;
+  return button;
+}
+
+export function goalCard(goal, job) {
   const measured = goal.candidates.filter((c) => !c.error);
+  const message = h("div", {});
   const mark = (c) => (c.name === goal.chosen ? "chosen" : goal.pareto.includes(c.name) ? "front" : "");
   const columns = [
     ["Candidate", (c) => `${c.name}${c.name === goal.chosen ? " (chosen)" : goal.pareto.includes(c.name) ? " (front)" : ""}`],
@@ -23,6 +44,7 @@ export function goalCard(goal) {
     [measured[0]?.metric ?? "Metric", (c) => c.metric_value.toFixed(4)],
     ["Size target", (c) => (c.meets_size ? "met" : "–")],
     ["Quality bar", (c) => (c.passed ? "met" : "–")],
+    ["Artifacts", (c) => buildButton(job, goal, c, message)],
   ];
   return h("section", { class: "card", id: "goal" }, h("h2", {}, "Goal search"),
     h("div", { class: goal.goal_met ? "verdict kept" : "failure verdict", id: "goal-summary" },
@@ -30,7 +52,7 @@ export function goalCard(goal) {
     h("p", { class: "help" }, `Candidates measured on ${goal.selected_on}; the result reported on ${goal.reported_on}.`),
     scatterChart("candidates: size ratio vs quality", measured.map((c) => ({ x: c.ratio, y: c.metric_value, label: c.name,
       cls: mark(c) })), { xLabel: "smaller →", yLabel: measured[0]?.metric ?? "", format: (v) => v.toFixed(3) }),
-    table("goal-table", columns, measured),
+    table("goal-table", columns, measured), message,
     goal.sensitivity?.layers?.length ? sensitivityTable(goal.sensitivity) : null,
     goal.candidates.some((c) => c.error) ? h("p", { class: "muted" }, "Not measured: "
       + goal.candidates.filter((c) => c.error).map((c) => `${c.name} (${c.error})`).join("; ")) : null);
