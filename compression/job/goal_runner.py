@@ -13,7 +13,7 @@ from compression.data.tensor_data import JobData
 from compression.errors import CompressionError, JobCancelled
 from compression.formats import load_model
 from compression.formats.options import loader_options
-from compression.job.runner import _load_datasets, run_compression_job
+from compression.job.runner import load_job_datasets, run_compression_job
 from compression.job.sources import DatasetFile
 from compression.job.stages import JobHooks, JobOutput, sha256_file
 from compression.pipeline import PipelineSpec
@@ -34,7 +34,7 @@ def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalS
         raise CompressionError("a goal job needs data to measure candidates on: give data.calibration or data.eval")
     hooks.on_progress("load", 0.0)
     loaded = load_model(model_path, model_format, options, seed=goal.seed, sample_inputs=sample_inputs)
-    data = _load_datasets(dataset_files, loaded)
+    data = load_job_datasets(dataset_files, loaded)
     selection, selection_name, report, report_name = split_data(data, goal.seed)
     origin = {"format": model_format, "architecture": loaded.architecture, "sha256": sha256_file(model_path),
               "size_bytes": model_path.stat().st_size, **({"hf_config": loaded.hf.config} if loaded.hf else {})}

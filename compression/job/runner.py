@@ -60,7 +60,7 @@ def _copy(loaded: LoadedModel, path: Path, fmt: str, options: dict, seed: int) -
         return load_model(path, fmt, options, seed=seed).model
 
 
-def _load_datasets(files: dict[str, tuple[Path, str]], loaded: LoadedModel) -> JobData:
+def load_job_datasets(files: dict[str, tuple[Path, str]], loaded: LoadedModel) -> JobData:
     from compression.data.datasets import DatasetError, load_dataset
 
     tokenizer = hf_folder.load_tokenizer(loaded.hf) if loaded.hf is not None and any(
@@ -197,7 +197,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     if dataset_files and job.loaded.static_batch:   # submit refuses this once the upload is inspected
         raise CompressionError(torch_export.static_batch_problem(job.loaded.static_batch))
     if dataset_files:
-        data = _load_datasets(dataset_files, job.loaded)
+        data = load_job_datasets(dataset_files, job.loaded)
     if calibration is None and data is not None:
         calibration = data.calibration_batches()
     teacher_model = _load_teacher(teacher, job.loaded, job.reference, pipeline.seed) if teacher else job.loaded.model
