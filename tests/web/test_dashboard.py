@@ -99,7 +99,8 @@ def test_upload_int8_charts_download(page, live_stack, lenet_file, tmp_path):
     page.screenshot(path=str(shots / "1-uploaded.png"), full_page=True)
 
     assert page.input_value("#recipe") == "int8"
-    assert page.input_value("#model").startswith("mdl_")
+    # the form refreshes its model list after the upload (asynchronously): the new model gets selected
+    page.wait_for_function("() => document.querySelector('#model').value.startsWith('mdl_')", timeout=15_000)
     polls: list[str] = []
     page.on("request", lambda r: polls.append(r.url) if "/v1/jobs/job_" in r.url and r.method == "GET" else None)
     page.click("#submit-job")
