@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from compression.coding.container import write_container
-from compression.coding.encoding import raw
 from compression.data.evaluation import evaluate
 from compression.data.tensor_data import JobData
 from compression.errors import CompressionError, JobCancelled
@@ -15,7 +14,7 @@ from compression.formats import load_model
 from compression.formats.options import loader_options
 from compression.job.runner import load_job_datasets, run_compression_job
 from compression.job.sources import DatasetFile
-from compression.job.stages import JobHooks, JobOutput, sha256_file
+from compression.job.stages import JobHooks, JobOutput, sha256_file, stored_tensors
 from compression.pipeline import PipelineSpec
 from compression.search.goal import (Candidate, GoalSpec, SearchContext, candidates_for, choose, measure, meets_size,
                                      pareto, split_data, summary_sentence)
@@ -40,8 +39,7 @@ def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalS
               "size_bytes": model_path.stat().st_size, **({"hf_config": loaded.hf.config} if loaded.hf else {})}
 
     def container_bytes(path: Path, state, spec) -> int:   # the same container the job would write
-        weights = {k: v.detach() for k, v in state.model.state_dict().items()}
-        encodings = {k: state.encodings.get(k) or raw(v) for k, v in weights.items()}
+        _, encodings = stored_tensors(state)
         return write_container(path, encodings, origin=origin, pipeline=spec.model_dump(mode="json"),
                                structure=state.structure)
 

@@ -9,6 +9,20 @@ from pathlib import Path
 import torch
 
 
+def _reader(input_names: list[str], calibration: list[tuple]):
+    """The calibration batches as onnxruntime's static quantizer reads them (one feed dict per batch)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{n: t.numpy() for n, t in zip(input_names, b)} for b in calibration])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    return Reader()
+
+
 def onnx_quantize(src: Path, dst: Path, calibration: list[tuple] | None = None, input_names: list[str] | None = None,
                   static: bool = False) -> None:
     """onnxruntime int8: dynamic (weights int8 per channel, activations quantized at run time) or static
@@ -26,21 +40,10 @@ def onnx_quantize(src: Path, dst: Path, calibration: list[tuple] | None = None, 
         if not static:
             quantize_dynamic(str(source), str(dst), weight_type=QuantType.QInt8, per_channel=True)
             return
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            QuantFormat,
-            quantize_static,
-        )
+        from onnxruntime.quantization import QuantFormat, quantize_static
 
-        class _Reader(CalibrationDataReader):
-            def __init__(self):
-                self.items = iter([{n: t.numpy() for n, t in zip(input_names, b)} for b in calibration])
-
-            def get_next(self):
-                return next(self.items, None)
-
-        quantize_static(str(source), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+        quantize_static(str(source), str(dst), _reader(input_names, calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     finally:
         pre.unlink(missing_ok=True)
 
@@ -121,18 +124,7 @@ def _quantize_onnx(spec, src: Path, dst: Path, calibration: list[tuple], names: 
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=spec.op_types(), weight_type=QuantType.QInt8,
                          per_channel=True)
         return
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        quantize_static,
-    )
+    from onnxruntime.quantization import QuantFormat, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{n: t.numpy() for n, t in zip(names, b)} for b in calibration])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=spec.op_types(),
-                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    quantize_static(str(src), str(dst), _reader(names, calibration), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=spec.op_types(), per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)

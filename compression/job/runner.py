@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from compression.coding.container import write_container
-from compression.coding.encoding import raw
 from compression.data.outputs import max_abs_diff, mean_cosine, run
 from compression.data.tensor_data import JobData, TensorData
 from compression.errors import CompressionError, JobCancelled
@@ -44,6 +43,7 @@ from compression.job.stages import (
     Run,
     compress,
     sha256_file,
+    stored_tensors,
 )
 from compression.pipeline import PipelineSpec
 from compression.stage import CompressionState
@@ -206,8 +206,7 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
                                  probe=job.loaded.probe, teacher=teacher_model)
     checkpoints = CheckpointFolder(checkpoint_dir) if checkpoint_dir is not None else None
     job.state = compress(pipeline, job.state, progress, checkpoints)
-    weights = {k: v.detach() for k, v in job.state.model.state_dict().items()}
-    encodings = {k: job.state.encodings.get(k) or raw(v) for k, v in weights.items()}
+    weights, encodings = stored_tensors(job.state)
     _write_phase(job, weights, encodings)
     compressed_out = _verify_phase(job, weights, encodings)
     metrics = _metrics(job, weights, encodings, compressed_out, data, checkpoints, measure_latency)

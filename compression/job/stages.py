@@ -138,3 +138,12 @@ def jsonable_report(result) -> dict:
         text = json.dumps(result, default=str)
         return {"result": json.loads(text)} if len(text) <= 100_000 else {}
     return {}
+
+
+def stored_tensors(state: CompressionState) -> tuple[dict, dict]:
+    """(weights, encodings) of the compressed model as the container stores them: every state_dict entry,
+    raw where no stage encoded it."""
+    from compression.coding.encoding import raw
+
+    weights = {k: v.detach() for k, v in state.model.state_dict().items()}
+    return weights, {k: state.encodings.get(k) or raw(v) for k, v in weights.items()}

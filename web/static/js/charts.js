@@ -37,10 +37,7 @@ export function lineChart(title, points, { width = 520, height = 200, format = S
   const el = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart line-chart", role: "img", "aria-label": title,
     preserveAspectRatio: "xMinYMin meet" });
   el.append(svg("title", {}, title));
-  for (const v of [hi, (hi + lo) / 2, lo]) {
-    el.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: "grid-line" }),
-      svg("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end", class: "chart-label" }, format(v)));
-  }
+  yGrid(el, [hi, (hi + lo) / 2, lo], y, pad, width, format);
   el.append(svg("polyline", { points: points.map((p, i) => `${x(i)},${y(p.value)}`).join(" "), class: "line" }));
   const every = Math.ceil(points.length / 10);
   const last = points.length - 1;
@@ -69,10 +66,7 @@ export function scatterChart(title, points, { width = 520, height = 240, xLabel 
   const el = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart scatter-chart", role: "img", "aria-label": title,
     preserveAspectRatio: "xMinYMin meet" });
   el.append(svg("title", {}, title));
-  for (const v of [y0, (y0 + y1) / 2, y1]) {
-    el.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: "grid-line" }),
-      svg("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end", class: "chart-label" }, format(v)));
-  }
+  yGrid(el, [y0, (y0 + y1) / 2, y1], y, pad, width, format);
   for (const v of [x0, (x0 + x1) / 2, x1]) {
     el.append(svg("text", { x: x(v), y: height - 18, "text-anchor": "middle", class: "chart-label" }, `${v.toFixed(1)}×`));
   }
@@ -83,4 +77,12 @@ export function scatterChart(title, points, { width = 520, height = 240, xLabel 
       svg("title", {}, `${p.label}: ${p.x.toFixed(2)}×, ${format(p.y)}`)));
   }
   return el;
+}
+
+// Horizontal grid lines with their value labels at the left edge.
+function yGrid(el, values, y, pad, width, format) {
+  for (const v of values) {
+    el.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: "grid-line" }),
+      svg("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end", class: "chart-label" }, format(v)));
+  }
 }
