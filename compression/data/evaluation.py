@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from compression.data.tensor_data import TensorData
-from compression.data.outputs import run
+from compression.data.outputs import mean_cosine, run
 
 Probe = Callable[[torch.nn.Module, tuple], torch.Tensor]
 
@@ -43,7 +43,7 @@ def _topk(out: torch.Tensor, labels: torch.Tensor, k: int) -> float:
 def compare(out: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None, classifier: bool) -> dict:
     """Metrics of outputs `out` against the teacher's `reference` (and labels when given)."""
     metrics = {"samples": int(out.shape[0]),
-               "cosine": round(float(F.cosine_similarity(out, reference, dim=1, eps=1e-12).mean()), 6),
+               "cosine": round(mean_cosine(out, reference), 6),
                "mse": float(F.mse_loss(out, reference))}
     if classifier and out.shape[1] > 1:
         metrics["agreement"] = round(float((out.argmax(1) == reference.argmax(1)).double().mean()), 6)

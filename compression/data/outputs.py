@@ -24,8 +24,19 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) if a.numel() else 0.0
 
 
+def row_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine per row; rows that are equal count 1 even when both are zero (cosine alone would say 0, and a
+    model whose outputs are all zero on these inputs, e.g. a detector's empty heat map, kept them exactly).
+    One output per row (a score, a probability): the cosine of one number is its sign, so the batch's
+    column is compared as one vector instead."""
+    if a.ndim == 2 and a.shape[1] == 1 and a.shape[0] > 1:
+        a, b = a.reshape(1, -1), b.reshape(1, -1)
+    cos = F.cosine_similarity(a, b, dim=1, eps=1e-12)
+    return torch.where((a == b).all(dim=1), torch.ones_like(cos), cos)
+
+
 def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(F.cosine_similarity(a, b, dim=1, eps=1e-12).mean())
+    return float(row_cosines(a, b).mean())
 
 
 def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:

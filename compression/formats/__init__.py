@@ -190,8 +190,10 @@ def load_model(path: Path, format: str, options: LoaderOptions | dict | None, *,
             raise ModelFormatError('a TorchScript model needs options {"input_shape": [batch, ...]} '
                                    "to build example inputs")
         program = load_program(path, fmt)
-        torchscript.check_tensor_arguments(program)
-        return LoadedModel(program, fmt, None, inputs,
+        values = options.get("input_values")
+        torchscript.check_tensor_arguments(program, values)
+        model = torchscript.bind(program, values)
+        return LoadedModel(model, fmt, None, inputs, probe=_bound_probe(values) if model is not program else None,
                            inputs_origin="dataset" if sample_inputs is not None else "random")
     program = _checked_program(path, fmt)
     origin = "dataset" if sample_inputs is not None else "random"
@@ -207,6 +209,18 @@ def load_model(path: Path, format: str, options: LoaderOptions | dict | None, *,
         type(signature[0]["shape"][0]) is int else None
     return LoadedModel(as_plain_module(program.module()), fmt, None, inputs, inputs_origin=origin,
                        input_signature=signature, static_batch=static)
+
+
+def _bound_probe(values: dict | None):
+    """Runs the job's model (a BoundProgram) and the programs reloaded from artifacts (the upload's own
+    signature, fresh state) alike: the latter get options.input_values as keyword arguments."""
+    from compression.data.outputs import run
+
+    def probe(model, inputs):
+        if isinstance(model, torchscript.BoundProgram) or not values:
+            return run(model, inputs)
+        return run(lambda *xs: model(*xs, **values), inputs)
+    return probe
 
 
 def _checked_program(path: Path, fmt: str):

@@ -24,7 +24,8 @@ from compression.formats.summary import TensorMeta, build_summary
 ONNX = "onnx"
 MAX_ONNX_BYTES = (2 << 30) - 1     # protobuf's own limit for one message
 # stages that only touch weight values (no forward pass, no torch modules)
-ONNX_STAGES = frozenset({"quantize", "prune", "share", "huffman"})
+# (int8 also writes model.int8.onnx with onnxruntime's int8 kernels, from the graph itself)
+ONNX_STAGES = frozenset({"quantize", "prune", "share", "huffman", "int8"})
 # ModelProto field tags that may follow ir_version (field 1, varint) in a serialized model
 _NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A, 0x82}
 _FLOAT_TYPES = {1: torch.float32, 10: torch.float16, 11: torch.float64}   # TensorProto FLOAT, FLOAT16, DOUBLE
@@ -139,6 +140,43 @@ def _tensors(model):
             yield from graph_tensors(g)
 
 
+def _subgraphs(scope: str, graph):
+    """(scope, subgraph) of each If / Loop / Scan attribute of `graph`'s nodes. A scope names where the subgraph
+    sits ("<node>.<attribute>", nested with "/"), so its initializers get container names that stay unique
+    where two branches reuse one name."""
+    for i, node in enumerate(graph.node):
+        for attr in node.attribute:
+            subs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+            for k, sub in enumerate(subs):
+                where = f"{node.name or f'{node.op_type}_{i}'}.{attr.name}" + (f"[{k}]" if attr.graphs else "")
+                yield (f"{scope}/{where}" if scope else where), sub
+
+
+def graphs(model) -> list[tuple[str, object]]:
+    """The top-level graph (scope "") and every subgraph, depth first."""
+    found = []
+
+    def walk(scope: str, graph) -> None:
+        found.append((scope, graph))
+        for sub_scope, sub in _subgraphs(scope, graph):
+            walk(sub_scope, sub)
+
+    walk("", model.graph)
+    return found
+
+
+def scoped(scope: str, name: str) -> str:
+    """The container / holder name of an initializer: its own name at the top level, scope::name below."""
+    return f"{scope}::{name}" if scope else name
+
+
+def all_initializers(model):
+    """(scoped name, TensorProto) of every initializer, subgraphs included."""
+    for scope, graph in graphs(model):
+        for init in graph.initializer:
+            yield scoped(scope, init.name), init
+
+
 def _refuse_external_data(model) -> None:
     from onnx import TensorProto
 
@@ -185,32 +223,40 @@ def _use(node, index: int, nd: int) -> tuple[bool, str] | None:
 
 def find_targets(model) -> list[Target]:
     """Float initializers used as the weight input of MatMul (2-D), Gemm, Conv, or the W / R input of
-    LSTM / GRU / RNN (held as 2-D [directions*gates*hidden, in]) in the top-level graph."""
-    inits = {i.name: i for i in model.graph.initializer}
+    LSTM / GRU / RNN (held as 2-D [directions*gates*hidden, in]), in the top-level graph and in the
+    subgraphs of If / Loop / Scan (a subgraph may use an initializer of an enclosing graph)."""
     uses: dict[str, set] = {}
-    for node in model.graph.node:
-        for index, name in enumerate(node.input):
-            init = inits.get(name)
-            if init is None or init.data_type not in _FLOAT_TYPES:
-                continue
-            uses.setdefault(init.name, set()).add(_use(node, index, len(init.dims)))
+    order: list[str] = []
+
+    def walk(scope: str, graph, visible: dict) -> None:
+        visible = {**visible, **{i.name: (scoped(scope, i.name), i) for i in graph.initializer}}
+        order.extend(scoped(scope, i.name) for i in graph.initializer)
+        for node in graph.node:
+            for index, name in enumerate(node.input):
+                key, init = visible.get(name, (None, None))
+                if init is not None and init.data_type in _FLOAT_TYPES:
+                    uses.setdefault(key, set()).add(_use(node, index, len(init.dims)))
+        for sub_scope, sub in _subgraphs(scope, graph):
+            walk(sub_scope, sub, visible)
+
+    walk("", model.graph, {})
     targets, keys = [], set()
-    for init in model.graph.initializer:
-        found = uses.get(init.name)
+    for name in order:
+        found = uses.get(name)
         if not found or len(found) != 1 or None in found:   # not a weight, or used in conflicting roles
             continue
         transposed, kind = next(iter(found))
-        key = _holder_key(init.name, keys)
+        key = _holder_key(name, keys)
         keys.add(key)
-        targets.append(Target(init.name, key, transposed, kind))
+        targets.append(Target(name, key, transposed, kind))
     return targets
 
 
 def _holder_key(name: str, taken: set) -> str:
     """The initializer's own name when it is a torch-style "<module>.weight", else a sanitised one."""
-    if name.endswith(".weight") and all(name.split(".")) and name not in taken:
+    if name.endswith(".weight") and all(name.split(".")) and "::" not in name and name not in taken:
         return name
-    base = name.replace(".", "_") or "w"
+    base = name.replace(".", "_").replace("::", "__") or "w"
     key, i = f"{base}.weight", 1
     while key in taken:
         key, i = f"{base}_{i}.weight", i + 1
@@ -235,15 +281,15 @@ def _holder(targets: list[Target], values: dict[str, torch.Tensor]) -> torch.nn.
 def float_initializers(model) -> dict[str, torch.Tensor]:
     from onnx import numpy_helper
 
-    return {i.name: torch.from_numpy(np.array(numpy_helper.to_array(i), copy=True))
-            for i in model.graph.initializer if i.data_type in _FLOAT_TYPES}
+    return {name: torch.from_numpy(np.array(numpy_helper.to_array(i), copy=True))
+            for name, i in all_initializers(model) if i.data_type in _FLOAT_TYPES}
 
 
 def summarise(model) -> dict:
     from onnx import TensorProto
 
-    metas = [TensorMeta(i.name, tuple(int(d) for d in i.dims), str(_FLOAT_TYPES[i.data_type]).split(".")[1])
-             for i in model.graph.initializer if i.data_type in _FLOAT_TYPES]
+    metas = [TensorMeta(name, tuple(int(d) for d in i.dims), str(_FLOAT_TYPES[i.data_type]).split(".")[1])
+             for name, i in all_initializers(model) if i.data_type in _FLOAT_TYPES]
 
     def io(v):
         return {"name": v.name, "shape": _dims(v),
@@ -265,6 +311,11 @@ def sample_inputs(model, options: dict, seed: int) -> dict[str, np.ndarray]:
             raise ModelFormatError('options.input_shape needs a single-input graph; use {"input_shapes": '
                                    '{"<input name>": [...]}}')
         shapes[inputs[0].name] = options["input_shape"]
+    values = options.get("input_values") or {}
+    unknown = sorted(set(values) - {v.name for v in inputs})
+    if unknown:
+        raise ModelFormatError(f"options.input_values names {', '.join(map(repr, unknown))}, not an input of the "
+                               f"graph (inputs: {', '.join(v.name for v in inputs)})")
     out, total = {}, 0
     for i, v in enumerate(inputs):
         elem = v.type.tensor_type.elem_type
@@ -286,6 +337,9 @@ def sample_inputs(model, options: dict, seed: int) -> dict[str, np.ndarray]:
         if total > MAX_INPUT_ELEMENTS:
             raise ModelFormatError(f"sample inputs would have more than {MAX_INPUT_ELEMENTS} elements")
         dtype = _INPUT_TYPES[elem]
+        if v.name in values:
+            out[v.name] = np.full(shape, values[v.name], dtype=torch.empty((), dtype=dtype).numpy().dtype)
+            continue
         t = random_input(shape, torch.int64 if dtype is torch.bool else dtype, seed + i)
         out[v.name] = (t.bool() if dtype is torch.bool else t).numpy()
     return out
@@ -338,9 +392,13 @@ def flatten(outputs: list, batch: int | None) -> torch.Tensor:
 
 
 def run_bytes(model_bytes: bytes, feeds: dict[str, np.ndarray], exact: bool = False) -> torch.Tensor:
-    outs = session(model_bytes, exact=exact).run(None, feeds)
+    return run_session(session(model_bytes, exact=exact), feeds)
+
+
+def run_session(sess, feeds: dict[str, np.ndarray]) -> torch.Tensor:
+    """Every output of one run, flattened as `flatten` does (batch = the first input's first dimension)."""
     first = next(iter(feeds.values()), None)
-    return flatten(outs, first.shape[0] if first is not None and first.ndim else None)
+    return flatten(sess.run(None, feeds), first.shape[0] if first is not None and first.ndim else None)
 
 
 def with_weights(model, values: dict[str, torch.Tensor], transposed: set[str] = frozenset()):
@@ -351,11 +409,11 @@ def with_weights(model, values: dict[str, torch.Tensor], transposed: set[str] = 
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    for init in out.graph.initializer:
-        if init.name not in values:
+    for name, init in all_initializers(out):
+        if name not in values:
             continue
-        v = values[init.name].detach()
-        if init.name in transposed:
+        v = values[name].detach()
+        if name in transposed:
             v = v.t()
         if v.ndim == 2 and len(init.dims) == 3 and v.numel() == int(np.prod(init.dims)):   # recurrent W / R
             v = v.reshape(tuple(init.dims))
@@ -419,11 +477,14 @@ _WEIGHT_OPS = {"MatMul", "Gemm", "Conv", *_RECURRENT}
 def hoist_weights(model) -> int:
     """Weights that reach a MatMul/Gemm/Conv/recurrent node through a `Constant` node, a `Transpose` or a
     float `Cast` of an initializer become plain initializers (the same values at the same tensor name),
-    so they can be compressed in place. Exporters emit all three. -> how many nodes were folded."""
-    import numpy as np
+    so they can be compressed in place. Exporters emit all three, in subgraphs too. -> nodes folded."""
+    return sum(_hoist_graph(graph) for _, graph in graphs(model))
+
+
+def _hoist_graph(graph) -> int:
     from onnx import helper, numpy_helper
 
-    graph, folded = model.graph, 0
+    folded = 0
     while True:
         inits = {i.name: i for i in graph.initializer}
         users: dict[str, list] = {}
@@ -481,9 +542,9 @@ def load(path: Path, options, seed: int = 0) -> OnnxModel:
         raise ModelFormatError("the ONNX graph has no float MatMul/Gemm/Conv/LSTM/GRU/RNN weight initializers to "
                                "compress")
     initial = float_initializers(model)
-    for name, t in initial.items():
-        if not bool(torch.isfinite(t).all()):
-            raise ModelFormatError(f"weights contain NaN or Inf values (initializer {name!r}); refused")
+    for t in targets:   # other constants may hold -inf on purpose (attention masks, padding values)
+        if not bool(torch.isfinite(initial[t.name]).all()):
+            raise ModelFormatError(f"weights contain NaN or Inf values (initializer {t.name!r}); refused")
     values = {t.name: _held(initial[t.name], t).contiguous().clone() for t in targets}
     feeds = sample_inputs(model, options, seed)
     return OnnxModel(model, targets, _holder(targets, values), initial, feeds)
@@ -495,6 +556,9 @@ def check_stages(stages) -> list[str]:
         if stage.kind not in ONNX_STAGES:
             problems.append(f"stage {i} ({stage.kind}): not supported for ONNX models (supported: "
                             f"{', '.join(sorted(ONNX_STAGES))}; they change initializer values in place)")
+        elif stage.kind == "int8" and stage.needs_data:
+            problems.append(f"stage {i} (int8): mode \"static\" calibrates activations with the job's datasets, "
+                            "which ONNX uploads do not take; use mode \"dynamic\" (activation ranges at run time)")
         elif stage.needs_data:
             problems.append(f"stage {i} ({stage.kind}): needs a forward pass in torch; not supported for "
                             "ONNX models")

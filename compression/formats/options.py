@@ -28,6 +28,10 @@ class UploadOptions(BaseModel):
     input_shape: Shape | None = Field(None, description="[batch, ...] of the single input, for programs "
                                                          "(TorchScript, .pt2, ONNX) whose inputs are not known")
     input_shapes: dict[str, Shape] | None = Field(None, description="ONNX: {input name: [batch, ...]}")
+    input_values: dict[Annotated[str, Field(min_length=1, max_length=100)], int | float | bool] | None = Field(
+        None, max_length=32,
+        description='{name: value} for scalar inputs: non-tensor arguments of a TorchScript forward (e.g. '
+                    '{"sr": 16000}) and ONNX inputs that take one value (filled into the input\'s shape)')
     input_dtype: InputDtype | None = Field(None, description="dtype of the random example input (default float32)")
     sample_dataset: str | None = Field(None, pattern=r"^ds_[A-Za-z0-9_-]{1,64}$",
                                        description="an uploaded tensor dataset whose first samples are the "

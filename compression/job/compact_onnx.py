@@ -215,6 +215,9 @@ def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
                 del plans[name]
             for f in plans.values():
                 f.bits = 8
+    if opset < 13:   # DequantizeLinear's per-channel `axis` arrived in opset 13 (older exporters write 11, 12)
+        model = version_converter.convert_version(model, 13)
+        opset = 13
     names = set(plans)
     keep = [i for i in model.graph.initializer if i.name not in names]
     new_inits, new_nodes = [], []

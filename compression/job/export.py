@@ -14,6 +14,9 @@ def write_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict
 
 
 def write_torchscript(model: torch.nn.Module, sample_inputs: tuple, path: Path) -> None:
+    from compression.formats.torchscript import unbound
+
+    model = unbound(model)   # bound non-tensor arguments: save the upload's program, its signature intact
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # torch.jit is deprecated but still the upload's own format
         program = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.trace(model, sample_inputs)
@@ -54,7 +57,13 @@ def write_onnx(model: torch.nn.Module, sample_inputs: tuple, path: Path, text: b
     import logging
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    if isinstance(model, torch.jit.ScriptModule):   # torch.export cannot take TorchScript: legacy exporter
+    from compression.formats.torchscript import BoundProgram
+
+    # torch.export cannot take TorchScript (and tracing a stateful one with fake tensors leaves fakes in its
+    # attributes): the legacy exporter, which runs it for real; bound arguments become constants
+    if isinstance(model, BoundProgram):   # bound arguments as the exporter's trailing kwargs dict (constants)
+        return _write_onnx_torchscript(model.reset(), sample_inputs, path, dict(model.values))
+    if isinstance(model, torch.jit.ScriptModule):
         return _write_onnx_torchscript(model, sample_inputs, path)
     module = _TextModel(model) if text else model
     names = ["input_ids", "attention_mask"] if text else None
@@ -81,13 +90,14 @@ def write_onnx(model: torch.nn.Module, sample_inputs: tuple, path: Path, text: b
     raise AssertionError("unreachable")
 
 
-def _write_onnx_torchscript(model: torch.jit.ScriptModule, sample_inputs: tuple, path: Path) -> dict:
+def _write_onnx_torchscript(model: torch.jit.ScriptModule, sample_inputs: tuple, path: Path,
+                            kwargs: dict | None = None) -> dict:
     names = [f"input_{i}" for i in range(len(sample_inputs))]
     axes = {n: {0: "batch"} for n, t in zip(names, sample_inputs) if t.ndim}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, tuple(sample_inputs), str(path), dynamo=False, input_names=names,
-                          dynamic_axes=axes)
+        torch.onnx.export(model, tuple(sample_inputs) + ((kwargs,) if kwargs else ()), str(path), dynamo=False,
+                          input_names=names, dynamic_axes=axes)
     return {"dynamic_axes": bool(axes), "exporter": "torchscript"}
 
 

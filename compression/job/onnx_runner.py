@@ -17,6 +17,7 @@ from compression.data.outputs import max_abs_diff, mean_cosine
 from compression.errors import CompressionError
 from compression.formats import ModelFormatError, onnx_file
 from compression.job.compact_onnx import write_compact_onnx
+from compression.job.int8_runtime import int8_runtime_artifacts
 from compression.job.quality import outputs_quality
 from compression.job.report import layer_report
 from compression.job.stages import (
@@ -40,6 +41,16 @@ from compression.stage import CompressionState
 def _check(name: str, model_bytes: bytes, feeds: dict, reference: torch.Tensor) -> float:
     # The same check as for torch artifacts, with onnxruntime as the probe.
     return check_outputs(name, model_bytes, feeds, reference, probe=onnx_file.run_bytes)
+
+
+def _int8_program(pipeline, dense: Path, out_dir: Path, feeds: dict, reference: torch.Tensor):
+    """The int8 stage's model.int8.onnx, quantized by onnxruntime from the in-place compressed graph (its
+    weights already sit on the int8 grid), run on the sample inputs beside the original's outputs."""
+    def probe(runner, inputs):   # every output, as the reference was taken
+        return onnx_file.run_session(runner.session, {n: t.numpy() for n, t in zip(runner.names, inputs)})
+
+    inputs = tuple(torch.from_numpy(feeds[name]) for name in feeds)   # graph input order, as the session's
+    return int8_runtime_artifacts(pipeline.stages, dense, out_dir, None, inputs, reference, probe)
 
 
 def run_onnx_job(model_path: Path, options, pipeline, out_dir: Path, progress: Run) -> JobOutput:
@@ -114,6 +125,10 @@ def run_onnx_job(model_path: Path, options, pipeline, out_dir: Path, progress: R
     except Exception as exc:
         compact.unlink(missing_ok=True)
         exports["onnx_compact"] = {"ok": False, "reason": f"{type(exc).__name__}: {exc}"[:500]}
+    int8_files, int8_report = _int8_program(pipeline, dense, out_dir, loaded.feeds, reference)
+    if int8_report is not None:
+        exports["int8"] = int8_report
+        artifacts.extend(ArtifactFile(f.name, "onnx-int8", f) for f in int8_files)
     progress.timed("verify", start)
 
     size_before = origin["size_bytes"]

@@ -311,7 +311,7 @@ def _verify_phase(job: _Job, weights: dict, encodings: dict) -> torch.Tensor:
         else:
             load = export.load_own_torchscript if art.kind == "torchscript" else export.load_own_pt2
             checks[art.name] = verify.verify_program(art.path, load, inputs, compressed_out,
-                                                     _positional(probe) if loaded.hf is not None else run)
+                                                     _positional(probe) if loaded.hf is not None else probe)
         job.progress.at("verify", VERIFY + (DONE - VERIFY) * 0.9 * len(checks) / (len(job.artifacts) + 1))
     _derived_programs(job, weights, encodings, compressed_out)
     job.progress.timed("verify", start)

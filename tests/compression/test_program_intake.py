@@ -149,29 +149,54 @@ class WithRate(torch.nn.Module):
         return self.lstm(self.fc(x) * (sr / 16000) * scale)[0]
 
 
-class Bound(torch.nn.Module):
-    def __init__(self, model):
+class Streaming(torch.nn.Module):
+    """Keeps state between calls, as streaming audio models do (silero-vad's _state / _last_batch_size)."""
+
+    def __init__(self):
         super().__init__()
-        self.m = model
+        self.fc = torch.nn.Linear(4, 4)
+        self.state = torch.zeros(0)
+        self.calls = 0
 
-    def forward(self, x):
-        return self.m(x, 16000)
+    def forward(self, x: torch.Tensor, sr: int):
+        if self.state.numel() == 0:
+            self.state = torch.zeros(x.shape[0], 4)
+        self.state = torch.tanh(self.fc(x) + self.state)
+        self.calls += 1
+        return self.state * (sr / 16000)
 
 
-def test_a_required_scalar_argument_is_refused_with_the_wrapper_that_fixes_it(tmp_path):
+def test_a_required_scalar_argument_takes_its_value_from_options(tmp_path):
     torch.manual_seed(0)
     model = WithRate().eval()
     torch.jit.save(torch.jit.script(model), str(tmp_path / "rate.ts"))
-    with pytest.raises(ModelFormatError, match=r"sr: int.*def forward\(self, x\): return self.m\(x, sr=<value>\)"):
+    with pytest.raises(ModelFormatError, match=r'sr: int.*"input_values": \{"sr": <value>\}'):
         inspect_upload(tmp_path / "rate.ts", "torchscript", {"input_shape": [2, 5, 4]})
+    with pytest.raises(ModelFormatError, match=r"'rate', not a non-tensor argument of forward \(sr: int, scale: float\)"):
+        inspect_upload(tmp_path / "rate.ts", "torchscript", {"input_shape": [2, 5, 4], "input_values": {"rate": 1}})
 
-    torch.jit.save(torch.jit.script(Bound(model)), str(tmp_path / "bound.ts"))   # the fix the message gives
-    found = inspect_upload(tmp_path / "bound.ts", "torchscript", {"input_shape": [2, 5, 4]})["inspection"]
+    options = {"input_shape": [2, 5, 4], "input_values": {"sr": 8000}}
+    found = inspect_upload(tmp_path / "rate.ts", "torchscript", options)["inspection"]
     assert {"Linear", "LSTM"} <= set(found["layers_by_type"])
-    out = run_compression_job(tmp_path / "bound.ts", "torchscript", {"input_shape": [2, 5, 4]},
+    out = run_compression_job(tmp_path / "rate.ts", "torchscript", options,
                               parse_pipeline({"stages": [{"kind": "quantize", "dtype": "int8"}]}), tmp_path / "o",
                               measure_latency=False)
     assert out.metrics["quality"]["passed"] is True and out.metrics["compression_ratio"] > 2
+    program = torch.jit.load(str(tmp_path / "o" / "model.torchscript.pt"))   # the upload's own signature
+    x = torch.randn(2, 5, 4)
+    assert [a.name for a in program.forward.schema.arguments] == ["self", "x", "sr", "scale"]
+    torch.testing.assert_close(program(x, 8000), model(x, 8000), atol=0.05, rtol=0)
+
+
+def test_a_program_that_keeps_state_between_calls_is_judged_per_call_and_saved_as_uploaded(tmp_path):
+    torch.jit.save(torch.jit.script(Streaming().eval()), str(tmp_path / "stream.ts"))
+    options = {"input_shape": [3, 4], "input_values": {"sr": 16000}}
+    out = run_compression_job(tmp_path / "stream.ts", "torchscript", options,
+                              parse_pipeline({"stages": [{"kind": "quantize", "dtype": "fp16"}]}), tmp_path / "o",
+                              measure_latency=False)   # verification reruns every artifact: state must not leak in
+    assert out.metrics["quality"]["passed"] is True
+    saved = torch.jit.load(str(tmp_path / "o" / "model.torchscript.pt"))
+    assert saved.state.numel() == 0 and saved.calls == 0   # as uploaded, not as the job left it
 
 
 def test_a_model_that_fails_on_its_example_inputs_is_the_users_error_with_a_hint(tmp_path):
