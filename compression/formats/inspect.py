@@ -20,6 +20,36 @@ def _signature(inputs: tuple) -> list[dict]:
             for t in inputs if isinstance(t, torch.Tensor)]
 
 
+def _used(inputs, origin: str, names: list[str] | None = None, values: dict | None = None) -> list[dict]:
+    """What the service feeds the model (shapes after its guesses, where the values come from), so a user
+    sees at once what it guessed: the upload summary shows it."""
+    out = []
+    for i, t in enumerate(inputs):
+        if not hasattr(t, "shape"):
+            continue
+        name = names[i] if names else f"input_{i}"
+        row = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "from": origin}
+        if values and name in values:
+            row.update({"from": "options.input_values", "value": values[name]})
+        out.append(row)
+    return out
+
+
+def _onnx_used(loaded, signature: list[dict], options: dict) -> list[dict]:
+    given = set(options.get("input_shapes") or {}) | ({signature[0]["name"]} if options.get("input_shape") else set())
+    rows = _used(list(loaded.feeds.values()), "", list(loaded.feeds), options.get("input_values"))
+    symbolic = {s["name"]: [j for j, d in enumerate(s["shape"]) if not (isinstance(d, int) and d > 0)]
+                for s in signature}
+    for row in rows:
+        dims = symbolic.get(row["name"], [])
+        if row["from"] == "":
+            row["from"] = ("random, shape from options.input_shapes" if row["name"] in given else
+                           "random, shape of the graph" if not dims else
+                           "random, symbolic batch set to 8" if dims == [0] else
+                           "random, symbolic dims GUESSED (batch 8, others 1): give options.input_shapes")
+    return rows
+
+
 def _module_type(mod: torch.nn.Module) -> str:
     return getattr(mod, "original_name", None) or type(mod).__name__   # TorchScript keeps the class name
 
@@ -84,6 +114,7 @@ def describe_loaded(loaded: LoadedModel) -> dict:
         "modules": layers,
         "modules_complete": sum(by_type.values()) <= SUMMARY_LAYER_CAP,
         "inputs": loaded.input_signature or _signature(loaded.sample_inputs),
+        "sample_inputs": _used(loaded.sample_inputs, loaded.inputs_origin),
         **({"static_batch": loaded.static_batch} if loaded.static_batch else {}),
         "output_features": int(out.shape[1]) if out.ndim == 2 else None,
     }
@@ -95,7 +126,9 @@ def _inspect_onnx(path: Path, options: dict, seed: int) -> tuple[dict, dict]:
     import numpy as np
 
     from compression.formats import ModelFormatError, onnx_file
+    from compression.formats.options import as_dict
 
+    options = as_dict(options)
     loaded = onnx_file.load(path, options, seed=seed)
     try:
         outs = onnx_file.session(path.read_bytes()).run(None, loaded.feeds)
@@ -121,6 +154,7 @@ def _inspect_onnx(path: Path, options: dict, seed: int) -> tuple[dict, dict]:
         "modules": modules,
         "modules_complete": False,   # weight initializers only, not modules: no module-type checks
         "inputs": summary["inputs"], "outputs": summary["outputs"],
+        "sample_inputs": _onnx_used(loaded, summary["inputs"], options),
         "output_features": int(single.shape[1]) if single is not None and single.ndim == 2 else None,
     }
     return inspection, summary

@@ -95,6 +95,9 @@ def test_upload_int8_charts_download(page, live_stack, lenet_file, tmp_path):
     summary = page.locator("#model-summary")
     summary.wait_for(timeout=30_000)
     assert "266,610" in summary.inner_text() and "safetensors" in summary.inner_text()
+    used = page.locator("#sample-inputs")   # after the worker's inspection: what it will feed the model
+    used.wait_for(timeout=60_000)
+    assert "[8, 1, 28, 28] float32" in used.inner_text(), used.inner_text()
     assert page.locator("#upload .progress").get_attribute("aria-valuenow") == "100"
     page.screenshot(path=str(shots / "1-uploaded.png"), full_page=True)
 
@@ -142,6 +145,22 @@ def test_upload_int8_charts_download(page, live_stack, lenet_file, tmp_path):
     assert page.evaluate("document.documentElement.scrollWidth") <= 391
     page.screenshot(path=str(shots / "3-phone.png"), full_page=True)
     print(f"screenshots in {shots}")
+
+
+def test_an_upload_the_service_cannot_use_says_so_with_the_fix(page, live_stack, tmp_path):
+    path = tmp_path / "tiny.ts"   # TorchScript without an input shape: inspection cannot build inputs
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()), str(path))
+    page.goto(live_stack.url + "/ui/")
+    page.set_input_files("#file", str(path))
+    refused = page.locator("#inspection .failure")
+    refused.wait_for(timeout=60_000)
+    assert "cannot use this model" in refused.inner_text() and '"input_shape"' in refused.inner_text()
+
+    page.fill("#options", '{"input_shape": [2, 8]}')   # the fix, as the message gives it
+    page.set_input_files("#file", str(path))
+    used = page.locator("#sample-inputs")
+    used.wait_for(timeout=60_000)
+    assert "[2, 8] float32" in used.inner_text(), used.inner_text()
 
 
 def test_stage_forms_and_failure_in_plain_words(page, live_stack, tmp_path):

@@ -74,8 +74,10 @@ function uploadSection(onUploaded) {
     const model = await runUpload(f, { status, bar, send: (onProgress) =>
       uploadModel(f, { architecture: arch.value.trim() || undefined, options: opts, onProgress }) });
     if (!model) return;
-    summary.replaceChildren(modelSummary(model));
+    const inspection = h("div", { id: "inspection" });
+    summary.replaceChildren(modelSummary(model), inspection);
     onUploaded(model);
+    watchInspection(model, inspection);
   };
   const { zone, input } = fileDrop({ id: "dropzone", inputId: "file", title: "Drop a model file here", onFile: start,
     help: "safetensors, PyTorch state dicts, TorchScript, exported programs, Hugging Face folders (zip)" });
@@ -86,6 +88,33 @@ function uploadSection(onUploaded) {
       h("div", { class: "field" }, h("label", { for: "options" }, "Loader options (JSON)"), options)),
     h("datalist", { id: "archs" }, ["lenet-300-100", "lenet-5", "small-resnet"].map((a) => h("option", { value: a }))),
     zone, input, bar.element, status, summary);
+}
+
+// The worker loads every upload once: show what it will feed the model, or why it cannot, with the fix.
+async function watchInspection(model, slot) {
+  let m = model;
+  slot.replaceChildren(h("p", { class: "muted" }, "Inspecting: a worker loads the model once…"));
+  for (let i = 0; i < 1200 && m.inspection_status === "pending"; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    try { m = await api(`/v1/models/${model.id}`); } catch (e) { slot.replaceChildren(errorBox(e)); return; }
+  }
+  slot.replaceChildren(inspectionView(m));
+}
+
+export function inspectionView(m) {
+  if (m.inspection_status === "failed") {
+    return h("div", { class: "failure", role: "alert" },
+      h("strong", {}, "The service cannot use this model as uploaded"),
+      h("p", {}, m.inspection_error || ""),
+      h("p", { class: "muted" }, "The message says what to send instead; upload again with those options."));
+  }
+  if (m.inspection_status !== "done") return h("p", { class: "muted" }, "Still inspecting…");
+  const used = ((m.summary || {}).inspection || {}).sample_inputs || [];
+  return h("div", {},
+    h("h3", {}, "Inputs the service will feed this model"),
+    h("table", { class: "kv", id: "sample-inputs" }, h("tbody", {}, used.map((u) => h("tr", {},
+      h("th", {}, u.name), h("td", {}, `[${u.shape.join(", ")}] ${u.dtype}${u.value !== undefined ? ` = ${u.value}` : ""}`),
+      h("td", { class: u.from.includes("GUESSED") ? "warn" : "muted" }, u.from))))));
 }
 
 function modelSummary(m) {
