@@ -121,3 +121,43 @@ def test_an_onnx_upload_gets_a_compact_runnable_file_too(tmp_path, stages, form)
     assert {"lstm.W", "lstm.R"} <= set(info["forms"])   # recurrent weights held 2-D, written in their 3-D layout
     assert out.metrics["verification"]["model.compact.onnx"]["output_max_abs_diff"] < 1e-5
     assert (tmp_path / "out" / "model.compact.onnx").stat().st_size < (tmp_path / "out" / "model.onnx").stat().st_size
+
+
+def _branches(path: Path) -> Path:
+    """An If whose two branches each hold their own weight under the same initializer name (exporters of
+    sample-rate switches write this), the condition a scalar bool input."""
+    rng = np.random.default_rng(1)
+
+    def branch(name: str, scale: float):
+        w = numpy_helper.from_array((rng.normal(0, 1, (FEATURES, 4)) * scale).astype(np.float32), "w")
+        return helper.make_graph([helper.make_node("MatMul", ["x", "w"], [f"{name}_y"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, ["batch", 4])], [w])
+
+    node = helper.make_node("If", ["flag"], ["y"], then_branch=branch("then", 1.0), else_branch=branch("else", 3.0))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES]),
+                                            helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_weights_inside_if_branches_are_compressed_under_names_that_stay_apart(tmp_path):
+    path = _branches(tmp_path / "if.onnx")
+    names = sorted(t.name for t in onnx_file.load(path, {}).targets)
+    assert names == ["If_0.else_branch::w", "If_0.then_branch::w"]
+    with pytest.raises(ModelFormatError, match=r"options.input_values names 'sr', not an input of the graph"):
+        onnx_file.load(path, {"input_values": {"sr": 1}})
+    for flag in (True, False):   # the branch the given value selects is the one measured
+        out = run_compression_job(path, "onnx", {"input_values": {"flag": flag}},
+                                  parse_pipeline({"stages": [{"kind": "quantize", "dtype": "int4"}]}),
+                                  tmp_path / f"out-{flag}", measure_latency=False)
+        assert out.metrics["verification"]["model.mpz"]["weights_bitwise_equal"] is True
+        assert out.metrics["output_max_abs_diff"] > 0 and out.metrics["output_mean_cosine"] > 0.95
+    dense = onnx.load(str(tmp_path / "out-True" / "model.onnx"))
+    original = onnx.load(str(path))
+    for branch in (0, 1):   # both branches' weights hold int4 grid values now, each from its own weights
+        new = numpy_helper.to_array(dense.graph.node[0].attribute[branch].g.initializer[0])
+        old = numpy_helper.to_array(original.graph.node[0].attribute[branch].g.initializer[0])
+        assert len(np.unique(new[:, 0])) <= 16 and np.abs(new - old).max() < np.abs(old).max() / 4
