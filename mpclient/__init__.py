@@ -5,10 +5,14 @@
         model = c.upload_model("lenet.safetensors", architecture="lenet-300-100")
         job = c.wait(c.submit(model.id, recipe="int8").id, timeout=600)
         paths = c.download(job.id, "out/")
+
+    from mpclient import load_state_dict     # the container's weights, numpy only (no torch)
+    weights = load_state_dict("out/model.mpz")
 """
 from mpclient.client import Client
+from mpclient.format import ContainerError, load_state_dict, read_manifest
 from mpclient.errors import ApiError, ChecksumMismatch, ConnectionFailed, ModelpressError, WaitTimeout
 from mpclient.models import Artifact, DatasetInfo, Job, JobPage, Metrics, ModelInfo, Recipe
 
-__all__ = ["Client", "DatasetInfo", "ApiError", "ChecksumMismatch", "ConnectionFailed", "ModelpressError", "WaitTimeout",
+__all__ = ["Client", "ContainerError", "load_state_dict", "read_manifest", "DatasetInfo", "ApiError", "ChecksumMismatch", "ConnectionFailed", "ModelpressError", "WaitTimeout",
            "Artifact", "Job", "JobPage", "Metrics", "ModelInfo", "Recipe"]

@@ -290,6 +290,33 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    """Decode a container locally (numpy only): list its tensors, optionally save them as .npz."""
+    import numpy as np
+
+    from mpclient.format import ContainerError, read
+
+    try:
+        tensors, manifest = read(args.container)
+    except (ContainerError, OSError) as exc:
+        print(f"error: {args.container}: {exc}", file=sys.stderr)
+        return EXIT_API
+    entries = {e["name"]: e for e in manifest["tensors"]}
+    if args.out:
+        np.savez(args.out, **tensors)
+    if args.json:
+        print(json.dumps({"origin": manifest.get("origin"), "decode_requires": manifest.get("decode_requires"),
+                          "tensors": [{"name": n, "shape": list(t.shape), "dtype": entries[n]["dtype"],
+                                       "codec": entries[n]["codec"]} for n, t in tensors.items()],
+                          **({"saved": args.out} if args.out else {})}))
+        return EXIT_OK
+    for name, t in tensors.items():
+        print(f"{name:60s} {str(list(t.shape)):>20s} {entries[name]['dtype']:9s} {entries[name]['codec']}")
+    if args.out:
+        print(f"saved {len(tensors)} tensors to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _run(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def wrapped(args: argparse.Namespace) -> int:
         try:
@@ -364,6 +391,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=_run(cmd_cancel))
+
+    p = sub.add_parser("weights", parents=[common], help="decode a downloaded model.mpz here (numpy only, no server)")
+    p.add_argument("container", metavar="MODEL.MPZ")
+    p.add_argument("--out", metavar="FILE.npz", help="save the decoded weights as a numpy .npz")
+    p.set_defaults(func=_run(cmd_weights))
 
 
 def main(argv: list[str] | None = None) -> int:

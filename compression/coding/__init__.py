@@ -1,3 +1,3 @@
-"""Pure-array building blocks of the Deep Compression pipeline (Han et al. 2016):
-relative sparse indexing, 1-D k-means weight sharing and canonical Huffman coding.
-Everything here works on numpy arrays and bytes; no torch, no file I/O."""
+"""Writing the container: per-tensor encoding records (`encoding`), 1-D k-means weight sharing
+(`kmeans1d`) and the `.mpz` writer (`container`). The byte-level coders (bitpack, canonical Huffman,
+relative sparse indices) and every decoder live in the torch-free reader, `mpclient.format`."""

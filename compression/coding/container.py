@@ -1,14 +1,14 @@
 """The modelpress container (`.mpz`): one deterministic zip holding the compressed weights.
 
 Layout (version 2; timestamp 1980-01-01, fixed attributes, fixed order):
-  manifest.json   UTF-8 JSON, sorted keys, deflated (see CONTAINER.md for every field)
+  manifest.json   UTF-8 JSON, sorted keys, deflated (mpclient/format/CONTAINER.md has every field)
   parts.bin       stored; every part's raw little-endian bytes at its manifest offset; int4/uint4
                   packed two per byte, element 2i in the low nibble
 Version 1 (one stored member per part, a sha256 each) is still read.
 
-Decoding validates the manifest's structure, each part's size against its storage type and
-element count, the parts' sha256, then rebuilds tensors with `encoding.decode`, the same
-function the pipeline used for the in-memory model (bitwise equal by construction).
+Reading is the torch-free reader's (mpclient/format/container.py: validates the manifest's structure,
+each part's size against its storage type and element count, the parts' sha256, and decodes with the
+codecs `encoding.decode` uses for the in-memory model: bitwise equal by construction).
 A runnable module needs the architecture (built-in origins, named in the manifest) or, for
 TorchScript/torch.export origins, the program file: the container keeps only the weights.
 """
@@ -16,28 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import zipfile
-import zlib
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from compression.formats.architectures import ARCHITECTURES, build_architecture
-from compression.coding.encoding import CODECS, PACKED, STORAGE_DTYPES, Encoded, Part, decode, part_from_bytes, part_to_bytes
+from compression.coding.encoding import STORAGE_DTYPES, Encoded, part_to_bytes
+from mpclient.format import container as reader
 from compression.errors import CompressionError, ModelpressError
 
 FORMAT_NAME = "modelpress.container"
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 PARTS = "parts.bin"
-MAX_MANIFEST_BYTES = 64 << 20
-MAX_CONTAINER_BYTES = 8 << 30
-MAX_TOTAL_ELEMENTS = 4 << 30
-MAX_DECODED_ELEMENTS = 4 << 30   # 16 GiB of float32: bigger than any model a worker's memory limit admits
-MAX_DEPTH = 8
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -110,136 +103,21 @@ def write_container(path: Path, encodings: dict[str, Encoded], *, origin: dict, 
     return path.stat().st_size
 
 
-# ---- reading (the file may be hostile) --------------------------------------------------------
-
-def _read_bounded(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, what: str) -> bytes:
-    """Reads at most `limit` bytes whatever the header claims (a deflated member may be a bomb)."""
-    with zf.open(info) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ContainerError(f"{what} is too large")
-    return data
-
-
-class _Reader:
-    """Parts of version 1 (one zip member each, sha256 per part) or version 2 (offsets into parts.bin)."""
-
-    def __init__(self, zf: zipfile.ZipFile, version: int, manifest: dict):
-        self.zf = zf
-        self.version = version
-        self.infos = {i.filename: i for i in zf.infolist()}
-        self.elements = 0
-        self.decoded_elements = 0
-        self.blob = b""
-        if version == 2:
-            info = self.infos.get(PARTS)
-            if info is None or info.compress_type != zipfile.ZIP_STORED or info.file_size > MAX_CONTAINER_BYTES:
-                raise ContainerError(f"{PARTS} is missing, compressed or too large")
-            self.blob = _read_bounded(zf, info, MAX_CONTAINER_BYTES, PARTS)
-            if hashlib.sha256(self.blob).hexdigest() != manifest.get("parts_sha256"):
-                raise ContainerError(f"{PARTS} fails its sha256 check")
-
-    def _bytes(self, obj: dict, expected: int) -> bytes:
-        if self.version == 2:
-            offset = obj.get("offset")
-            if type(offset) is not int or offset < 0 or offset + expected > len(self.blob) \
-                    or obj.get("nbytes") != expected:
-                raise ContainerError(f"part at offset {offset!r} lies outside {PARTS} or has the wrong size")
-            return self.blob[offset:offset + expected]
-        file = obj.get("file")
-        info = self.infos.get(file) if isinstance(file, str) else None
-        if info is None or not file.startswith("parts/"):
-            raise ContainerError(f"part {file!r} is missing")
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise ContainerError(f"part {file!r} is compressed; containers store parts uncompressed")
-        if info.file_size != expected or obj.get("nbytes") != expected:
-            raise ContainerError(f"part {file!r} has {info.file_size} bytes, expected {expected}")
-        data = self.zf.read(info)
-        if hashlib.sha256(data).hexdigest() != obj.get("sha256"):
-            raise ContainerError(f"part {file!r} fails its sha256 check")
-        return data
-
-    def part(self, obj) -> Part:
-        if not isinstance(obj, dict):
-            raise ContainerError("part entry must be an object")
-        storage, numel = obj.get("storage"), obj.get("numel")
-        if storage not in STORAGE_DTYPES or type(numel) is not int or numel < 0:
-            raise ContainerError("part with a bad storage type or element count")
-        self.elements += numel
-        if self.elements > MAX_TOTAL_ELEMENTS:
-            raise ContainerError("container holds too many elements")
-        expected = (numel + 1) // 2 if storage in PACKED else numel * STORAGE_DTYPES[storage].itemsize
-        return Part(part_from_bytes(self._bytes(obj, expected), storage, numel), storage)
-
-    def node(self, obj, depth: int = 0) -> Encoded:
-        if depth > MAX_DEPTH or not isinstance(obj, dict):
-            raise ContainerError("malformed encoding node")
-        shape, dtype, params, parts = obj.get("shape"), obj.get("dtype"), obj.get("params"), obj.get("parts")
-        if obj.get("codec") not in CODECS:
-            raise ContainerError(f"unknown codec {obj.get('codec')!r} (written by a newer modelpress?)")
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise ContainerError("bad tensor shape")
-        if dtype not in STORAGE_DTYPES or dtype in PACKED or not isinstance(params, dict) \
-                or not isinstance(parts, dict):
-            raise ContainerError("malformed encoding node")
-        # a tiny part can claim a huge decoded tensor (a sparse or codebook node): bound what decoding allocates
-        self.decoded_elements += math.prod(shape)
-        if self.decoded_elements > MAX_DECODED_ELEMENTS:
-            raise ContainerError(f"container decodes to more than {MAX_DECODED_ELEMENTS} elements")
-        built = {k: self.node(v, depth + 1) if isinstance(v, dict) and "codec" in v else self.part(v)
-                 for k, v in parts.items()}
-        return Encoded(obj["codec"], tuple(shape), dtype, params, built)
-
-
-def read_encodings(path: Path) -> tuple[dict[str, Encoded], dict]:
-    path = Path(path)
-    if path.stat().st_size > MAX_CONTAINER_BYTES:
-        raise ContainerError("container is too large")
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ContainerError(f"not a modelpress container: {exc}") from None
-    with zf:
-        info = next((i for i in zf.infolist() if i.filename == MANIFEST), None)
-        if info is None or info.file_size > MAX_MANIFEST_BYTES:
-            raise ContainerError("manifest.json is missing or too large")
-        try:
-            manifest = json.loads(_read_bounded(zf, info, MAX_MANIFEST_BYTES, MANIFEST))
-        except (UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile, zlib.error) as exc:
-            raise ContainerError(f"manifest.json is not valid JSON: {exc}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-            raise ContainerError("not a modelpress container")
-        version = manifest.get("format_version")
-        if version not in READABLE_VERSIONS:
-            raise ContainerError(f"container format version {version!r} is not supported "
-                                 f"(this modelpress reads versions {', '.join(map(str, READABLE_VERSIONS))})")
-        try:
-            reader = _Reader(zf, version, manifest)
-        except (zipfile.BadZipFile, zlib.error) as exc:
-            raise ContainerError(f"{PARTS} is corrupt: {exc}") from None
-        entries = manifest.get("tensors")
-        if not isinstance(entries, list):
-            raise ContainerError("manifest has no tensor list")
-        encodings = {}
-        for entry in entries:
-            name = entry.get("name") if isinstance(entry, dict) else None
-            if not isinstance(name, str) or name in encodings:
-                raise ContainerError(f"bad or duplicate tensor name {name!r}")
-            encodings[name] = reader.node(entry)
-    return encodings, manifest
-
+# ---- reading (the file may be hostile): the torch-free reader does it, decoding with the same codecs
 
 def read_container(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """-> (state_dict, manifest). Raises ContainerError on anything malformed."""
-    encodings, manifest = read_encodings(path)
+    try:
+        arrays, manifest = reader.read(path)
+    except reader.ContainerError as exc:
+        raise ContainerError(str(exc)) from None
     state = {}
-    for name, enc in encodings.items():
-        try:
-            tensor = decode(enc)
-        except Exception as exc:   # params or parts inconsistent with the codec
-            raise ContainerError(f"tensor {name!r} cannot be decoded: {type(exc).__name__}: {exc}") from None
-        if tuple(tensor.shape) != enc.shape or str(tensor.dtype) != f"torch.{enc.dtype}":
-            raise ContainerError(f"tensor {name!r} decodes to the wrong shape or dtype")
+    for entry in manifest["tensors"]:
+        name, dtype = entry["name"], entry["dtype"]
+        # bfloat16 arrives as float32 holding bfloat16 values: the cast is exact
+        tensor = torch.from_numpy(arrays[name].copy()).to(STORAGE_DTYPES[dtype])
+        if tuple(tensor.shape) != tuple(entry["shape"]):
+            raise ContainerError(f"tensor {name!r} decodes to the wrong shape")
         state[name] = tensor
     return state, manifest
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from compression.coding import huffman
+from mpclient.format import huffman
 from compression.coding.encoding import Encoded, Part, decode, node_storage
 from compression.errors import CompressionError
 from compression.stage import CompressionState, MethodSpec, Phase

@@ -68,7 +68,7 @@ def _codebook(enc: Encoded) -> tuple[Encoded, torch.Tensor | None] | None:
     if enc.codec == "codebook":
         return enc, None
     if enc.codec == "sparse" and isinstance(enc.parts["values"], Encoded) and enc.parts["values"].codec == "codebook":
-        from compression.coding import sparse_index
+        from mpclient.format import sparse_index
         gaps = decode(enc.parts["gaps"]) if isinstance(enc.parts["gaps"], Encoded) else enc.parts["gaps"].data
         positions, filler = sparse_index.decode_gaps(gaps.to(torch.int64).numpy(), int(enc.params["bits"]))
         return enc.parts["values"], torch.from_numpy(positions[~filler].copy())
@@ -145,7 +145,7 @@ def finetune_centroids(model: torch.nn.Module, encodings: dict[str, Encoded], X:
 
 
 def _real_entries(enc: Encoded) -> torch.Tensor:
-    from compression.coding import sparse_index
+    from mpclient.format import sparse_index
     gaps = decode(enc.parts["gaps"]) if isinstance(enc.parts["gaps"], Encoded) else enc.parts["gaps"].data
     _, filler = sparse_index.decode_gaps(gaps.to(torch.int64).numpy(), int(enc.params["bits"]))
     return torch.from_numpy(~filler)

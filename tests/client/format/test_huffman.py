@@ -8,8 +8,9 @@ import zlib
 import numpy as np
 import pytest
 
-from compression.coding import huffman as H
-from compression.coding import kmeans1d, sparse_index
+from mpclient.format import huffman as H
+from compression.coding import kmeans1d
+from mpclient.format import sparse_index
 
 
 def _rt(symbols, alphabet_size, **kw):

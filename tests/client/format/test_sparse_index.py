@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compression.coding import huffman
-from compression.coding import sparse_index as S
+from mpclient.format import huffman
+from mpclient.format import sparse_index as S
 
 
 def _round_trip(values, mask, bits):

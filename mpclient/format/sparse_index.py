@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from compression.coding import huffman
+from mpclient.format import huffman
 
 MAX_BITS = 16
 

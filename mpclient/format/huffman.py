@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compression.coding import bitpack
+from mpclient.format import bitpack
 
 MAGIC = b"MPHF"
 VERSION = 1
