@@ -148,6 +148,10 @@ class ArtifactOut(_Out):
     output_max_abs_diff: float | None = Field(
         None, description="this file reloaded from its bytes and run: largest output difference from the "
                           "compressed model in memory (null for files that are not run, e.g. the report)")
+    output_mean_cosine: float | None = Field(
+        None, description="this file's outputs against the uploaded model's, where the job measured it for this "
+                          "file (files that are not exact copies of the compressed model: int8 programs, "
+                          "compressed-tensors folders)")
 
     @computed_field(description="loads without modelpress installed")
     @property

@@ -117,6 +117,7 @@ class Artifact:
     load: str | None = None         # a one-line load snippet
     ratio: float | None = None      # the upload's weight bytes / this file's bytes
     output_max_abs_diff: float | None = None
+    output_mean_cosine: float | None = None   # this file's outputs vs the upload's, where measured for it
     raw: dict = field(default_factory=dict, repr=False)
 
     @classmethod

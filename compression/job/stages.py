@@ -29,7 +29,7 @@ COMPACT_ONNX_NAME = "model.compact.onnx"
 
 # What a user can do with each artifact kind: (runnable outside modelpress, runtime, how to load it)
 ARTIFACT_KINDS: dict[str, tuple[bool, str | None, str | None]] = {
-    "container": (False, "modelpress", "compression.coding.container.read_container(path)  # modelpress decodes it"),
+    "container": (False, "modelpress", "mpclient.load_state_dict(path)  # numpy arrays; pip install ./mpclient"),
     "safetensors": (False, None, "safetensors.torch.load_file(path)  # dense weights; your own model class"),
     "onnx": (True, "onnxruntime", "onnxruntime.InferenceSession(path)  # dense float32"),
     "onnx-compact": (True, "onnxruntime", "onnxruntime.InferenceSession(path)  # compressed weights, "
@@ -39,6 +39,8 @@ ARTIFACT_KINDS: dict[str, tuple[bool, str | None, str | None]] = {
     "torchscript": (True, "torch", "torch.jit.load(path)"),
     "torchscript-int8": (True, "torch", "torch.jit.load(path)  # torch's dynamic int8 kernels"),
     "hf-folder": (True, "transformers", "unzip, then transformers.AutoModel.from_pretrained(folder)"),
+    "hf-compressed-tensors": (True, "transformers + compressed-tensors",
+                              "pip install compressed-tensors; unzip, then transformers.AutoModel.from_pretrained(folder)"),
     "report": (False, None, None),
 }
 

@@ -84,9 +84,11 @@ def test_job_exports_a_runnable_folder_and_a_self_describing_container(tmp_path,
     out = run_compression_job(make_zip(tmp_path / "m.zip", tiny_folder), "hf-folder", {},
                               parse_pipeline({"stages": [{"kind": "quantize", "dtype": "int8"}]}), tmp_path / "out")
     kinds = {a.kind: a.path for a in out.artifacts}
-    assert set(kinds) == {"container", "safetensors", "hf-folder", "onnx", "onnx-compact", "report"}
+    # int8 per channel is a symmetric grid: the compressed-tensors folder holds it too (test_hf_compressed.py)
+    assert set(kinds) == {"container", "safetensors", "hf-folder", "onnx", "onnx-compact", "hf-compressed-tensors",
+                          "report"}
     assert set(out.metrics["verification"]) == {"model.mpz", "model.safetensors", "model-hf.zip", "model.onnx",
-                                                 "model.compact.onnx"}
+                                                 "model.compact.onnx", "model-ct.zip"}
     # the text model's ONNX takes input_ids and attention_mask; its int8 weights are DequantizeLinear'd in the graph
     assert "dequantize int8" in set(out.metrics["exports"]["onnx_compact"]["forms"].values())
     assert out.metrics["output_mean_cosine"] > 0.9
