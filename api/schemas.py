@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from compression.job.quality import QualitySpec
 from compression.job.stages import ARTIFACT_KINDS
+from compression.job.analyze_runner import AnalyzeSpec
 from compression.search.goal import GoalSpec
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer, model_validator
 
@@ -75,6 +76,9 @@ class JobCreate(BaseModel):
                                   "\"min\": 0.98} | {\"max_drop\": 0.01}, \"methods\"?, \"budget_minutes\"?}; needs "
                                   "data.calibration or data.eval; candidates are selected on one split and the "
                                   "result reported on data the search never saw")
+    analyze: AnalyzeSpec | None = Field(default=None, description="instead of compressing: per-layer sensitivity "
+                                        "only ({} for the defaults: each weight layer alone at int8/int4/int3, the "
+                                        "metric's change on data.eval or data.calibration); no compressed model")
     quality: QualitySpec | None = Field(default=None, description="the bar of the job's quality verdict, e.g. "
                                         "{\"metric\": \"cosine\", \"min\": 0.99} or {\"max_drop\": 0.005}; default: "
                                         "top1 drop <= 0.01 with labelled eval data, else agreement >= 0.97 "
@@ -83,10 +87,12 @@ class JobCreate(BaseModel):
 
     @model_validator(mode="after")
     def _one_of(self) -> "JobCreate":
-        if sum(x is not None for x in (self.pipeline, self.recipe, self.goal)) != 1:
-            raise ValueError("give exactly one of 'pipeline', 'recipe' or 'goal'")
+        if sum(x is not None for x in (self.pipeline, self.recipe, self.goal, self.analyze)) != 1:
+            raise ValueError("give exactly one of 'pipeline', 'recipe', 'goal' or 'analyze'")
         if self.goal is not None and self.quality is not None:
             raise ValueError("a goal carries its own quality bar: give it as goal.constraint")
+        if self.analyze is not None and self.quality is not None:
+            raise ValueError("an analyze job measures, it has no quality bar")
         return self
 
 

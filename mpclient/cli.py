@@ -166,8 +166,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-    if sum(x is not None for x in (pipeline, args.recipe, goal)) != 1:
-        print("give exactly one of --recipe, --pipeline or --goal", file=sys.stderr)
+    analyze = {} if args.analyze else None
+    if sum(x is not None for x in (pipeline, args.recipe, goal, analyze)) != 1:
+        print("give exactly one of --recipe, --pipeline, --goal or --analyze", file=sys.stderr)
         return EXIT_USAGE
     is_file = Path(args.model).is_file()
     if not is_file and not args.model.startswith("mdl_"):
@@ -199,7 +200,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 given = dataset.id
             if given:
                 data[role] = given
-        job = c.submit(model_id, recipe=args.recipe, pipeline=pipeline, goal=goal, device=args.device,
+        job = c.submit(model_id, recipe=args.recipe, pipeline=pipeline, goal=goal, analyze=analyze, device=args.device,
                        idempotency_key=args.idempotency_key, data=data or None, teacher_model_id=args.teacher)
         if show:
             print(f"submitted {job.id}", file=sys.stderr)
@@ -218,6 +219,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(f"job {job.id} {job.status}: {job.error or 'no reason given'}", file=sys.stderr)
         elif job.quality:
             print(_quality_line(job), file=sys.stderr)
+        if job.status == "succeeded" and "analyze" in (job.pipeline or {}):
+            metrics = c.metrics(job.id).metrics or {}
+            result["analyze"], result["sensitivity"] = metrics.get("analyze"), metrics.get("sensitivity")
+            if show and result["sensitivity"]:
+                print(_sensitivity_table(result["sensitivity"], result["analyze"]), file=sys.stderr)
         if job.status == "succeeded" and "goal" in (job.pipeline or {}):
             result["goal"] = (c.metrics(job.id).metrics or {}).get("goal")
             if show and result["goal"]:
@@ -227,6 +233,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if result.get("goal") and not result["goal"].get("goal_met"):
         return EXIT_QUALITY
     return _job_exit(job)
+
+
+def _sensitivity_table(sensitivity: dict, analyze: dict | None) -> str:
+    widths = list(sensitivity["layers"][0]["loss"]) if sensitivity["layers"] else []
+    rows = sorted(sensitivity["layers"], key=lambda r: -r["loss"].get("int4", 0))
+    lines = [f"{sensitivity['metric']} loss when only this layer is stored at:",
+             f"{'layer':50s} " + " ".join(f"{w:>9s}" for w in widths),
+             *(f"{r['tensor'][:50]:50s} " + " ".join(f"{r['loss'][w]:9.4f}" for w in widths) for r in rows)]
+    return "\n".join(lines + ([analyze["summary"]] if analyze else []))
 
 
 def _goal_table(goal: dict) -> str:
@@ -359,6 +374,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--min-{metric}", dest="min_metric", type=float, metavar="X",
                        action=_Pair, const=metric, help=f"with --goal: {metric} at least X")
     p.add_argument("--max-drop", type=float, metavar="X", help="with --goal: the metric may fall at most X")
+    p.add_argument("--analyze", action="store_true", help="instead of compressing: measure each layer alone at "
+                   "int8/int4/int3 on --calibration or --eval data and print which layers break first")
     p.add_argument("--architecture", help="built-in architecture for bare weights, e.g. lenet-300-100")
     p.add_argument("--options", help='loader options JSON, e.g. \'{"input_shape": [1, 784]}\'')
     p.add_argument("--device", choices=["cpu", "gpu"])

@@ -155,20 +155,24 @@ class Client:
     # -- jobs -------------------------------------------------------------------------------
 
     def submit(self, model_id: str, recipe: str | None = None, pipeline: dict | None = None, *,
-               goal: dict | None = None, device: str | None = None, idempotency_key: str | None = None,
-               data: dict[str, str] | None = None, teacher_model_id: str | None = None) -> Job:
+               goal: dict | None = None, analyze: dict | None = None, device: str | None = None,
+               idempotency_key: str | None = None, data: dict[str, str] | None = None,
+               teacher_model_id: str | None = None) -> Job:
         """Submit a job; the Idempotency-Key (a fresh uuid unless given) makes retries safe.
         `goal`: instead of a recipe or pipeline, e.g. {"target": {"ratio": 10}, "constraint": {"metric": "cosine",
         "min": 0.98}} (needs data calibration or eval; the result is in job metrics["goal"]);
         `data`: dataset ids by role, e.g. {"train": "ds_…", "eval": "ds_…"}; `teacher_model_id`: an uploaded
-        model the training stages learn from (this job's model is then the student)."""
-        if sum(x is not None for x in (recipe, pipeline, goal)) != 1:
-            raise ValueError("give exactly one of recipe=, pipeline= or goal=")
+        model the training stages learn from (this job's model is then the student); `analyze`: instead of
+        compressing, per-layer sensitivity only ({} for the defaults; metrics["sensitivity"])."""
+        if sum(x is not None for x in (recipe, pipeline, goal, analyze)) != 1:
+            raise ValueError("give exactly one of recipe=, pipeline=, goal= or analyze=")
         body: dict[str, Any] = {"model_id": model_id}
         if recipe is not None:
             body["recipe"] = recipe
         elif goal is not None:
             body["goal"] = goal
+        elif analyze is not None:
+            body["analyze"] = analyze
         else:
             body["pipeline"] = pipeline
         if device:

@@ -167,6 +167,8 @@ def _job(request: dict, send) -> dict:
     model = ModelSource.from_json(request["model"])
     if "goal" in request["pipeline"]:   # a goal instead of a recipe: the search picks the pipeline
         return _outcome(_goal_job(request, model, send))
+    if "analyze" in request["pipeline"]:   # per-layer sensitivity only, no compressed model
+        return _outcome(_analyze_job(request, model, send))
     output = run_compression_job(
         model.path, model.format, model.options, parse_pipeline(request["pipeline"]), Path(request["out_dir"]),
         JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]}),
@@ -193,6 +195,17 @@ def _goal_job(request: dict, model: ModelSource, send) -> JobOutput:
         Path(request["out_dir"]),
         JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]}),
                  on_log=lambda record: send({"log": record})),
+        dataset_files={role: (Path(path), fmt) for role, (path, fmt) in request.get("datasets", {}).items()},
+        sample_inputs=model.sample_inputs)
+
+
+def _analyze_job(request: dict, model: ModelSource, send) -> JobOutput:
+    from compression.job.analyze_runner import AnalyzeSpec, run_analyze_job
+    from compression.job.runner import JobHooks
+
+    return run_analyze_job(
+        model.path, model.format, model.options, AnalyzeSpec.model_validate(request["pipeline"]["analyze"]),
+        Path(request["out_dir"]), JobHooks(on_progress=lambda stage, fraction: send({"progress": [stage, fraction]})),
         dataset_files={role: (Path(path), fmt) for role, (path, fmt) in request.get("datasets", {}).items()},
         sample_inputs=model.sample_inputs)
 

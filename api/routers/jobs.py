@@ -46,6 +46,18 @@ def _datasets(session, owner: str, body: JobCreate, model) -> dict[str, str]:
 
 
 def _validated_pipeline(body: JobCreate, model_summary: dict, roles: dict[str, str]) -> dict:
+    if body.analyze is not None:
+        problems = []
+        if not {"calibration", "eval"} & set(roles):
+            problems.append("an analyze job measures each layer on data: give data.calibration or data.eval")
+        if (model_summary or {}).get("format") == "onnx":
+            problems.append("analyze jobs take torch formats for now")
+        if body.teacher_model_id:
+            problems.append("analyze jobs do not take a teacher")
+        if problems:
+            raise RequestValidationError([{"loc": ("body", "analyze"), "type": "value_error", "msg": p}
+                                          for p in problems])
+        return {"analyze": body.analyze.model_dump(mode="json", exclude_none=True)}
     if body.goal is not None:
         problems = []
         if not {"calibration", "eval"} & set(roles):
@@ -225,7 +237,9 @@ def job_sensitivity(job_id: str, session: SessionDep, owner: OwnerDep) -> dict:
     """A goal job's per-layer sensitivity: each weight layer alone at int8/int4/int3 (groups of 64) and the
     measured change of the constraint's metric on the selection data; null for other jobs."""
     job = get_owned_job(session, owner, job_id)
-    return dict(job_id=job.id, status=job.status, sensitivity=((job.metrics or {}).get("goal") or {}).get("sensitivity"))
+    metrics = job.metrics or {}
+    return dict(job_id=job.id, status=job.status,
+                sensitivity=metrics.get("sensitivity") or (metrics.get("goal") or {}).get("sensitivity"))
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], responses=NOT_FOUND)

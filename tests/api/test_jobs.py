@@ -191,7 +191,7 @@ def test_goal_jobs_are_checked_at_submit(client, model_id, tmp_path):
     no_data = client.post("/v1/jobs", json={"model_id": model_id, "goal": goal})
     assert no_data.status_code == 422 and "data.calibration or data.eval" in no_data.text
     both = client.post("/v1/jobs", json={"model_id": model_id, "goal": goal, "recipe": "int8"})
-    assert both.status_code == 422 and "exactly one of 'pipeline', 'recipe' or 'goal'" in both.text
+    assert both.status_code == 422 and "exactly one of 'pipeline', 'recipe', 'goal' or 'analyze'" in both.text
     for bad in ({"target": {"speedup": 3}}, {"target": {"ratio": 8}, "constraint": {"min": 1, "max_drop": 0.1}}):
         assert client.post("/v1/jobs", json={"model_id": model_id, "goal": bad}).status_code == 422
     dataset = upload_dataset(client, digits_npz(tmp_path / "d.npz", n=64)).json()
@@ -202,6 +202,22 @@ def test_goal_jobs_are_checked_at_submit(client, model_id, tmp_path):
                                          "teacher_model_id": model_id}).status_code == 422
     queued = client.get(f"/v1/jobs/{resp.json()['id']}/sensitivity").json()
     assert queued == {"job_id": resp.json()["id"], "status": "queued", "sensitivity": None}
+
+
+def test_analyze_jobs_are_checked_at_submit(client, model_id, tmp_path):
+    from tests.helpers import digits_npz, upload_dataset
+
+    assert client.post("/v1/jobs", json={"model_id": model_id, "analyze": {}}).status_code == 422
+    dataset = upload_dataset(client, digits_npz(tmp_path / "d.npz", n=64)).json()
+    for bad in ({"metric": "bleu"}, {"samples": 2}, {"extra": 1}):
+        resp = client.post("/v1/jobs", json={"model_id": model_id, "analyze": bad, "data": {"eval": dataset["id"]}})
+        assert resp.status_code == 422, bad
+    resp = client.post("/v1/jobs", json={"model_id": model_id, "analyze": {"metric": "top1"},
+                                         "data": {"eval": dataset["id"]}})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["pipeline"] == {"analyze": {"metric": "top1", "samples": 256, "budget_minutes": 15.0, "seed": 0}}
+    assert client.post("/v1/jobs", json={"model_id": model_id, "analyze": {}, "quality": {"max_drop": 0.01},
+                                         "data": {"eval": dataset["id"]}}).status_code == 422
 
 
 def test_the_artifact_listing_says_what_each_file_is_and_how_it_measured(client, tmp_path):

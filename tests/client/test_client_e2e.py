@@ -160,3 +160,24 @@ def test_cli_goal_job_on_the_real_stack(live_stack, lenet_file, tmp_path):
     assert missed["job"]["status"] == "succeeded" and missed["goal"]["summary"].startswith("goal missed")
     with Client(live_stack.url) as c:
         assert [a for a in c.artifacts(missed["job"]["id"]) if a.kind == "container"]
+
+
+def test_cli_analyze_job_on_the_real_stack(live_stack, lenet_file, tmp_path):
+    """Per-layer sensitivity alone: which layer breaks, before choosing a recipe; no compressed model."""
+    from tests.helpers import digits_npz
+
+    data = str(digits_npz(tmp_path / "digits.npz", n=96))
+    res = cli(live_stack, "submit", str(lenet_file), "--architecture", "lenet-300-100", "--analyze", "--eval", data,
+              "--wait", "--json", timeout=300)
+    assert res.returncode == 0, (res.stdout, res.stderr, live_stack.worker_log.read_text()[-3000:])
+    result = json.loads(res.stdout)
+    layers = result["sensitivity"]["layers"]
+    assert [r["tensor"] for r in layers] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert all(set(r["loss"]) == {"int8", "int4", "int3"} for r in layers)
+    assert result["analyze"]["metric"] == "top1" and result["analyze"]["data"] == "eval"
+    assert "3 layers measured on 96 samples" in result["analyze"]["summary"]
+    with Client(live_stack.url) as c:
+        job_id = result["job"]["id"]
+        assert [a.kind for a in c.artifacts(job_id)] == ["report"]   # measured, nothing compressed
+        resp = httpx.get(f"{live_stack.url}/v1/jobs/{job_id}/sensitivity").json()
+        assert resp["sensitivity"]["layers"] == layers

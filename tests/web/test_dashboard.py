@@ -437,3 +437,19 @@ def test_goal_job_page_shows_the_outcome_and_the_candidates(page, live_stack, le
     page.locator('#job .badge[data-status="succeeded"]').wait_for(timeout=120_000)
     assert "custom pipeline: quantize dtype=int8 granularity=per_channel" in page.locator("main").inner_text()
     page.screenshot(path=str(tmp_path / "goal.png"), full_page=True)
+
+
+def test_analyze_job_page_shows_which_layer_breaks(page, live_stack, lenet_file, tmp_path):
+    from tests.helpers import digits_npz
+
+    with Client(live_stack.url) as c:
+        model = c.upload_model(lenet_file, architecture="lenet-300-100")
+        data = c.upload_dataset(digits_npz(tmp_path / "d.npz", n=64))
+        job = c.wait(c.submit(model.id, analyze={}, data={"eval": data.id}).id, timeout=300)
+    assert job.status == "succeeded", job.error
+    page.goto(live_stack.url + f"/ui/#/jobs/{job.id}")
+    summary = page.locator("#analyze-summary")
+    summary.wait_for(timeout=30_000)
+    assert "3 layers measured on 64 samples of the eval data (top1)" in summary.inner_text()
+    assert page.locator("#sensitivity-table tbody tr").count() == 3
+    assert "null" not in page.locator("main").inner_text() and "undefined" not in page.locator("main").inner_text()

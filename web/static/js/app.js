@@ -4,7 +4,7 @@ import { barChart } from "./charts.js";
 import { dataSelectors, datasetsView } from "./datasets.js";
 import { bytes, h, uuid, when } from "./dom.js";
 import { methodForm } from "./forms.js";
-import { goalCard, goalLine } from "./goal.js";
+import { analyzeCard, goalCard, goalLine } from "./goal.js";
 import { evaluationCard, trainingLine, trainingLogCard, trainingText } from "./training.js";
 import { badge, errorBox, fileDrop, progressBar, progressSlot, runUpload } from "./widgets.js";
 
@@ -425,6 +425,11 @@ async function jobPage(id, seq) {
     try {
       const [m, arts] = await Promise.all([api(`/v1/jobs/${j.id}/metrics`), api(`/v1/jobs/${j.id}/artifacts`)]);
       const metrics = m.metrics || {};
+      if (metrics.analyze) {   // an analyze job: the sensitivity table is the result, no compressed model
+        details.replaceChildren(analyzeCard(metrics), h("section", { class: "card" }, h("h2", {}, "Artifacts"),
+          artifactsTable(arts)));
+        return;
+      }
       details.replaceChildren(...[
         h("section", { class: "card" }, h("h2", {}, "Before / after"), metricsTable(metrics)),
         h("section", { class: "card", id: "charts" }, h("h2", {}, "Charts"), h("div", { class: "charts" }, charts(metrics))),

@@ -58,6 +58,16 @@ export function goalCard(goal, job) {
       + goal.candidates.filter((c) => c.error).map((c) => `${c.name} (${c.error})`).join("; ")) : null);
 }
 
+// An analyze job's result: which layers break, before choosing a recipe.
+export function analyzeCard(metrics) {
+  const a = metrics.analyze;
+  return h("section", { class: "card", id: "analyze" }, h("h2", {}, "Per-layer sensitivity"),
+    h("p", { id: "analyze-summary" }, a.summary),
+    h("p", { class: "help" }, `Measured on ${a.samples} samples of the ${a.data} data in ${a.seconds} s. `
+      + "Layers with a small loss at int4/int3 are safe to store narrow; a goal job allocates widths this way."),
+    sensitivityTable(metrics.sensitivity));
+}
+
 // Which layer breaks: each layer alone at 8/4/3 bits, the measured loss of the metric, darker = worse.
 function sensitivityTable(sens) {
   const widths = ["int8", "int4", "int3"];
