@@ -7,9 +7,13 @@ graph, so onnxruntime (or any ONNX runtime) runs it with nothing of modelpress i
 - integer codes + scales (the `affine` codec: per tensor, per channel, or blocked groups):
   `DequantizeLinear` on an int8/uint8 (or int4/uint4, opset 21) initializer;
 - few distinct values (weight sharing, binary/ternary, pruned + shared): `Gather` from a float table
-  with uint8 (or uint4) indices.
-Both rebuild the exact float values of the dense file. Anything else (e.g. unstructured sparsity,
-which no dense runtime stores compactly) stays float32 and is listed with the reason.
+  with uint8 (or uint4) indices;
+- mostly zeros (pruning, Deep Compression): only the nonzero entries, as uint8 gaps between positions
+  (a gap over 255 takes filler entries of value 0, as the container's relative indices do) and their
+  values (table indices, or float32), scattered into zeros in the graph: `CumSum` of the gaps gives the
+  positions, `ScatterElements` writes the values.
+Each weight takes the smallest of the forms that apply; all rebuild the exact float values of the dense
+file. Anything else stays float32 and is listed with the reason.
 """
 from __future__ import annotations
 
@@ -25,20 +29,22 @@ MAX_TABLE = 256
 
 @dataclass
 class _Form:
-    kind: str                    # "dequantize" | "gather"
-    values: np.ndarray           # integer codes or table indices, in the weight's own layout
-    bits: int                    # 4 or 8
+    kind: str                    # "dequantize" | "gather" | "sparse"
+    values: np.ndarray           # integer codes or table indices (sparse: per entry), or float values
+    bits: int                    # 4 or 8 (32: float values, sparse only)
     signed: bool
     scale: np.ndarray | None = None
     zero_point: np.ndarray | None = None
     axis: int | None = None
     block_size: int | None = None
     table: np.ndarray | None = None
+    gaps: np.ndarray | None = None       # sparse: uint8 distance from the previous entry's position
+    shape: tuple | None = None           # sparse: the weight's shape
 
     @property
     def nbytes(self) -> int:
         packed = self.values.size * self.bits // 8 + 1
-        extra = sum(a.nbytes for a in (self.scale, self.zero_point, self.table) if a is not None)
+        extra = sum(a.nbytes for a in (self.scale, self.zero_point, self.table, self.gaps) if a is not None)
         return packed + extra
 
 
@@ -112,6 +118,30 @@ def _table_form(weight: np.ndarray) -> _Form | None:
                  table=table.astype(weight.dtype))
 
 
+MAX_GAP = 255
+
+
+def _sparse_form(weight: np.ndarray) -> _Form | None:
+    """Nonzero entries only: uint8 gaps (fillers of value 0 bridge longer ones) and per-entry values, as
+    table indices when few distinct values remain (pruned + shared), else float32. Exact."""
+    flat = weight.reshape(-1)
+    nonzero = np.flatnonzero(flat)
+    if nonzero.size * 2 > flat.size:   # a 1-byte gap per entry cannot pay off
+        return None
+    diffs = np.diff(np.concatenate([[-1], nonzero]))
+    fillers = (diffs - 1) // MAX_GAP
+    ends = np.cumsum(fillers + 1) - 1
+    gaps = np.full(int(ends[-1]) + 1 if ends.size else 0, MAX_GAP, dtype=np.int64)
+    gaps[ends] = diffs - MAX_GAP * fillers
+    values = np.zeros(gaps.size, dtype=weight.dtype)
+    values[ends] = flat[nonzero]
+    table, indices = np.unique(values, return_inverse=True)
+    if table.size <= MAX_TABLE:
+        return _Form("sparse", indices.astype(np.int64), 4 if table.size <= 16 else 8, False,
+                     table=table.astype(weight.dtype), gaps=gaps.astype(np.uint8), shape=weight.shape)
+    return _Form("sparse", values, 32, True, gaps=gaps.astype(np.uint8), shape=weight.shape)
+
+
 def _integer_tensor(name: str, values: np.ndarray, bits: int, signed: bool):
     from onnx import TensorProto, helper
 
@@ -131,6 +161,8 @@ def _replace(graph, name: str, form: _Form) -> list:
     """Initializers and nodes that rebuild `name` from its compact form."""
     from onnx import TensorProto, helper, numpy_helper
 
+    if form.kind == "sparse":
+        return _sparse_nodes(name, form)
     stored = _integer_tensor(f"{name}::q", form.values, form.bits, form.signed)
     if form.kind == "gather":
         return [stored, numpy_helper.from_array(form.table, f"{name}::table")], [
@@ -145,6 +177,41 @@ def _replace(graph, name: str, form: _Form) -> list:
     if form.block_size is not None:
         attrs["block_size"] = form.block_size
     return inits, [helper.make_node("DequantizeLinear", inputs, [name], **attrs)]
+
+
+def _describe(f: _Form) -> str:
+    if f.kind == "sparse":
+        return f"sparse: {f.gaps.size} entries, uint8 gaps + " + (f"gather uint{f.bits}" if f.table is not None
+                                                                   else "float32 values")
+    return f"{f.kind} {'u' if not f.signed else ''}int{f.bits}" + (f" blocks of {f.block_size}" if f.block_size else "")
+
+
+def _sparse_nodes(name: str, form: _Form) -> tuple[list, list]:
+    """positions = CumSum(gaps) - 1; values by Gather from the table (or stored); ScatterElements into zeros."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(form.gaps, f"{name}::gaps"),
+             numpy_helper.from_array(np.array(0, np.int64), f"{name}::axis0"),
+             numpy_helper.from_array(np.array([1], np.int64), f"{name}::one"),
+             numpy_helper.from_array(np.array([int(np.prod(form.shape))], np.int64), f"{name}::numel"),
+             numpy_helper.from_array(np.array(form.shape, np.int64), f"{name}::shape")]
+    nodes = [helper.make_node("Cast", [f"{name}::gaps"], [f"{name}::gaps64"], to=TensorProto.INT64),
+             helper.make_node("CumSum", [f"{name}::gaps64", f"{name}::axis0"], [f"{name}::ends"]),
+             helper.make_node("Sub", [f"{name}::ends", f"{name}::one"], [f"{name}::pos"])]
+    if form.table is not None:
+        inits += [_integer_tensor(f"{name}::q", form.values, form.bits, False),
+                  numpy_helper.from_array(form.table, f"{name}::table")]
+        nodes += [helper.make_node("Cast", [f"{name}::q"], [f"{name}::idx"], to=TensorProto.INT64),
+                  helper.make_node("Gather", [f"{name}::table", f"{name}::idx"], [f"{name}::values"], axis=0)]
+    else:
+        inits.append(numpy_helper.from_array(form.values, f"{name}::values"))
+    zero = numpy_helper.from_array(np.zeros(1, dtype=form.table.dtype if form.table is not None
+                                            else form.values.dtype))
+    nodes += [helper.make_node("ConstantOfShape", [f"{name}::numel"], [f"{name}::zeros"], value=zero),
+              helper.make_node("ScatterElements", [f"{name}::zeros", f"{name}::pos", f"{name}::values"],
+                               [f"{name}::flat"], axis=0),
+              helper.make_node("Reshape", [f"{name}::flat", f"{name}::shape"], [name])]
+    return inits, nodes
 
 
 def _matcher(weights: dict[str, np.ndarray]):
@@ -182,6 +249,7 @@ def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
     plans: dict[str, _Form] = {}
     kept: dict[str, str] = {}
     match = _matcher(weights or {})
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     for init in model.graph.initializer:
         if init.data_type != TensorProto.FLOAT or len(init.dims) < 2:
             continue
@@ -192,8 +260,9 @@ def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
         if found is None and init.name.startswith("val_"):
             continue   # an exporter constant, not a weight
         enc = encodings.get(found[0]) if found else None
-        form = _affine_form(enc, tuple(init.dims), found[1]) if found else None
-        form = form or _table_form(weight)
+        forms = [f for f in (_affine_form(enc, tuple(init.dims), found[1]) if found else None, _table_form(weight),
+                             _sparse_form(weight) if opset >= 11 else None) if f is not None]
+        form = min(forms, key=lambda f: f.nbytes) if forms else None
         if form is None:
             kept[init.name] = ("no integer or shared-value encoding in a layout DequantizeLinear can say (float32 "
                                "in every runtime)" if found else "not a weight of the compressed model")
@@ -201,7 +270,6 @@ def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
             kept[init.name] = "the compact form would not be smaller"
         else:
             plans[init.name] = form
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if not plans:   # the dense file is already the smallest runnable form: no duplicate
         return {"forms": {}, "float": kept, "opset": opset, "written": False}
     needs_21 = any(f.bits == 4 or f.block_size is not None for f in plans.values())
@@ -214,7 +282,7 @@ def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
                 kept[name] = f"blocked DequantizeLinear needs opset 21; the model is opset {opset}"
                 del plans[name]
             for f in plans.values():
-                f.bits = 8
+                f.bits = 8 if f.bits == 4 else f.bits
     if opset < 13:   # DequantizeLinear's per-channel `axis` arrived in opset 13 (older exporters write 11, 12)
         model = version_converter.convert_version(model, 13)
         opset = 13
@@ -238,6 +306,5 @@ def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
     model.graph.node.extend(new_nodes + nodes)
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
-    return {"forms": {name: f"{f.kind} {'u' if not f.signed else ''}int{f.bits}"
-                      + (f" blocks of {f.block_size}" if f.block_size else "") for name, f in plans.items()},
+    return {"forms": {name: _describe(f) for name, f in plans.items()},
             "float": kept, "opset": opset, "written": True}
