@@ -4,8 +4,9 @@ The job's dense `model.onnx` holds the compressed weights as float32. Here each 
 stored the way the compression left it, with standard ONNX ops rebuilding the float tensor inside the
 graph, so onnxruntime (or any ONNX runtime) runs it with nothing of modelpress installed:
 
-- integer codes + scales (the `affine` codec: per tensor, per channel, or blocked groups):
-  `DequantizeLinear` on an int8/uint8 (or int4/uint4, opset 21) initializer;
+- integer codes + scales (the `affine` codec: per tensor, per channel, or blocked groups; binary weights'
+  +-1 codes): `DequantizeLinear` on an int8/uint8 (or int4/uint4/int16, opset 21) initializer;
+- values a 16-bit float holds exactly (fp16 / bf16 stages): a float16 / bfloat16 initializer and a `Cast`;
 - few distinct values (weight sharing, binary/ternary, pruned + shared): `Gather` from a float table
   with uint8 (or uint4) indices;
 - mostly zeros (pruning, Deep Compression): only the nonzero entries, as uint8 gaps between positions
@@ -53,10 +54,12 @@ def _affine_form(enc: Encoded | None, dims: tuple[int, ...], transposed: bool = 
     (`transposed`: the exporter stored the 2-D weight as [in, out])."""
     # a single-direction recurrent W/R ([1, gates*hidden, in]) is held as [gates*hidden, in]: one more axis
     lifted = len(dims) == 3 and dims[0] == 1 and tuple(enc.shape) == dims[1:] if enc is not None else False
-    if enc is None or enc.codec != "affine" or (tuple(enc.shape) != (dims[::-1] if transposed else dims)
-                                                and not lifted):
+    if enc is None or enc.codec not in ("affine", "sign") or (tuple(enc.shape) != (dims[::-1] if transposed else dims)
+                                                              and not lifted):
         return None
     parts = {k: decode(p) if isinstance(p, Encoded) else p.data for k, p in enc.parts.items()}
+    if enc.codec == "sign":   # binary weights: code +-1 times the slice's scale
+        parts["codes"] = parts.pop("signs").long() * 2 - 1
     codes = parts["codes"].reshape(enc.shape).numpy().astype(np.int64)
     if transposed:
         codes = codes.T
@@ -72,7 +75,7 @@ def _affine_form(enc: Encoded | None, dims: tuple[int, ...], transposed: bool = 
     def fits(b: int) -> bool:
         return -(1 << b - 1) <= lo and hi < 1 << b - 1 if signed else hi < 1 << b
 
-    bits = next((b for b in (4, 8) if fits(b)), None)
+    bits = next((b for b in (4, 8, 16) if fits(b)), None)   # 16: fixed point (DequantizeLinear int16, opset 21)
     if bits is None:
         return None
     scale = parts["scales"].float().numpy()
@@ -107,6 +110,17 @@ def _affine_form(enc: Encoded | None, dims: tuple[int, ...], transposed: bool = 
         return None
     return _Form("dequantize", codes, bits, signed, scale.reshape(-1) if axis is not None else scale.reshape(()),
                  None if zero is None else (zero.reshape(-1) if axis is not None else zero.reshape(())), axis=axis)
+
+
+def _cast_form(weight: np.ndarray) -> _Form | None:
+    """Values a 16-bit float holds exactly (fp16 / bf16 stages): stored as that type, `Cast` to float32."""
+    if weight.dtype != np.float32:
+        return None
+    if np.array_equal(weight.astype(np.float16).astype(np.float32), weight, equal_nan=True):
+        return _Form("cast", weight.astype(np.float16), 16, True)
+    if not np.any(weight.view(np.uint32) & np.uint32(0xFFFF)):   # bfloat16: the top half of each float32
+        return _Form("cast", (weight.view(np.uint32) >> np.uint32(16)).astype(np.uint16), 16, False)
+    return None
 
 
 def _table_form(weight: np.ndarray) -> _Form | None:
@@ -145,6 +159,9 @@ def _sparse_form(weight: np.ndarray) -> _Form | None:
 def _integer_tensor(name: str, values: np.ndarray, bits: int, signed: bool):
     from onnx import TensorProto, helper
 
+    if bits == 16:
+        return helper.make_tensor(name, TensorProto.INT16 if signed else TensorProto.UINT16, values.shape,
+                                  values.astype(np.int16 if signed else np.uint16).tobytes(), raw=True)
     if bits == 8:
         dtype = np.int8 if signed else np.uint8
         return helper.make_tensor(name, TensorProto.INT8 if signed else TensorProto.UINT8, values.shape,
@@ -163,6 +180,10 @@ def _replace(graph, name: str, form: _Form) -> list:
 
     if form.kind == "sparse":
         return _sparse_nodes(name, form)
+    if form.kind == "cast":   # float16 (signed) or bfloat16 bits (unsigned)
+        stored = helper.make_tensor(f"{name}::half", TensorProto.FLOAT16 if form.signed else TensorProto.BFLOAT16,
+                                    form.values.shape, form.values.tobytes(), raw=True)
+        return [stored], [helper.make_node("Cast", [stored.name], [name], to=TensorProto.FLOAT)]
     stored = _integer_tensor(f"{name}::q", form.values, form.bits, form.signed)
     if form.kind == "gather":
         return [stored, numpy_helper.from_array(form.table, f"{name}::table")], [
@@ -180,6 +201,8 @@ def _replace(graph, name: str, form: _Form) -> list:
 
 
 def _describe(f: _Form) -> str:
+    if f.kind == "cast":
+        return "cast float16" if f.signed else "cast bfloat16"
     if f.kind == "sparse":
         return f"sparse: {f.gaps.size} entries, uint8 gaps + " + (f"gather uint{f.bits}" if f.table is not None
                                                                    else "float32 values")
@@ -261,7 +284,7 @@ def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
             continue   # an exporter constant, not a weight
         enc = encodings.get(found[0]) if found else None
         forms = [f for f in (_affine_form(enc, tuple(init.dims), found[1]) if found else None, _table_form(weight),
-                             _sparse_form(weight) if opset >= 11 else None) if f is not None]
+                             _sparse_form(weight) if opset >= 11 else None, _cast_form(weight)) if f is not None]
         form = min(forms, key=lambda f: f.nbytes) if forms else None
         if form is None:
             kept[init.name] = ("no integer or shared-value encoding in a layout DequantizeLinear can say (float32 "
@@ -272,14 +295,16 @@ def write_compact_onnx(dense: Path, encodings: dict[str, Encoded], out: Path,
             plans[init.name] = form
     if not plans:   # the dense file is already the smallest runnable form: no duplicate
         return {"forms": {}, "float": kept, "opset": opset, "written": False}
-    needs_21 = any(f.bits == 4 or f.block_size is not None for f in plans.values())
+    needs_21 = any(f.bits == 4 or f.block_size is not None or (f.kind == "dequantize" and f.bits == 16)
+                   for f in plans.values())
     if needs_21 and opset < 21:
         try:
             model = version_converter.convert_version(model, 21)
             opset = 21
         except Exception:   # no converter path: keep only what opset 13+ can say (8-bit, per axis)
-            for name in [n for n, f in plans.items() if f.block_size is not None]:
-                kept[name] = f"blocked DequantizeLinear needs opset 21; the model is opset {opset}"
+            for name in [n for n, f in plans.items() if f.block_size is not None or (f.kind == "dequantize"
+                                                                                       and f.bits == 16)]:
+                kept[name] = f"blocked or 16-bit DequantizeLinear needs opset 21; the model is opset {opset}"
                 del plans[name]
             for f in plans.values():
                 f.bits = 8 if f.bits == 4 else f.bits
