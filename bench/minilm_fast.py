@@ -45,7 +45,7 @@ from bench.distill_minilm import DATA, MODEL, fragments, lee_sentences, tensors 
 from compression.data.tensor_data import JobData  # noqa: E402
 from compression.job.export import load_own_onnx, write_onnx  # noqa: E402
 from compression.formats.hf_folder import sentence_embeddings  # noqa: E402
-from compression.job.int8_runtime import onnx_quantize  # noqa: E402
+from compression.job.int8_runtime import quantize_onnx  # noqa: E402
 from compression.job.int8_torch import load_program, write_program  # noqa: E402
 from compression.stage import CompressionState  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
@@ -74,7 +74,7 @@ def onnx_pair(model, example: tuple, tmp: Path, name: str) -> tuple:
     """(fp32 .onnx, int8 .onnx) sessions of one model: how much is the runtime, how much int8."""
     src, dst = tmp / f"{name}.onnx", tmp / f"{name}.int8.onnx"
     write_onnx(model, example, src, text=True)
-    onnx_quantize(src, dst)
+    quantize_onnx(src, dst)
     return load_own_onnx(src), load_own_onnx(dst)
 
 

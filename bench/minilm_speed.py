@@ -69,7 +69,7 @@ def main() -> None:
     runners["torch quantize_dynamic"], sizes["torch quantize_dynamic"] = q, size_of(q)
 
     from pt2e import pt2e_quantize   # bench/pt2e.py (this folder is on sys.path)
-    from compression.job.int8_runtime import OnnxRunner, onnx_quantize
+    from compression.job.int8_runtime import OnnxRunner, quantize_onnx
     calib = [(ids[i:i + 32], mask[i:i + 32]) for i in range(0, 64, 32)]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -87,13 +87,12 @@ def main() -> None:
             runners["pt2e + compile"], sizes["pt2e + compile"] = comp, sizes["pt2e eager"]
         from compression.job.export import write_onnx
         write_onnx(fp32.model, (ids[:2], mask[:2]), Path(f"{tmp}/m.onnx"), text=True)
-        onnx_quantize(Path(f"{tmp}/m.onnx"), Path(f"{tmp}/q.onnx"))
+        quantize_onnx(Path(f"{tmp}/m.onnx"), Path(f"{tmp}/q.onnx"))
         runners["onnx fp32"], sizes["onnx fp32"] = OnnxRunner(Path(f"{tmp}/m.onnx"), args.threads), os.path.getsize(f"{tmp}/m.onnx")
         runners["onnx int8 all ops"], sizes["onnx int8 all ops"] = (OnnxRunner(Path(f"{tmp}/q.onnx"), args.threads),
                                                                     os.path.getsize(f"{tmp}/q.onnx"))
-        from compression.job.int8_runtime import _quantize_onnx   # what the int8 stage writes (Linear/Conv only)
-        from compression.methods.int8 import Int8Spec
-        _quantize_onnx(Int8Spec(kind="int8"), Path(f"{tmp}/m.onnx"), Path(f"{tmp}/s.onnx"), [], [])
+        from compression.methods.int8 import Int8Spec   # what the int8 stage writes (Linear/Conv only)
+        quantize_onnx(Path(f"{tmp}/m.onnx"), Path(f"{tmp}/s.onnx"), op_types=Int8Spec(kind="int8").op_types())
         runners["onnx int8 (stage)"], sizes["onnx int8 (stage)"] = (OnnxRunner(Path(f"{tmp}/s.onnx"), args.threads),
                                                                     os.path.getsize(f"{tmp}/s.onnx"))
 

@@ -23,29 +23,41 @@ def _reader(input_names: list[str], calibration: list[tuple]):
     return Reader()
 
 
-def onnx_quantize(src: Path, dst: Path, calibration: list[tuple] | None = None, input_names: list[str] | None = None,
-                  static: bool = False) -> None:
-    """onnxruntime int8: dynamic (weights int8 per channel, activations quantized at run time) or static
-    (QDQ with activation ranges from the calibration batches)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_onnx(src: Path, dst: Path, *, static: bool = False, op_types: list[str] | None = None,
+                  calibration: list[tuple] | None = None, input_names: list[str] | None = None) -> None:
+    """onnxruntime int8 of `src` into `dst`: dynamic (weights int8 per channel, activations quantized at run
+    time) or static (QDQ with activation ranges from the calibration batches), for `op_types` (None: all
+    that onnxruntime quantizes). onnxruntime's pre-processing (shape inference, graph optimisation) runs first
+    as its docs ask; exporter debug info (per-node stack traces) is dropped from the result."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = dst.with_suffix(".pre.onnx")
     try:
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        source = pre
-    except Exception:   # preprocessing is an optimisation only
-        source = src
-    try:
-        if not static:
-            quantize_dynamic(str(source), str(dst), weight_type=QuantType.QInt8, per_channel=True)
-            return
-        from onnxruntime.quantization import QuantFormat, quantize_static
-
-        quantize_static(str(source), str(dst), _reader(input_names, calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            source = pre
+        except Exception:   # pre-processing is an optimisation only
+            source = src
+        extra = {} if op_types is None else {"op_types_to_quantize": op_types}
+        if static:
+            quantize_static(str(source), str(dst), _reader(input_names, calibration), quant_format=QuantFormat.QDQ,
+                            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, **extra)
+        else:
+            quantize_dynamic(str(source), str(dst), weight_type=QuantType.QInt8, per_channel=True, **extra)
     finally:
         pre.unlink(missing_ok=True)
+    _strip_debug_info(dst)
+
+
+def _strip_debug_info(path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    onnx.save(model, str(path))
 
 
 class OnnxRunner:
@@ -86,7 +98,8 @@ def int8_runtime_artifacts(stages: list, onnx_path: Path | None, out_dir: Path, 
     try:
         names = [i.name for i in load_own_onnx(onnx_path).session.get_inputs()]
         batches = [tuple(b[:len(names)]) for b in (calibration or [])]
-        _quantize_onnx(spec, Path(onnx_path), dst, batches, names)
+        quantize_onnx(Path(onnx_path), dst, static=spec.mode == "static", op_types=spec.op_types(),
+                      calibration=batches, input_names=names)
         out = probe(load_own_onnx(dst), inputs)
     except Exception as exc:
         dst.unlink(missing_ok=True)
@@ -115,16 +128,3 @@ def _onnx_latency(fp32: Path, q: Path, inputs: tuple, probe) -> dict:
         return {"latency_note": f"not measured ({type(exc).__name__}: {str(exc)[:200]})"}
     finally:
         torch.set_num_threads(previous)
-
-
-def _quantize_onnx(spec, src: Path, dst: Path, calibration: list[tuple], names: list[str]) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    if spec.mode == "dynamic":
-        quantize_dynamic(str(src), str(dst), op_types_to_quantize=spec.op_types(), weight_type=QuantType.QInt8,
-                         per_channel=True)
-        return
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
-    quantize_static(str(src), str(dst), _reader(names, calibration), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=spec.op_types(), per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
