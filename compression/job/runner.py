@@ -328,6 +328,10 @@ def _derived_programs(job: _Job, weights: dict, encodings: dict, compressed_out:
         compact = _compact_onnx(out_dir, encodings, arrays, inputs, compressed_out, probe, job.exports, job.checks)
         if compact is not None:
             job.artifacts.append(compact)
+    if (out_dir / "model.pt2").exists():
+        compact_pt2 = _compact_pt2(job, encodings, compressed_out)
+        if compact_pt2 is not None:
+            job.artifacts.append(compact_pt2)
     if job.loaded.hf is not None and not job.state.structure:
         ct = _ct_folder(job, weights, encodings, compressed_out)
         if ct is not None:
@@ -342,6 +346,26 @@ def _derived_programs(job: _Job, weights: dict, encodings: dict, compressed_out:
         torch_files, job.exports["int8_torch"] = torch_int8_artifact(
             int8_spec, job.state.model, inputs, out_dir, compressed_out, probe, job.loaded.hf is not None)
         job.artifacts.extend(ArtifactFile(f.name, "torchscript-int8", f) for f in torch_files)
+
+
+def _compact_pt2(job: _Job, encodings: dict, compressed_out: torch.Tensor) -> ArtifactFile | None:
+    """model.compact.pt2 (compact_pt2.py), verified from its bytes; best effort."""
+    from compression.job.compact_pt2 import COMPACT_PT2_NAME, write_compact_pt2
+
+    path = job.out_dir / COMPACT_PT2_NAME
+    try:
+        info = write_compact_pt2(job.state.model, encodings, job.inputs, path)
+        if not info["written"]:
+            job.exports["pt2_compact"] = {"ok": False, "reason": "no Linear/Conv2d weight is integer codes or a "
+                                                                 "codebook; model.pt2 is the runnable program"}
+            return None
+        job.checks[path.name] = verify.verify_program(path, export.load_own_pt2, job.inputs, compressed_out, job.probe)
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        job.exports["pt2_compact"] = {"ok": False, "reason": export.failure_reason(exc)}
+        return None
+    job.exports["pt2_compact"] = {"ok": True, "layers": info["layers"]}
+    return ArtifactFile(path.name, "torch-export-compact", path)
 
 
 def _ct_folder(job: _Job, weights: dict, encodings: dict, compressed_out: torch.Tensor) -> ArtifactFile | None:

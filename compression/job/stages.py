@@ -36,6 +36,7 @@ ARTIFACT_KINDS: dict[str, tuple[bool, str | None, str | None]] = {
                                           "DequantizeLinear/Gather in the graph"),
     "onnx-int8": (True, "onnxruntime", "onnxruntime.InferenceSession(path)  # int8 kernels"),
     "torch-export": (True, "torch", "torch.export.load(path).module()"),
+    "torch-export-compact": (True, "torch", "torch.export.load(path).module()  # int codes, dequantized in the graph"),
     "torchscript": (True, "torch", "torch.jit.load(path)"),
     "torchscript-int8": (True, "torch", "torch.jit.load(path)  # torch's dynamic int8 kernels"),
     "hf-folder": (True, "transformers", "unzip, then transformers.AutoModel.from_pretrained(folder)"),
