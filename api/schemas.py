@@ -154,6 +154,10 @@ class ArtifactOut(_Out):
     output_max_abs_diff: float | None = Field(
         None, description="this file reloaded from its bytes and run: largest output difference from the "
                           "compressed model in memory (null for files that are not run, e.g. the report)")
+    latency_ms: float | None = Field(None, description="this file loaded from its bytes and run at the job's example "
+                                                  "batch (latency_batch), median on the worker, timed side by side "
+                                                  "with the job's other runnable files")
+    latency_batch: int | None = None
     output_mean_cosine: float | None = Field(
         None, description="this file's outputs against the uploaded model's, where the job measured it for this "
                           "file (files that are not exact copies of the compressed model: int8 programs, "

