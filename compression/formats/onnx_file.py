@@ -73,10 +73,11 @@ def check_framing(path: Path) -> dict:
                     raise ValueError("too many top-level fields")
                 if wire == 0:
                     _varint(f)
-                else:
-                    f.seek({1: 8, 5: 4}.get(wire) or _varint(f), 1)
-                if f.tell() > size:
-                    raise EOFError
+                else:   # a forged length may exceed any file offset: check before seeking
+                    length = 8 if wire == 1 else 4 if wire == 5 else _varint(f)
+                    if f.tell() + length > size:
+                        raise EOFError
+                    f.seek(length, 1)
                 has_graph |= number == 7 and wire == 2
                 fields += 1
         except (EOFError, ValueError) as exc:

@@ -20,7 +20,8 @@ def test_lenet_safetensors_end_to_end(lenet_safetensors, tmp_path):
     out = run_compression_job(lenet_safetensors, "safetensors", LENET, INT8, tmp_path,
                               JobHooks(on_progress=lambda s, f: seen.append((s, f))))
     kinds = {a.kind: a for a in out.artifacts}
-    assert set(kinds) == {"container", "safetensors", "torch-export", "onnx", "onnx-compact", "report"}
+    assert set(kinds) == {"container", "safetensors", "torch-export", "torch-export-compact", "onnx", "onnx-compact",
+                          "report"}
     assert all(a.path.parent == tmp_path and a.path.exists() for a in out.artifacts)
     m = out.metrics
     json.dumps(m)
