@@ -31,7 +31,8 @@ def test_lenet_safetensors_end_to_end(lenet_safetensors, tmp_path):
     assert m["parameters_before"] == m["parameters_after"] == 266610
     assert 0 < m["nonzero_parameters_after"] <= 266610
     assert m["output_mean_cosine"] > 0.99 and 0 < m["output_max_abs_diff"] < 0.1
-    assert set(m["verification"]) == {"model.mpz", "model.safetensors", "model.pt2", "model.onnx", "model.compact.onnx"}
+    assert set(m["verification"]) == {"model.mpz", "model.safetensors", "model.pt2", "model.onnx", "model.compact.onnx",
+                                      "model.compact.pt2"}
     assert m["verification"]["model.mpz"]["weights_bitwise_equal"] is True
     fc1 = next(layer for layer in m["layers"] if layer["name"] == "fc1.weight")
     assert fc1["encoding"] == "int8 per_channel symmetric" and 8 < fc1["bits_per_weight"] < 8.1
