@@ -122,16 +122,16 @@ def _show_progress(args: argparse.Namespace) -> bool:
 # -- commands -------------------------------------------------------------------------------
 
 def _goal(args: argparse.Namespace) -> dict | None:
-    """--goal ratio=10 | max_bytes=N, with --min-METRIC X or --max-drop X."""
+    """--goal ratio=10 | max_bytes=N | macs_ratio=R, with --min-METRIC X or --max-drop X."""
     if not args.goal:
         if args.min_metric or args.max_drop is not None:
             raise ValueError("--min-* and --max-drop go with --goal")
         return None
     key, _, value = args.goal.partition("=")
-    if key not in ("ratio", "max_bytes") or not value:
-        raise ValueError("--goal takes ratio=R or max_bytes=N")
+    if key not in ("ratio", "max_bytes", "macs_ratio") or not value:
+        raise ValueError("--goal takes ratio=R, max_bytes=N or macs_ratio=R")
     try:
-        target = {key: float(value) if key == "ratio" else int(value)}
+        target = {key: int(value) if key == "max_bytes" else float(value)}
     except ValueError:
         raise ValueError(f"--goal {key} must be a number") from None
     constraint: dict = {}
@@ -368,8 +368,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="model file to upload, or an uploaded model id (mdl_…)")
     p.add_argument("--recipe", help="preset recipe (GET /v1/recipes), e.g. int8")
     p.add_argument("--pipeline", help="pipeline JSON, or @file.json")
-    p.add_argument("--goal", metavar="ratio=R|max_bytes=N", help="instead of a recipe: a size target; the service "
-                   "searches for the compression (needs --calibration or --eval data)")
+    p.add_argument("--goal", metavar="ratio=R|max_bytes=N|macs_ratio=R", help="instead of a recipe: a size or MAC "
+                   "target; the service searches for the compression (needs --calibration or --eval data; --train "
+                   "data fine-tunes structural candidates)")
     for metric in ("cosine", "top1", "top5", "agreement"):
         p.add_argument(f"--min-{metric}", dest="min_metric", type=float, metavar="X",
                        action=_Pair, const=metric, help=f"with --goal: {metric} at least X")

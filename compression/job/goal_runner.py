@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from compression.coding.container import write_container
 from compression.data.evaluation import evaluate
 from compression.data.tensor_data import JobData
@@ -43,14 +45,22 @@ def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalS
         return write_container(path, encodings, origin=origin, pipeline=spec.model_dump(mode="json"),
                                structure=state.structure)
 
+    # training inside the search only on data that neither selects nor reports (the train role, beside a
+    # calibration or eval role)
+    train = data.train if data.train is not None and (data.calibration is not None or data.eval is not None) else None
+    macs_before = _macs(loaded) if goal.target.macs_ratio is not None else None
+    if goal.target.macs_ratio is not None and macs_before is None:
+        raise CompressionError("torch's flop counter finds no multiply-accumulates in this model's forward pass: "
+                               "give a ratio or max_bytes target instead")
     ctx = SearchContext(loaded.model, loaded.probe, loaded.sample_inputs,
                         list(selection.take(slice(0, 512)).batches(32)), selection,
                         evaluate(loaded.model, loaded.model, selection, loaded.probe),
-                        loaded.weights_bytes or origin["size_bytes"], container_bytes)
+                        loaded.weights_bytes or origin["size_bytes"], container_bytes,
+                        data=JobData(train=train) if train is not None else None, macs_before=macs_before)
     deadline = time.monotonic() + goal.budget_minutes * 60
-    rows = _search(goal, ctx, hooks, deadline)
+    rows = _search(goal, ctx, hooks, deadline, has_train=train is not None)
     sensitivity = None
-    if not goal.methods or {"quantize", "huffman"} <= set(goal.methods):
+    if goal.target.macs_ratio is None and (not goal.methods or {"quantize", "huffman"} <= set(goal.methods)):
         hooks.on_progress("search: per-layer sensitivity", SEARCH_SHARE * 0.85)
         sensitivity, allocated = _allocated(goal, ctx, loaded, selection, rows, deadline)
         if allocated is not None:
@@ -66,15 +76,20 @@ def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalS
                                             "quality": goal.constraint.model_dump(exclude_none=True)})
     # the chosen pipeline's job: calibration from the selection split only, its verdict on the report data
     output = run_compression_job(model_path, model_format, options, pipeline, out_dir, final_hooks,
-                                 data=JobData(calibration=selection, eval=report), sample_inputs=sample_inputs,
-                                 measure_latency=measure_latency)
+                                 data=JobData(calibration=selection, eval=report, train=train),
+                                 sample_inputs=sample_inputs, measure_latency=measure_latency)
     metrics = output.metrics
     quality = metrics["quality"]
     if "inputs" in quality:   # the final job saw the report data as its eval role; name it as the user knows it
         quality["summary"] = quality.get("summary", "").replace(quality["inputs"], report_name)
         quality["inputs"] = report_name
     final = {"name": chosen["name"], "bytes": metrics["size_bytes_after"], "ratio": metrics["compression_ratio"]}
-    final["goal_met"] = meets_size(goal.target, final["ratio"], final["bytes"]) and bool(quality["passed"])
+    if macs_before is not None:   # the chosen pipeline's own model, counted as the candidates were
+        final["macs_ratio"] = chosen.get("macs_ratio")
+        if metrics.get("macs_before") and metrics.get("macs_after"):
+            final["macs_ratio"] = round(metrics["macs_before"] / metrics["macs_after"], 3)
+    final["goal_met"] = meets_size(goal.target, final["ratio"], final["bytes"], final.get("macs_ratio")) \
+        and bool(quality["passed"])
     metrics["goal"] = {
         "spec": goal.model_dump(mode="json", exclude_none=True), "goal_met": final["goal_met"],
         "summary": summary_sentence(goal, final, quality, report_name), "chosen": chosen["name"],
@@ -114,8 +129,20 @@ def _allocated(goal: GoalSpec, ctx: SearchContext, loaded, selection, rows: list
     return sensitivity, row
 
 
-def _search(goal: GoalSpec, ctx: SearchContext, hooks: JobHooks, deadline: float) -> list[dict]:
-    candidates = candidates_for(goal, has_calibration=True)   # the selection split calibrates data-driven ones
+def _macs(loaded) -> int | None:
+    from compression.job.metrics import count_macs
+    from compression.search.goal import _call
+
+    try:
+        with torch.no_grad():
+            return count_macs(loaded.model, loaded.sample_inputs, _call(loaded.probe)) or None
+    except Exception:   # a program the flop counter cannot trace: the candidates say so one by one
+        return None
+
+
+def _search(goal: GoalSpec, ctx: SearchContext, hooks: JobHooks, deadline: float, has_train: bool) -> list[dict]:
+    # the selection split calibrates data-driven candidates; training ones train on the train role only
+    candidates = candidates_for(goal, has_calibration=True, has_train=has_train)
     rows = []
     for i, candidate in enumerate(candidates):
         if hooks.is_cancelled():

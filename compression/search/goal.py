@@ -8,8 +8,10 @@ verification, quality verdict) whose figures come from data the search never saw
 the selection used other data, otherwise a held-back half of the data given. The result keeps every
 measured candidate, the Pareto front, the chosen one, and `goal_met` with the gap in one sentence.
 
-Not yet here (issue #16): per-layer sensitivity and allocation across layers, speed/MAC targets,
-retraining inside the search.
+A MAC target ({"macs_ratio": R}) searches structural candidates instead (structured pruning at several
+ratios, counted with torch's flop counter on one example input); with train data each is fine-tuned inside
+the search (and in the chosen job), so the pick accounts for what recovery training gives back.
+Not yet here: latency (speedup) targets.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compression.job.quality import QualitySpec, verdict
 
-MethodKind = Literal["quantize", "share", "prune", "gptq", "huffman"]
+MethodKind = Literal["quantize", "share", "prune", "gptq", "huffman", "structured_prune", "finetune"]
 
 
 class SizeTarget(BaseModel):
@@ -33,11 +35,14 @@ class SizeTarget(BaseModel):
 
     ratio: float | None = Field(None, gt=1, le=1000, description="upload weight bytes / container bytes, at least")
     max_bytes: int | None = Field(None, gt=0, description="container bytes, at most")
+    macs_ratio: float | None = Field(None, gt=1, le=100, description="multiply-accumulates of the upload / of the "
+                                                                     "result on one example input, at least")
 
     @model_validator(mode="after")
     def _one(self) -> "SizeTarget":
-        if (self.ratio is None) == (self.max_bytes is None):
-            raise ValueError("give exactly one of ratio or max_bytes (speedup and MAC targets are not supported yet)")
+        if sum(x is not None for x in (self.ratio, self.max_bytes, self.macs_ratio)) != 1:
+            raise ValueError("give exactly one of ratio, max_bytes or macs_ratio (speedup targets are not "
+                             "supported yet)")
         return self
 
 
@@ -90,10 +95,19 @@ CANDIDATES = [
 ]
 
 
-def candidates_for(goal: GoalSpec, has_calibration: bool) -> list[Candidate]:
+STRUCTURAL_RATIOS = (0.2, 0.35, 0.5, 0.6, 0.7, 0.8)
+FINETUNE = {"kind": "finetune", "epochs": 3}
+
+
+def candidates_for(goal: GoalSpec, has_calibration: bool, has_train: bool = False) -> list[Candidate]:
     allowed = set(goal.methods) if goal.methods else None
-    return [c for c in CANDIDATES if (has_calibration or not c.needs_calibration)
-            and (allowed is None or {s["kind"] for s in c.stages} <= allowed)]
+    if goal.target.macs_ratio is not None:   # fewer MACs: remove channels; recover by training when data allows
+        pool = [Candidate(f"structured-{round(r * 100)}" + ("-finetune" if has_train else ""),
+                          [{"kind": "structured_prune", "ratio": r}] + ([FINETUNE] if has_train else []))
+                for r in STRUCTURAL_RATIOS]
+    else:
+        pool = [c for c in CANDIDATES if has_calibration or not c.needs_calibration]
+    return [c for c in pool if allowed is None or {s["kind"] for s in c.stages} <= allowed]
 
 
 def split_data(data, seed: int) -> tuple[object, str, object, str]:
@@ -115,7 +129,9 @@ def split_data(data, seed: int) -> tuple[object, str, object, str]:
         select.take(order[half:]), held_back
 
 
-def meets_size(target: SizeTarget, ratio: float, nbytes: int) -> bool:
+def meets_size(target: SizeTarget, ratio: float, nbytes: int, macs_ratio: float | None = None) -> bool:
+    if target.macs_ratio is not None:
+        return macs_ratio is not None and macs_ratio >= target.macs_ratio
     return ratio >= target.ratio if target.ratio is not None else nbytes <= target.max_bytes
 
 
@@ -155,6 +171,8 @@ class SearchContext:
     baseline: dict                        # evaluation of the upload on the selection split
     size_before: int
     write_container: object               # (path, model state) -> bytes
+    data: object = None                   # JobData for training candidates (train role)
+    macs_before: int | None = None
 
 
 def measure(candidate: Candidate, ctx: SearchContext, goal: GoalSpec) -> dict:
@@ -167,7 +185,7 @@ def measure(candidate: Candidate, ctx: SearchContext, goal: GoalSpec) -> dict:
     spec = parse_pipeline({"stages": candidate.stages, "seed": goal.seed})
     with torch.no_grad():
         model = copy.deepcopy(ctx.model)
-    state = CompressionState(model, {}, goal.seed, calibration=ctx.calibration, data=None,
+    state = CompressionState(model, {}, goal.seed, calibration=ctx.calibration, data=ctx.data,
                              example_inputs=ctx.example_inputs, probe=ctx.probe, teacher=ctx.model)
     state = compress(spec, state, Run(JobHooks()), None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,18 +194,35 @@ def measure(candidate: Candidate, ctx: SearchContext, goal: GoalSpec) -> dict:
         after = evaluate(state.model, ctx.model, ctx.selection, ctx.probe)
     judged = verdict(ctx.baseline, after, "selection", real_inputs=True, spec=goal.constraint)
     ratio = ctx.size_before / nbytes
+    macs_ratio = None
+    if ctx.macs_before:
+        from compression.job.metrics import count_macs
+        with torch.no_grad():
+            macs_ratio = round(ctx.macs_before / max(count_macs(state.model, ctx.example_inputs, _call(ctx.probe)), 1), 3)
     return {"name": candidate.name, "stages": candidate.stages, "bytes": nbytes, "ratio": round(ratio, 3),
+            **({"macs_ratio": macs_ratio} if macs_ratio is not None else {}),
             "metric": judged["metric"], "metric_value": judged.get("value", float("nan")),
             "higher_is_better": judged["metric"] != "mse", "passed": bool(judged["passed"]),
-            "meets_size": meets_size(goal.target, ratio, nbytes), "seconds": round(time.perf_counter() - start, 2)}
+            "meets_size": meets_size(goal.target, ratio, nbytes, macs_ratio),
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _call(probe):
+    """How count_macs runs the model: through the probe when the model takes keyword inputs (HF)."""
+    from compression.job.metrics import _call as plain
+    return plain if probe is None else (lambda model, inputs: probe(model, inputs))
 
 
 def summary_sentence(goal: GoalSpec, final: dict, quality: dict, reported_on: str) -> str:
-    target = f"{goal.target.ratio:g}x" if goal.target.ratio is not None else f"{goal.target.max_bytes:,} bytes"
+    target = f"{goal.target.ratio:g}x" if goal.target.ratio is not None else \
+        f"{goal.target.macs_ratio:g}x fewer MACs" if goal.target.macs_ratio is not None else \
+        f"{goal.target.max_bytes:,} bytes"
     bar = (f"{quality['metric']} >= {quality['min']:g}" if "min" in quality else
            f"{quality['metric']} drop <= {quality['max_drop']:g}" if "max_drop" in quality else
            f"{quality['metric']} <= {quality.get('max')}")
-    got = f"{final['ratio']:.2f}x ({final['bytes']:,} bytes) keeps {quality['metric']} {quality.get('value', 'n/a')}"
+    size = f"{final['macs_ratio']:.2f}x fewer MACs" if final.get("macs_ratio") is not None else \
+        f"{final['ratio']:.2f}x ({final['bytes']:,} bytes)"
+    got = f"{size} keeps {quality['metric']} {quality.get('value', 'n/a')}"
     if final["goal_met"]:
         return f"goal met: {got} on {reported_on}; asked {target} at {bar}"
     return f"goal missed: the best candidate ({final['name']}) at {got} on {reported_on}; asked {target} at {bar}"

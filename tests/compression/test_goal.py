@@ -63,6 +63,25 @@ def test_with_eval_data_only_a_held_back_half_reports(trained):
     assert out.metrics["quality"]["inputs"] == goal["reported_on"] and goal["reported_on"] in out.metrics["quality"]["summary"]
 
 
+def test_a_mac_target_searches_structural_candidates_fine_tuned_on_the_train_role(trained):
+    import shutil
+
+    shutil.copy(trained / "calibration.npz", trained / "train.npz")   # unlabeled digits: the teacher's outputs
+    out = _goal(trained, {"target": {"macs_ratio": 2}, "constraint": {"max_drop": 0.03}}, ["eval", "train"], "macs")
+    goal, m = out.metrics["goal"], out.metrics
+    measured = [c for c in goal["candidates"] if "error" not in c]
+    assert [c["name"] for c in measured] == [f"structured-{r}-finetune" for r in (20, 35, 50, 60, 70, 80)]
+    assert all(c["stages"][-1]["kind"] == "finetune" for c in measured)
+    ratios = [c["macs_ratio"] for c in measured]
+    assert ratios == sorted(ratios) and ratios[0] > 1   # more channels removed, fewer MACs
+    assert all(c["meets_size"] == (c["macs_ratio"] >= 2) for c in measured)
+    # the search selected on half of the eval data and reports on the other half; train data only trains
+    assert goal["selected_on"].startswith("half of the eval") and goal["reported_on"].startswith("the other half")
+    assert goal["goal_met"] is True, goal["summary"]
+    assert "fewer MACs" in goal["summary"] and m["macs_before"] / m["macs_after"] >= 2
+    assert m["stages"][-1]["kind"] == "finetune"   # the chosen job trained too
+
+
 def test_goal_specs_are_checked_and_methods_restrict_the_candidates():
     for bad in ({"target": {}}, {"target": {"ratio": 4, "max_bytes": 10}}, {"target": {"ratio": 0.5}},
                 {"target": {"speedup": 3}}, {"target": {"ratio": 4}, "constraint": {"min": 1, "max_drop": 0.1}},

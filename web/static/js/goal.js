@@ -8,7 +8,8 @@ import { errorBox } from "./widgets.js";
 export function goalLine(job) {
   const g = job.pipeline?.goal;
   if (!g) return null;
-  const target = g.target.ratio != null ? `${g.target.ratio}× smaller` : `at most ${bytes(g.target.max_bytes)}`;
+  const target = g.target.ratio != null ? `${g.target.ratio}× smaller`
+    : g.target.macs_ratio != null ? `${g.target.macs_ratio}× fewer MACs` : `at most ${bytes(g.target.max_bytes)}`;
   const c = g.constraint || {};
   const bar = c.min != null ? `${c.metric || "quality"} ≥ ${c.min}` : c.max_drop != null ? `${c.metric || "quality"} drop ≤ ${c.max_drop}`
     : c.max != null ? `${c.metric} ≤ ${c.max}` : "the default quality bar";
@@ -41,8 +42,9 @@ export function goalCard(goal, job) {
     ["Candidate", (c) => `${c.name}${c.name === goal.chosen ? " (chosen)" : goal.pareto.includes(c.name) ? " (front)" : ""}`],
     ["Bytes", (c) => bytes(c.bytes)],
     ["Ratio", (c) => `${c.ratio.toFixed(2)}×`],
+    ...(measured.some((c) => c.macs_ratio != null) ? [["Fewer MACs", (c) => `${c.macs_ratio.toFixed(2)}×`]] : []),
     [measured[0]?.metric ?? "Metric", (c) => c.metric_value.toFixed(4)],
-    ["Size target", (c) => (c.meets_size ? "met" : "–")],
+    [measured.some((c) => c.macs_ratio != null) ? "MAC target" : "Size target", (c) => (c.meets_size ? "met" : "–")],
     ["Quality bar", (c) => (c.passed ? "met" : "–")],
     ["Artifacts", (c) => buildButton(job, goal, c, message)],
   ];
