@@ -122,14 +122,14 @@ def _show_progress(args: argparse.Namespace) -> bool:
 # -- commands -------------------------------------------------------------------------------
 
 def _goal(args: argparse.Namespace) -> dict | None:
-    """--goal ratio=10 | max_bytes=N | macs_ratio=R, with --min-METRIC X or --max-drop X."""
+    """--goal ratio=10 | max_bytes=N | macs_ratio=R | speedup=S (at batch 32), with --min-METRIC X or --max-drop X."""
     if not args.goal:
         if args.min_metric or args.max_drop is not None:
             raise ValueError("--min-* and --max-drop go with --goal")
         return None
     key, _, value = args.goal.partition("=")
-    if key not in ("ratio", "max_bytes", "macs_ratio") or not value:
-        raise ValueError("--goal takes ratio=R, max_bytes=N or macs_ratio=R")
+    if key not in ("ratio", "max_bytes", "macs_ratio", "speedup") or not value:
+        raise ValueError("--goal takes ratio=R, max_bytes=N, macs_ratio=R or speedup=S")
     try:
         target = {key: int(value) if key == "max_bytes" else float(value)}
     except ValueError:
@@ -368,8 +368,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="model file to upload, or an uploaded model id (mdl_…)")
     p.add_argument("--recipe", help="preset recipe (GET /v1/recipes), e.g. int8")
     p.add_argument("--pipeline", help="pipeline JSON, or @file.json")
-    p.add_argument("--goal", metavar="ratio=R|max_bytes=N|macs_ratio=R", help="instead of a recipe: a size or MAC "
-                   "target; the service searches for the compression (needs --calibration or --eval data; --train "
+    p.add_argument("--goal", metavar="ratio=R|max_bytes=N|macs_ratio=R|speedup=S", help="instead of a recipe: a "
+                   "size, MAC or speed (batch 32) target; the service searches for the compression (needs --calibration or --eval data; --train "
                    "data fine-tunes structural candidates)")
     for metric in ("cosine", "top1", "top5", "agreement"):
         p.add_argument(f"--min-{metric}", dest="min_metric", type=float, metavar="X",

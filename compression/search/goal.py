@@ -11,7 +11,9 @@ measured candidate, the Pareto front, the chosen one, and `goal_met` with the ga
 A MAC target ({"macs_ratio": R}) searches structural candidates instead (structured pruning at several
 ratios, counted with torch's flop counter on one example input); with train data each is fine-tuned inside
 the search (and in the chosen job), so the pick accounts for what recovery training gives back.
-Not yet here: latency (speedup) targets.
+A speedup target ({"speedup": S, "batch": 32}) uses the same candidates, each timed beside the upload in the
+worker (CPU, interleaved medians); the reported speedup is measured again, apart from the search, on the
+chosen job's model.
 """
 from __future__ import annotations
 
@@ -37,13 +39,20 @@ class SizeTarget(BaseModel):
     max_bytes: int | None = Field(None, gt=0, description="container bytes, at most")
     macs_ratio: float | None = Field(None, gt=1, le=100, description="multiply-accumulates of the upload / of the "
                                                                      "result on one example input, at least")
+    speedup: float | None = Field(None, gt=1, le=100, description="CPU latency of the upload / of the result at "
+                                                                  "`batch`, measured side by side on the worker")
+    batch: int = Field(32, ge=1, le=1024, description="the batch size `speedup` is measured at")
 
     @model_validator(mode="after")
     def _one(self) -> "SizeTarget":
-        if sum(x is not None for x in (self.ratio, self.max_bytes, self.macs_ratio)) != 1:
-            raise ValueError("give exactly one of ratio, max_bytes or macs_ratio (speedup targets are not "
-                             "supported yet)")
+        if sum(x is not None for x in (self.ratio, self.max_bytes, self.macs_ratio, self.speedup)) != 1:
+            raise ValueError("give exactly one of ratio, max_bytes, macs_ratio or speedup")
         return self
+
+    @property
+    def structural(self) -> bool:
+        """Fewer MACs or less time: candidates that remove channels, not ones that narrow codes."""
+        return self.macs_ratio is not None or self.speedup is not None
 
 
 class GoalSpec(BaseModel):
@@ -101,7 +110,7 @@ FINETUNE = {"kind": "finetune", "epochs": 3}
 
 def candidates_for(goal: GoalSpec, has_calibration: bool, has_train: bool = False) -> list[Candidate]:
     allowed = set(goal.methods) if goal.methods else None
-    if goal.target.macs_ratio is not None:   # fewer MACs: remove channels; recover by training when data allows
+    if goal.target.structural:   # fewer MACs / less time: remove channels; recover by training when data allows
         pool = [Candidate(f"structured-{round(r * 100)}" + ("-finetune" if has_train else ""),
                           [{"kind": "structured_prune", "ratio": r}] + ([FINETUNE] if has_train else []))
                 for r in STRUCTURAL_RATIOS]
@@ -129,9 +138,12 @@ def split_data(data, seed: int) -> tuple[object, str, object, str]:
         select.take(order[half:]), held_back
 
 
-def meets_size(target: SizeTarget, ratio: float, nbytes: int, macs_ratio: float | None = None) -> bool:
+def meets_size(target: SizeTarget, ratio: float, nbytes: int, macs_ratio: float | None = None,
+               speedup: float | None = None) -> bool:
     if target.macs_ratio is not None:
         return macs_ratio is not None and macs_ratio >= target.macs_ratio
+    if target.speedup is not None:
+        return speedup is not None and speedup >= target.speedup
     return ratio >= target.ratio if target.ratio is not None else nbytes <= target.max_bytes
 
 
@@ -194,17 +206,31 @@ def measure(candidate: Candidate, ctx: SearchContext, goal: GoalSpec) -> dict:
         after = evaluate(state.model, ctx.model, ctx.selection, ctx.probe)
     judged = verdict(ctx.baseline, after, "selection", real_inputs=True, spec=goal.constraint)
     ratio = ctx.size_before / nbytes
-    macs_ratio = None
+    macs_ratio = speedup = None
     if ctx.macs_before:
         from compression.job.metrics import count_macs
         with torch.no_grad():
             macs_ratio = round(ctx.macs_before / max(count_macs(state.model, ctx.example_inputs, _call(ctx.probe)), 1), 3)
+    if goal.target.speedup is not None:
+        speedup = measured_speedup(ctx.model, state.model, ctx.example_inputs, goal.target.batch, ctx.probe)
     return {"name": candidate.name, "stages": candidate.stages, "bytes": nbytes, "ratio": round(ratio, 3),
             **({"macs_ratio": macs_ratio} if macs_ratio is not None else {}),
+            **({"speedup": speedup} if speedup is not None else {}),
             "metric": judged["metric"], "metric_value": judged.get("value", float("nan")),
             "higher_is_better": judged["metric"] != "mse", "passed": bool(judged["passed"]),
-            "meets_size": meets_size(goal.target, ratio, nbytes, macs_ratio),
+            "meets_size": meets_size(goal.target, ratio, nbytes, macs_ratio, speedup),
             "seconds": round(time.perf_counter() - start, 2)}
+
+
+def measured_speedup(original: torch.nn.Module, candidate: torch.nn.Module, inputs: tuple, batch: int, probe,
+                     budget_s: float = 1.0) -> float:
+    """Median latency of the original / of the candidate at `batch`, interleaved in this process (CPU)."""
+    from compression.job.metrics import latency
+
+    with torch.no_grad():
+        rows = latency({"original": original, "candidate": candidate}, inputs, batch_sizes=(batch,),
+                       budget_s=budget_s, call=_call(probe), gpu=False)["cpu"][f"batch_{batch}"]
+    return round(rows["original"]["median_ms"] / rows["candidate"]["median_ms"], 3)
 
 
 def _call(probe):
@@ -216,11 +242,13 @@ def _call(probe):
 def summary_sentence(goal: GoalSpec, final: dict, quality: dict, reported_on: str) -> str:
     target = f"{goal.target.ratio:g}x" if goal.target.ratio is not None else \
         f"{goal.target.macs_ratio:g}x fewer MACs" if goal.target.macs_ratio is not None else \
+        f"{goal.target.speedup:g}x faster at batch {goal.target.batch}" if goal.target.speedup is not None else \
         f"{goal.target.max_bytes:,} bytes"
     bar = (f"{quality['metric']} >= {quality['min']:g}" if "min" in quality else
            f"{quality['metric']} drop <= {quality['max_drop']:g}" if "max_drop" in quality else
            f"{quality['metric']} <= {quality.get('max')}")
     size = f"{final['macs_ratio']:.2f}x fewer MACs" if final.get("macs_ratio") is not None else \
+        f"{final['speedup']:.2f}x faster" if final.get("speedup") is not None else \
         f"{final['ratio']:.2f}x ({final['bytes']:,} bytes)"
     got = f"{size} keeps {quality['metric']} {quality.get('value', 'n/a')}"
     if final["goal_met"]:

@@ -82,6 +82,20 @@ def test_a_mac_target_searches_structural_candidates_fine_tuned_on_the_train_rol
     assert m["stages"][-1]["kind"] == "finetune"   # the chosen job trained too
 
 
+def test_a_speedup_target_times_each_candidate_and_measures_the_result_again(trained):
+    out = _goal(trained, {"target": {"speedup": 1.5, "batch": 32}, "constraint": {"max_drop": 0.05}},
+                ["eval", "train"], "speed")
+    goal = out.metrics["goal"]
+    measured = [c for c in goal["candidates"] if "error" not in c]
+    assert len(measured) == 6 and all(c["speedup"] > 0 for c in measured)
+    assert all(c["meets_size"] == (c["speedup"] >= 1.5) for c in measured)   # judged on the measured time
+    result = goal["result"]   # timed again on the chosen job's model, apart from the search's figures
+    assert result["speedup"] > 0 and result["name"] == goal["chosen"]
+    assert goal["goal_met"] == (result["speedup"] >= 1.5 and out.metrics["quality"]["passed"])
+    assert "faster" in goal["summary"] and "asked 1.5x faster at batch 32" in goal["summary"]
+    assert "sensitivity" not in goal   # per-layer widths do not change speed
+
+
 def test_goal_specs_are_checked_and_methods_restrict_the_candidates():
     for bad in ({"target": {}}, {"target": {"ratio": 4, "max_bytes": 10}}, {"target": {"ratio": 0.5}},
                 {"target": {"speedup": 3}}, {"target": {"ratio": 4}, "constraint": {"min": 1, "max_drop": 0.1}},

@@ -9,7 +9,8 @@ export function goalLine(job) {
   const g = job.pipeline?.goal;
   if (!g) return null;
   const target = g.target.ratio != null ? `${g.target.ratio}× smaller`
-    : g.target.macs_ratio != null ? `${g.target.macs_ratio}× fewer MACs` : `at most ${bytes(g.target.max_bytes)}`;
+    : g.target.macs_ratio != null ? `${g.target.macs_ratio}× fewer MACs`
+    : g.target.speedup != null ? `${g.target.speedup}× faster at batch ${g.target.batch ?? 32}` : `at most ${bytes(g.target.max_bytes)}`;
   const c = g.constraint || {};
   const bar = c.min != null ? `${c.metric || "quality"} ≥ ${c.min}` : c.max_drop != null ? `${c.metric || "quality"} drop ≤ ${c.max_drop}`
     : c.max != null ? `${c.metric} ≤ ${c.max}` : "the default quality bar";
@@ -43,8 +44,10 @@ export function goalCard(goal, job) {
     ["Bytes", (c) => bytes(c.bytes)],
     ["Ratio", (c) => `${c.ratio.toFixed(2)}×`],
     ...(measured.some((c) => c.macs_ratio != null) ? [["Fewer MACs", (c) => `${c.macs_ratio.toFixed(2)}×`]] : []),
+    ...(measured.some((c) => c.speedup != null) ? [["Speedup", (c) => `${c.speedup.toFixed(2)}×`]] : []),
     [measured[0]?.metric ?? "Metric", (c) => c.metric_value.toFixed(4)],
-    [measured.some((c) => c.macs_ratio != null) ? "MAC target" : "Size target", (c) => (c.meets_size ? "met" : "–")],
+    [measured.some((c) => c.speedup != null) ? "Speed target" : measured.some((c) => c.macs_ratio != null) ? "MAC target"
+      : "Size target", (c) => (c.meets_size ? "met" : "–")],
     ["Quality bar", (c) => (c.passed ? "met" : "–")],
     ["Artifacts", (c) => buildButton(job, goal, c, message)],
   ];
