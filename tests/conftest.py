@@ -10,6 +10,9 @@ import tempfile
 # Before any project import: module-level Celery/settings objects must never
 # touch the developer's real ~/.modelpress.
 os.environ.setdefault("MODELPRESS_HOME", tempfile.mkdtemp(prefix="modelpress-test-home-"))
+# Tests check that latency is measured, never its figures (bench/ does that): a short budget per model keeps
+# every job in the suite quick. Services started by tests inherit it.
+os.environ.setdefault("MODELPRESS_LATENCY_BUDGET_S", "0.05")
 
 import pytest
 

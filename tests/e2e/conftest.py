@@ -21,6 +21,7 @@ def _free_port() -> int:
 def service(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPRESS_")}
+    env["MODELPRESS_LATENCY_BUDGET_S"] = os.environ["MODELPRESS_LATENCY_BUDGET_S"]   # see tests/conftest.py
     env["MODELPRESS_HOME"] = str(tmp_path / "home")
     log = open(tmp_path / "up.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "up", "--port", str(port)],

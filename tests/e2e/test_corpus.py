@@ -44,8 +44,6 @@ CORPUS = [
           "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", {"input_shapes": {"x": [4, 3, 48, 192]}}),
     Entry("PP-OCRv4 text detector ONNX (dynamic H, W)", "rapidocr_onnxruntime",
           "models/ch_PP-OCRv4_det_infer.onnx", {"input_shapes": {"x": [1, 3, 96, 96]}}),
-    Entry("PP-OCRv4 text recogniser ONNX (conv + attention)", "rapidocr_onnxruntime",
-          "models/ch_PP-OCRv4_rec_infer.onnx", {"input_shapes": {"x": [2, 3, 48, 160]}}),
 ]
 JOBS = {"int8": {"pipeline": {"stages": [{"kind": "int8"}]}}, "preset int4-g64-huffman": {"recipe": "int4-g64-huffman"}}
 
