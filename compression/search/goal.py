@@ -105,7 +105,8 @@ CANDIDATES = [
 
 
 STRUCTURAL_RATIOS = (0.2, 0.35, 0.5, 0.6, 0.7, 0.8)
-FINETUNE = {"kind": "finetune", "epochs": 3}
+# fixed epochs, no early stopping: the chosen job's eval data is the report split, which must not select
+FINETUNE = {"kind": "finetune", "epochs": 8, "patience": None}
 
 
 def candidates_for(goal: GoalSpec, has_calibration: bool, has_train: bool = False) -> list[Candidate]:

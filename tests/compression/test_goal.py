@@ -79,7 +79,9 @@ def test_a_mac_target_searches_structural_candidates_fine_tuned_on_the_train_rol
     assert goal["selected_on"].startswith("half of the eval") and goal["reported_on"].startswith("the other half")
     assert goal["goal_met"] is True, goal["summary"]
     assert "fewer MACs" in goal["summary"] and m["macs_before"] / m["macs_after"] >= 2
-    assert m["stages"][-1]["kind"] == "finetune"   # the chosen job trained too
+    assert m["stages"][-1]["kind"] == "finetune"   # the chosen job trained too, for fixed epochs: its eval data
+    chosen = next(c for c in measured if c["name"] == goal["chosen"])   # is the report split: it picks no epoch
+    assert chosen["stages"][-1] == {"kind": "finetune", "epochs": 8, "patience": None}
 
 
 def test_a_speedup_target_times_each_candidate_and_measures_the_result_again(trained):
