@@ -39,7 +39,8 @@ class TrainingSpec(MethodSpec):
     batch_size: int = Field(32, ge=1, le=4096)
     weight_decay: float = Field(0.0, ge=0, le=1.0)
     patience: int | None = Field(2, ge=1, le=100, description="stop after this many epochs without a better eval "
-                                 "score (needs eval data; the best epoch's weights are kept); null: never")
+                                 "score (needs eval data; the best epoch's weights and batch-norm statistics are "
+                                 "kept); null: train every epoch and keep the last (eval data then only reports)")
     max_steps: int | None = Field(None, ge=1, le=10_000_000, description="stop after this many optimizer steps")
     max_seconds: float | None = Field(None, gt=0, le=30 * 86400, description="stop after this many seconds "
                                       "of training in this run (checked after every step; the epoch in progress "
@@ -119,6 +120,16 @@ class _Functional(nn.Module):
 
     def forward(self, *args, **kwargs):
         return functional_call(self.inner, self._weights.current(), args, kwargs)
+
+
+_BUFFER = "buffer:"
+
+
+def _snapshot(weights: TrainableWeights, model: nn.Module) -> dict[str, torch.Tensor]:
+    """An epoch's state to return to: trained leaves and module buffers (batch norm's running statistics move
+    every training step; weights of one epoch with the statistics of another are a different model)."""
+    snap = {k: v.detach().clone() for k, v in weights.leaves.items()}
+    return snap | {f"{_BUFFER}{k}": v.detach().clone() for k, v in model.named_buffers()}
 
 
 def _payload(weights: TrainableWeights, model: nn.Module, opt, meta: dict, best: dict | None) -> bytes:
@@ -215,19 +226,26 @@ def fit(spec: TrainingSpec, state: CompressionState, model: nn.Module, weights: 
                 last = evaluate(_Functional(model, weights).eval(), None, evals, state.probe, reference=reference,
                                 device=device)
                 record["eval"] = last
-                if last["score"] > meta["best_score"] + 1e-9:
+                if spec.patience is None:
+                    pass   # no selection on the eval data: it may be the data a result is reported on
+                elif last["score"] > meta["best_score"] + 1e-9:
                     meta["best_score"], meta["bad"] = last["score"], 0
-                    best = {k: v.detach().clone() for k, v in weights.leaves.items()}
+                    best = _snapshot(weights, model)
                 else:
                     meta["bad"] += 1
             log(record)
             save(name, _payload(weights, model, opt, meta, best))
             if spec.patience is not None and evals is not None and meta["bad"] >= spec.patience or out_of_time():
                 break
-        if best is not None:   # early stopping keeps the best epoch
+        if best is not None:   # early stopping keeps the best epoch: its weights and its batch-norm statistics
+            buffers = dict(model.named_buffers())
             with torch.no_grad():
                 for k, v in best.items():
-                    weights.leaves[k].copy_(v)
+                    if k.startswith(_BUFFER):
+                        if k[len(_BUFFER):] in buffers:
+                            buffers[k[len(_BUFFER):]].copy_(v)
+                    else:
+                        weights.leaves[k].copy_(v)
     finally:
         model.eval()
         model.to("cpu")

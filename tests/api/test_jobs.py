@@ -192,7 +192,7 @@ def test_goal_jobs_are_checked_at_submit(client, model_id, tmp_path):
     assert no_data.status_code == 422 and "data.calibration or data.eval" in no_data.text
     both = client.post("/v1/jobs", json={"model_id": model_id, "goal": goal, "recipe": "int8"})
     assert both.status_code == 422 and "exactly one of 'pipeline', 'recipe', 'goal' or 'analyze'" in both.text
-    for bad in ({"target": {"speedup": 3}}, {"target": {"ratio": 8}, "constraint": {"min": 1, "max_drop": 0.1}}):
+    for bad in ({"target": {"speedup": 3, "ratio": 8}}, {"target": {"ratio": 8}, "constraint": {"min": 1, "max_drop": 0.1}}):
         assert client.post("/v1/jobs", json={"model_id": model_id, "goal": bad}).status_code == 422
     dataset = upload_dataset(client, digits_npz(tmp_path / "d.npz", n=64)).json()
     resp = client.post("/v1/jobs", json={"model_id": model_id, "goal": goal, "data": {"calibration": dataset["id"]}})

@@ -100,13 +100,17 @@ def test_a_speedup_target_times_each_candidate_and_measures_the_result_again(tra
 
 def test_goal_specs_are_checked_and_methods_restrict_the_candidates():
     for bad in ({"target": {}}, {"target": {"ratio": 4, "max_bytes": 10}}, {"target": {"ratio": 0.5}},
-                {"target": {"speedup": 3}}, {"target": {"ratio": 4}, "constraint": {"min": 1, "max_drop": 0.1}},
+                {"target": {"speedup": 3, "ratio": 4}}, {"target": {"speedup": 0.5}}, {"target": {"macs_ratio": 1}},
+                {"target": {"ratio": 4}, "constraint": {"min": 1, "max_drop": 0.1}},
                 {"target": {"ratio": 4}, "methods": ["distill"]}, {"target": {"ratio": 4}, "budget": 1}):
         with pytest.raises(ValidationError):
             GoalSpec.model_validate(bad)
     only = candidates_for(GoalSpec.model_validate({"target": {"ratio": 4}, "methods": ["share", "huffman"]}), True)
     assert only and all({s["kind"] for s in c.stages} <= {"share", "huffman"} for c in only)
     assert len(candidates_for(GoalSpec.model_validate({"target": {"ratio": 4}}), False)) < len(CANDIDATES)
+    structural = candidates_for(GoalSpec.model_validate({"target": {"speedup": 2}}), True, has_train=False)
+    assert [c.stages for c in structural] == [[{"kind": "structured_prune", "ratio": r}]
+                                              for r in (0.2, 0.35, 0.5, 0.6, 0.7, 0.8)]   # no train data: no finetune
 
 
 def test_choice_and_front():
