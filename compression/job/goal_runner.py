@@ -140,7 +140,7 @@ def _final_speedup(out_dir: Path, model_path: Path, loaded, goal: GoalSpec) -> f
         model = load_container_module(out_dir / "model.mpz", program=model_path)
     except Exception:   # not rebuildable here: the goal is then reported missed rather than guessed
         return None
-    return measured_speedup(loaded.model, model.eval(), loaded.sample_inputs, goal.target.batch, loaded.probe,
+    return measured_speedup(loaded.model, model.eval(), loaded.sample_inputs, goal.target.speed_batch, loaded.probe,
                             budget_s=2.0)
 
 

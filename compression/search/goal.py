@@ -41,13 +41,20 @@ class SizeTarget(BaseModel):
                                                                      "result on one example input, at least")
     speedup: float | None = Field(None, gt=1, le=100, description="CPU latency of the upload / of the result at "
                                                                   "`batch`, measured side by side on the worker")
-    batch: int = Field(32, ge=1, le=1024, description="the batch size `speedup` is measured at")
+    batch: int | None = Field(None, ge=1, le=1024, description="with speedup: the batch size it is measured at "
+                                                              "(default 32)")
 
     @model_validator(mode="after")
     def _one(self) -> "SizeTarget":
         if sum(x is not None for x in (self.ratio, self.max_bytes, self.macs_ratio, self.speedup)) != 1:
             raise ValueError("give exactly one of ratio, max_bytes, macs_ratio or speedup")
+        if self.batch is not None and self.speedup is None:
+            raise ValueError("batch goes with a speedup target")
         return self
+
+    @property
+    def speed_batch(self) -> int:
+        return self.batch or 32
 
     @property
     def structural(self) -> bool:
@@ -213,7 +220,7 @@ def measure(candidate: Candidate, ctx: SearchContext, goal: GoalSpec) -> dict:
         with torch.no_grad():
             macs_ratio = round(ctx.macs_before / max(count_macs(state.model, ctx.example_inputs, _call(ctx.probe)), 1), 3)
     if goal.target.speedup is not None:
-        speedup = measured_speedup(ctx.model, state.model, ctx.example_inputs, goal.target.batch, ctx.probe)
+        speedup = measured_speedup(ctx.model, state.model, ctx.example_inputs, goal.target.speed_batch, ctx.probe)
     return {"name": candidate.name, "stages": candidate.stages, "bytes": nbytes, "ratio": round(ratio, 3),
             **({"macs_ratio": macs_ratio} if macs_ratio is not None else {}),
             **({"speedup": speedup} if speedup is not None else {}),
@@ -243,7 +250,7 @@ def _call(probe):
 def summary_sentence(goal: GoalSpec, final: dict, quality: dict, reported_on: str) -> str:
     target = f"{goal.target.ratio:g}x" if goal.target.ratio is not None else \
         f"{goal.target.macs_ratio:g}x fewer MACs" if goal.target.macs_ratio is not None else \
-        f"{goal.target.speedup:g}x faster at batch {goal.target.batch}" if goal.target.speedup is not None else \
+        f"{goal.target.speedup:g}x faster at batch {goal.target.speed_batch}" if goal.target.speedup is not None else \
         f"{goal.target.max_bytes:,} bytes"
     bar = (f"{quality['metric']} >= {quality['min']:g}" if "min" in quality else
            f"{quality['metric']} drop <= {quality['max_drop']:g}" if "max_drop" in quality else
