@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from compression.stage import CompressionState, MethodSpec
+from compression.methods.compact_filters import CompactFiltersSpec, compact_filters
 from compression.methods.distill import DistillSpec, distill
 from compression.methods.entropy import HuffmanSpec, huffman_stage
 from compression.methods.finetune import FinetuneSpec, finetune
@@ -19,6 +20,7 @@ from compression.methods.pruning import PruneSpec, prune
 from compression.methods.quantization import QuantizeSpec, quantize
 from compression.methods.sharing import ShareSpec, share
 from compression.methods.structured import StructuredPruneSpec, structured_prune
+from compression.methods.structured_matrix import StructuredMatrixSpec, structured_matrix
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ METHODS: dict[str, Method] = {
     "gptq": Method(GPTQSpec, gptq),
     "low_rank": Method(LowRankSpec, low_rank),
     "structured_prune": Method(StructuredPruneSpec, structured_prune),
+    "structured_matrix": Method(StructuredMatrixSpec, structured_matrix),
+    "compact_filters": Method(CompactFiltersSpec, compact_filters),
     "finetune": Method(FinetuneSpec, finetune),
     "distill": Method(DistillSpec, distill),
     "int8": Method(Int8Spec, int8),

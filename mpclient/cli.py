@@ -124,8 +124,8 @@ def _show_progress(args: argparse.Namespace) -> bool:
 def _goal(args: argparse.Namespace) -> dict | None:
     """--goal ratio=10 | max_bytes=N | macs_ratio=R | speedup=S (at batch 32), with --min-METRIC X or --max-drop X."""
     if not args.goal:
-        if args.min_metric or args.max_drop is not None:
-            raise ValueError("--min-* and --max-drop go with --goal")
+        if args.min_metric or args.max_drop is not None or args.methods or args.budget_minutes is not None:
+            raise ValueError("--min-*, --max-drop, --methods and --budget-minutes go with --goal")
         return None
     key, _, value = args.goal.partition("=")
     if key not in ("ratio", "max_bytes", "macs_ratio", "speedup") or not value:
@@ -142,7 +142,12 @@ def _goal(args: argparse.Namespace) -> dict | None:
         constraint = {**({"metric": constraint["metric"]} if constraint else {}), "max_drop": args.max_drop}
         if args.min_metric:
             raise ValueError("give one of --min-* or --max-drop")
-    return {"target": target, **({"constraint": constraint} if constraint else {})}
+    extra: dict = {}
+    if args.methods:
+        extra["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.budget_minutes is not None:
+        extra["budget_minutes"] = args.budget_minutes
+    return {"target": target, **({"constraint": constraint} if constraint else {}), **extra}
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -375,6 +380,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--min-{metric}", dest="min_metric", type=float, metavar="X",
                        action=_Pair, const=metric, help=f"with --goal: {metric} at least X")
     p.add_argument("--max-drop", type=float, metavar="X", help="with --goal: the metric may fall at most X")
+    p.add_argument("--methods", metavar="KIND,KIND", help="with --goal: only candidates made of these stage kinds, "
+                   "e.g. quantize,huffman")
+    p.add_argument("--budget-minutes", type=float, metavar="M", help="with --goal: time for measuring candidates "
+                   "(default 15)")
     p.add_argument("--analyze", action="store_true", help="instead of compressing: measure each layer alone at "
                    "int8/int4/int3 on --calibration or --eval data and print which layers break first")
     p.add_argument("--architecture", help="built-in architecture for bare weights, e.g. lenet-300-100")

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from compression.errors import CompressionError
+from compression.layers.structured_matrices import BlockCirculantLinear, ToeplitzLinear
+from compression.layers.transferred import TransferredConv2d
 
 MAX_EDITS = 10_000
 
@@ -36,6 +38,10 @@ _LAYERS: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
     "LayerNorm": (nn.LayerNorm, ("normalized_shape", "eps", "elementwise_affine", "bias")),
     "Embedding": (nn.Embedding, ("num_embeddings", "embedding_dim", "padding_idx")),
     "Identity": (nn.Identity, ()),
+    "BlockCirculantLinear": (BlockCirculantLinear, ("in_features", "out_features", "block_size", "bias", "conv1x1")),
+    "ToeplitzLinear": (ToeplitzLinear, ("in_features", "out_features", "bias", "conv1x1")),
+    "TransferredConv2d": (TransferredConv2d, ("in_channels", "out_channels", "kernel_size", "bases", "transforms",
+                                              "stride", "padding", "dilation", "bias")),
 }
 # attributes set_attrs may change: plain sizes that forward() reads (BERT attention after head pruning)
 SETTABLE_ATTRS = frozenset({"num_attention_heads", "attention_head_size", "all_head_size", "num_heads",
@@ -79,12 +85,12 @@ def build_module(desc: dict, depth: int = 0) -> nn.Module:
     if not isinstance(args, dict) or set(args) - set(allowed):
         raise CompressionError(f"unexpected arguments for {kind}: {sorted(set(args) - set(allowed))}")
     for v in args.values():
-        if not isinstance(v, (int, float, bool, str, list, type(None))) or \
-                isinstance(v, list) and not all(isinstance(x, int) for x in v):
+        if not isinstance(v, (int, float, bool, str, list, type(None))) or isinstance(v, list) and not (
+                len(v) <= 16 and (all(isinstance(x, int) for x in v) or all(isinstance(x, str) for x in v))):
             raise CompressionError(f"bad argument value in the {kind} description")
     try:
         return ctor(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:   # the layers check their own arguments
         raise CompressionError(f"cannot build {kind}: {exc}") from None
 
 

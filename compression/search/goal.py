@@ -10,7 +10,9 @@ measured candidate, the Pareto front, the chosen one, and `goal_met` with the ga
 
 A MAC target ({"macs_ratio": R}) searches structural candidates instead (structured pruning at several
 ratios, counted with torch's flop counter on one example input); with train data each is fine-tuned inside
-the search (and in the chosen job), so the pick accounts for what recovery training gives back.
+the search (and in the chosen job), so the pick accounts for what recovery training gives back; train data
+also adds depthwise-separable filters (structural targets) and block-circulant layers (size targets), which
+only recovery training makes usable.
 A speedup target ({"speedup": S, "batch": 32}) uses the same candidates, each timed beside the upload in the
 worker (CPU, interleaved medians); the reported speedup is measured again, apart from the search, on the
 chosen job's model.
@@ -29,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compression.job.quality import QualitySpec, verdict
 
-MethodKind = Literal["quantize", "share", "prune", "gptq", "huffman", "structured_prune", "finetune"]
+MethodKind = Literal["quantize", "share", "prune", "gptq", "huffman", "structured_prune", "finetune",
+                     "compact_filters", "structured_matrix"]
 
 
 class SizeTarget(BaseModel):
@@ -116,14 +119,21 @@ STRUCTURAL_RATIOS = (0.2, 0.35, 0.5, 0.6, 0.7, 0.8)
 FINETUNE = {"kind": "finetune", "epochs": 8, "patience": None}
 
 
+# structure that only recovery training makes usable (the projections alone lose most of a layer)
+TRAINED_STRUCTURAL = [Candidate("separable-finetune", [{"kind": "compact_filters", "form": "separable"}, FINETUNE])]
+TRAINED_SIZE = [Candidate("block-circulant-16-finetune-int8", [{"kind": "structured_matrix", "block_size": 16},
+                                                               FINETUNE, _q("int8", granularity="per_channel")])]
+
+
 def candidates_for(goal: GoalSpec, has_calibration: bool, has_train: bool = False) -> list[Candidate]:
     allowed = set(goal.methods) if goal.methods else None
     if goal.target.structural:   # fewer MACs / less time: remove channels; recover by training when data allows
         pool = [Candidate(f"structured-{round(r * 100)}" + ("-finetune" if has_train else ""),
                           [{"kind": "structured_prune", "ratio": r}] + ([FINETUNE] if has_train else []))
-                for r in STRUCTURAL_RATIOS]
+                for r in STRUCTURAL_RATIOS] + (TRAINED_STRUCTURAL if has_train else [])
     else:
-        pool = [c for c in CANDIDATES if has_calibration or not c.needs_calibration]
+        pool = [c for c in CANDIDATES if has_calibration or not c.needs_calibration] + \
+            (TRAINED_SIZE if has_train else [])
     return [c for c in pool if allowed is None or {s["kind"] for s in c.stages} <= allowed]
 
 

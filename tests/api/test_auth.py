@@ -33,9 +33,21 @@ def _run_inline(app, job_id: str) -> None:
     execute(rt, job, model, "inline")
 
 
-@pytest.fixture
-def two_tenants(embedded_settings, lenet_file, tmp_path):
-    app = _app(embedded_settings)
+@pytest.fixture(scope="module")
+def two_tenants(tmp_path_factory):
+    """One app for the module (its inline int8 job is the slow part): tests that change it run last."""
+    import secrets
+
+    from core.settings import Settings
+    from storage.migrate import upgrade
+    from tests.helpers import make_lenet_safetensors
+
+    tmp_path = tmp_path_factory.mktemp("tenants")
+    settings = Settings(home=tmp_path / "home", queue_prefix=f"mp-{secrets.token_hex(4)}")
+    settings.home.mkdir(parents=True)
+    upgrade(settings.resolved_database_url)
+    lenet_file = make_lenet_safetensors(tmp_path / "lenet.safetensors")
+    app = _app(settings)
     with TestClient(app) as client:
         _, key_a = _key(app, "alice")
         _, key_b = _key(app, "bob")
@@ -79,23 +91,11 @@ def _id_routes(app):
                 yield method.upper(), path
 
 
-def test_every_route_with_an_id_hides_other_tenants_objects(two_tenants):
-    client, app, a, b, ids = two_tenants
-    routes = sorted(_id_routes(app), key=lambda route: route[0] == "DELETE")   # deletes last
-    assert len(routes) >= 10 and any("{dataset_id}" in path for _, path in routes), routes
-    for method, path in routes:
-        url = path.format(**ids)
-        assert client.request(method, url, headers=b).status_code == 404, (method, url)
-        assert client.request(method, url, headers=a).status_code in (200, 204, 206, 409), (method, url)
-    # Listings and submits are scoped too.
-    assert client.get("/v1/models", headers=b).json()["total"] == 0
-    assert client.get("/v1/jobs", headers=b).json()["total"] == 0
-    assert client.post("/v1/jobs", headers=b, json={"model_id": ids["model_id"], "recipe": "int8"}).status_code == 404
-
-
 def test_every_id_taking_body_field_hides_other_tenants_objects(two_tenants, lenet_file, tmp_path):
     """teacher_model_id, data.* and options.sample_dataset name objects too: another tenant's is a 404."""
-    client, app, a, b, ids = two_tenants
+    client, app, a, _, ids = two_tenants
+    _, key_c = _key(app, "carol")   # a third tenant: bob stays empty for the listing checks
+    b = {"Authorization": f"Bearer {key_c}"}
     with open(lenet_file, "rb") as f:
         mine = client.post("/v1/models", headers=b, files={"file": ("m.safetensors", f)},
                            data={"architecture": "lenet-300-100"}).json()
@@ -118,6 +118,20 @@ def test_every_id_taking_body_field_hides_other_tenants_objects(two_tenants, len
     own = {**bodies[0], "model_id": ids["model_id"], "teacher_model_id": ids["model_id"],
            "data": {"train": ids["dataset_id"]}}
     assert client.post("/v1/jobs", headers=a, json=own).status_code == 201
+
+
+def test_every_route_with_an_id_hides_other_tenants_objects(two_tenants):
+    client, app, a, b, ids = two_tenants
+    routes = sorted(_id_routes(app), key=lambda route: route[0] == "DELETE")   # deletes last
+    assert len(routes) >= 10 and any("{dataset_id}" in path for _, path in routes), routes
+    for method, path in routes:
+        url = path.format(**ids)
+        assert client.request(method, url, headers=b).status_code == 404, (method, url)
+        assert client.request(method, url, headers=a).status_code in (200, 204, 206, 409), (method, url)
+    # Listings and submits are scoped too.
+    assert client.get("/v1/models", headers=b).json()["total"] == 0
+    assert client.get("/v1/jobs", headers=b).json()["total"] == 0
+    assert client.post("/v1/jobs", headers=b, json={"model_id": ids["model_id"], "recipe": "int8"}).status_code == 404
 
 
 def test_rate_limit_is_429_with_retry_after(embedded_settings):

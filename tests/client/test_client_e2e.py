@@ -153,11 +153,13 @@ def test_cli_goal_job_on_the_real_stack(live_stack, lenet_file, tmp_path):
     assert goal["reported_on"].endswith("held back from the search)")
     # an unreachable goal still succeeds with the closest candidate, and exits 4
     res = cli(live_stack, "submit", result["job"]["model_id"], "--goal", "ratio=200", "--min-cosine", "0.999",
-              "--calibration", result["datasets"]["calibration"]["id"] if "datasets" in result else data,
+              "--methods", "quantize", "--calibration", result["datasets"]["calibration"]["id"] if "datasets" in result else data,
               "--wait", "--json", timeout=300)
     assert res.returncode == 4, (res.stdout, res.stderr)
     missed = json.loads(res.stdout)
     assert missed["job"]["status"] == "succeeded" and missed["goal"]["summary"].startswith("goal missed")
+    assert missed["job"]["pipeline"]["goal"]["methods"] == ["quantize"]
+    assert {c["name"] for c in missed["goal"]["candidates"] if not c["name"].startswith("allocated")} == {"fp16", "int8"}
     with Client(live_stack.url) as c:
         assert [a for a in c.artifacts(missed["job"]["id"]) if a.kind == "container"]
 

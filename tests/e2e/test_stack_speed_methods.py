@@ -1,5 +1,6 @@
 """The acceleration methods through the API on the real stack: structured pruning + fine-tuning on
-uploaded data + int8 kernels, and low-rank factorization, each job verified and its costs measured."""
+uploaded data + int8 kernels, low-rank factorization, compact (depthwise-separable) filters and
+block-circulant matrices with recovery training, each job verified and its costs measured."""
 from __future__ import annotations
 
 import torch
@@ -22,6 +23,10 @@ def test_structured_finetune_int8_and_low_rank_jobs(stack, tmp_path):  # noqa: F
         "structured": [{"kind": "structured_prune", "ratio": 0.5}, {"kind": "finetune", "epochs": 1},
                        {"kind": "int8"}],
         "low_rank": [{"kind": "low_rank", "energy": 0.8, "scope": "global"}],
+        # the survey's compact-filter and structured-matrix families in one job, with recovery training
+        "compact": [{"kind": "compact_filters", "form": "separable"},
+                    {"kind": "structured_matrix", "block_size": 8, "layers": ["fc1", "fc2"]},
+                    {"kind": "finetune", "epochs": 1}],
     }
     jobs = {name: client.post("/v1/jobs", json={"model_id": model["id"], "pipeline": {"stages": stages},
                                                 "data": {"train": train["id"], "eval": train["id"]}}).json()
@@ -37,3 +42,6 @@ def test_structured_finetune_int8_and_low_rank_jobs(stack, tmp_path):  # noqa: F
         if name == "structured":
             assert "onnx-int8" in kinds and m["exports"]["int8"]
             assert [e["kind"] for e in m["evaluation"]] == [None, "structured_prune", "finetune", "int8"]
+        if name == "compact":   # depthwise + pointwise convs, block-circulant fc1/fc2, both rebuilt from the record
+            layers = [d["name"] for stage in m["stages"][:2] for d in stage["result"] if d["replaced"]]
+            assert layers == ["conv1", "conv2", "fc1", "fc2"], m["stages"][:2]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mpclient import Client
-from tests.helpers import upload
+from tests.helpers import upload, wait_finished
 from tests.client.livestack import auth_server, live_stack  # noqa: F401  (fixtures)
 from tests.conftest import IN_CI
 
@@ -186,8 +186,11 @@ def test_stage_forms_and_failure_in_plain_words(page, live_stack, tmp_path):
     job_id = page.url.rsplit("/", 1)[1]
     job = httpx.get(f"{live_stack.url}/v1/jobs/{job_id}").json()
     assert job["pipeline"]["stages"][0]["dtype"] == "int4" and job["recipe"] is None
+    with httpx.Client(base_url=live_stack.url) as api:   # the worker's verdict first, then what the page says
+        done = wait_finished(api, job_id, timeout=180)
+    assert done["status"] == "failed", (done, live_stack.worker_log.read_text()[-3000:])
     failure = page.locator("#failure")
-    failure.wait_for(timeout=60_000)
+    failure.wait_for(timeout=30_000)
     assert "input shape" in failure.inner_text()
     page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
 

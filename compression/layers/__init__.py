@@ -1,0 +1,1 @@
+"""Layers that compressed models are rebuilt from (allow-listed in formats.structure)."""
