@@ -192,6 +192,23 @@ class SensitivityOut(BaseModel):
                                                   "{int8, int4, int3}, loss: {int8, int4, int3}}], complete}")
 
 
+class UsageKind(BaseModel):
+    bytes: int
+    count: int
+
+
+class UsageOut(BaseModel):
+    """What the tenant stores against its quota, by kind."""
+    used_bytes: int
+    quota_bytes: int
+    models: UsageKind
+    datasets: UsageKind
+    artifacts: UsageKind
+    active_jobs: int = Field(description="queued or running")
+    artifact_retention_days: int | None = Field(description="artifacts of finished jobs are deleted after this "
+                                                            "many days; null: kept until deleted")
+
+
 class RecipeOut(BaseModel):
     name: str
     description: str

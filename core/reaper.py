@@ -9,8 +9,9 @@ import threading
 from datetime import timedelta
 
 from storage import jobs
+from storage.deletion import sweep_expired_artifacts
 from storage.inspections import lost_inspections
-from storage.models import Job
+from storage.models import Job, utcnow
 from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ def reap_once(rt: Runtime) -> jobs.ReapResult:
         rt.blobs.drop_scratch(f"checkpoints/{job_id}")
     # Temp files of uploads that died mid-stream (a day covers any live upload).
     rt.blobs.sweep_tmp(older_than_s=86400)
+    if s.artifact_retention_days:
+        with rt.sessions() as session:
+            expired = sweep_expired_artifacts(session, rt.blobs, utcnow() - timedelta(days=s.artifact_retention_days))
+        if expired:
+            log.info("reaper: deleted %s artifact(s) past the %s-day retention", expired, s.artifact_retention_days)
     if result.requeued or result.failed or result.resent or inspections:
         log.warning("reaper: requeued %s, failed %s, resent %s, inspections sent %s", result.requeued, result.failed,
                     result.resent, inspections)

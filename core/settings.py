@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     tenant_storage_quota_bytes: int = Field(default=50 * 1024**3, gt=0)
     tenant_max_active_jobs: int = Field(default=8, gt=0)
     tenant_requests_per_minute: int = Field(default=1200, gt=0)
+    # Artifacts of finished jobs older than this are deleted by the reaper (jobs and metrics stay);
+    # unset keeps them until a user deletes them.
+    artifact_retention_days: int | None = Field(default=None, gt=0)
     upload_chunk_bytes: int = Field(default=1024 * 1024, gt=0)
 
     # A running job whose worker stops heartbeating for this long is re-run

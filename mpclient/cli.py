@@ -310,6 +310,34 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Delete by id; the prefix says what it is (mdl_, job_, art_, ds_)."""
+    kinds = {"mdl_": "model", "job_": "job", "art_": "artifact", "ds_": "dataset"}
+    kind = next((k for prefix, k in kinds.items() if args.id.startswith(prefix)), None)
+    if kind is None:
+        print(f"modelpress: {args.id!r} is not a model, job, artifact or dataset id (mdl_/job_/art_/ds_…)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.cascade and kind != "model":
+        print("modelpress: --cascade goes with a model id", file=sys.stderr)
+        return EXIT_USAGE
+    with _client(args) as c:
+        if kind == "model":
+            c.delete_model(args.id, cascade=args.cascade)
+        else:
+            getattr(c, f"delete_{kind}")(args.id)
+    _emit(args, {"deleted": args.id, "kind": kind}, f"deleted {kind} {args.id}")
+    return EXIT_OK
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        u = c.usage()
+    kinds = ", ".join(f"{k} {u[k]['bytes']} B ({u[k]['count']})" for k in ("models", "datasets", "artifacts"))
+    _emit(args, u, f"{u['used_bytes']} of {u['quota_bytes']} bytes: {kinds}; {u['active_jobs']} active job(s)")
+    return EXIT_OK
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     """Decode a container locally (numpy only): list its tensors, optionally save them as .npz."""
     import numpy as np
@@ -418,6 +446,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=_run(cmd_cancel))
+
+    p = sub.add_parser("delete", parents=[common], help="delete a model, job, artifact or dataset (and its bytes)")
+    p.add_argument("id", metavar="ID", help="mdl_…, job_…, art_… or ds_…")
+    p.add_argument("--cascade", action="store_true", help="a model: also delete its finished jobs and their artifacts")
+    p.set_defaults(func=_run(cmd_delete))
+
+    p = sub.add_parser("usage", parents=[common], help="bytes stored against the quota, by kind")
+    p.set_defaults(func=_run(cmd_usage))
 
     p = sub.add_parser("weights", parents=[common], help="decode a downloaded model.mpz here (numpy only, no server)")
     p.add_argument("container", metavar="MODEL.MPZ")

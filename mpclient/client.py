@@ -152,6 +152,21 @@ class Client:
     def delete_dataset(self, dataset_id: str) -> None:
         self._request("DELETE", f"/v1/datasets/{dataset_id}", idempotent=True)
 
+    def delete_model(self, model_id: str, cascade: bool = False) -> None:
+        """cascade: also the finished jobs made from it, with their artifacts (active jobs: 409)."""
+        self._request("DELETE", f"/v1/models/{model_id}", idempotent=True, params={"cascade": str(cascade).lower()})
+
+    def delete_job(self, job_id: str) -> None:
+        """A finished job with its artifacts (a queued or running one: cancel it first)."""
+        self._request("DELETE", f"/v1/jobs/{job_id}", idempotent=True)
+
+    def delete_artifact(self, artifact_id: str) -> None:
+        self._request("DELETE", f"/v1/artifacts/{artifact_id}", idempotent=True)
+
+    def usage(self) -> dict:
+        """Bytes stored by kind against the quota, active jobs, the artifact retention."""
+        return self._get("/v1/usage")
+
     # -- jobs -------------------------------------------------------------------------------
 
     def submit(self, model_id: str, recipe: str | None = None, pipeline: dict | None = None, *,

@@ -7,11 +7,19 @@ from sqlalchemy.orm import Session
 from storage.models import Artifact, Dataset, Job, JobStatus, Model
 
 
+def usage_by_kind(session: Session, owner: str) -> dict[str, dict[str, int]]:
+    """{"models" | "datasets" | "artifacts": {"bytes", "count"}} (bytes as rows count them: a blob two rows
+    share counts twice, as the quota does)."""
+    out = {}
+    for name, table in (("models", Model), ("datasets", Dataset), ("artifacts", Artifact)):
+        count, total = session.execute(select(func.count(), func.coalesce(func.sum(table.size_bytes), 0))
+                                       .where(table.owner == owner)).one()
+        out[name] = {"bytes": int(total), "count": int(count)}
+    return out
+
+
 def usage_bytes(session: Session, owner: str) -> int:
-    models = session.scalar(select(func.coalesce(func.sum(Model.size_bytes), 0)).where(Model.owner == owner))
-    artifacts = session.scalar(select(func.coalesce(func.sum(Artifact.size_bytes), 0)).where(Artifact.owner == owner))
-    datasets = session.scalar(select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.owner == owner))
-    return int(models) + int(artifacts) + int(datasets)
+    return sum(kind["bytes"] for kind in usage_by_kind(session, owner).values())
 
 
 def active_jobs(session: Session, owner: str) -> int:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 
 from api.ownership import get_owned
 from api.deps import BlobsDep, OwnerDep, SessionDep
 from api.schemas import ErrorOut, ArtifactOut
+from storage.deletion import delete_artifacts
 from storage.models import Artifact, Job
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
@@ -54,3 +55,12 @@ def download_artifact(artifact_id: str, session: SessionDep, owner: OwnerDep, bl
         headers={"X-Checksum-SHA256": art.sha256, "Repr-Digest": f"sha-256=:{digest_b64}:",
                  "ETag": f'"{art.sha256}"'},
     )
+
+
+@router.delete("/{artifact_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={404: {"model": ErrorOut, "description": "unknown id"}})
+def delete_artifact(artifact_id: str, session: SessionDep, owner: OwnerDep, blobs: BlobsDep) -> Response:
+    """Delete one file of a finished job (its bytes go once no other row shares them); the job and its
+    metrics stay."""
+    delete_artifacts(session, blobs, [get_owned_artifact(session, owner, artifact_id)])
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,10 +1,12 @@
-"""What the service can do: method schemas and preset recipes."""
+"""What the service can do (method schemas, preset recipes) and what the tenant stores (usage)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from api.schemas import ErrorOut, RecipeOut
+from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.schemas import ErrorOut, RecipeOut, UsageOut
 from compression.registry import RECIPES, method_schemas
+from storage.usage import active_jobs, usage_by_kind
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -26,3 +28,12 @@ def get_recipe(name: str) -> RecipeOut:
     if r is None:
         raise HTTPException(404, f"recipe {name!r} not found")
     return RecipeOut(name=r.name, description=r.description, stages=r.stages)
+
+
+@router.get("/usage", response_model=UsageOut)
+def get_usage(session: SessionDep, owner: OwnerDep, settings: SettingsDep) -> UsageOut:
+    """Bytes stored by kind against the quota, active jobs, and the artifact retention."""
+    kinds = usage_by_kind(session, owner)
+    return UsageOut(used_bytes=sum(k["bytes"] for k in kinds.values()), quota_bytes=settings.tenant_storage_quota_bytes,
+                    **kinds, active_jobs=active_jobs(session, owner),
+                    artifact_retention_days=settings.artifact_retention_days)

@@ -13,11 +13,11 @@ from api.schemas import DatasetOut, DatasetPage, ErrorOut
 from api.upload import receive_upload
 from compression.data.datasets import sniff_dataset
 from storage.blob_refs import drop_if_unreferenced, insert_with_blob
-from storage.models import Dataset, Job, JobStatus, Model
+from storage.deletion import ACTIVE
+from storage.models import Dataset, Job, Model
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 
 
 @router.post(

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.ownership import get_owned
-from api.deps import OwnerDep, RuntimeDep, SessionDep
+from api.deps import BlobsDep, OwnerDep, RuntimeDep, SessionDep
 from api.pagination import paginate
 from api.routers.datasets import get_owned_dataset
 from api.routers.models import get_owned_model
@@ -23,6 +23,7 @@ from compression.data.datasets import check_dataset_against_model
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES, STAGE_SPECS
 from storage import jobs as job_state
+from storage.deletion import delete_jobs
 from storage.models import Artifact, InspectionStatus, Job, JobStatus, utcnow
 from storage.usage import active_jobs
 
@@ -223,6 +224,19 @@ def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Job:
     if JobStatus(job.status).finished:
         raise HTTPException(409, f"job {job_id} is already {job.status}")
     return job_state.request_cancel(session, job)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "the job is queued or running"}})
+def delete_job(job_id: str, session: SessionDep, owner: OwnerDep, blobs: BlobsDep) -> Response:
+    """Delete a finished job with its artifacts (and their bytes); a queued or running job must be
+    cancelled and end first."""
+    job = get_owned_job(session, owner, job_id)
+    if not JobStatus(job.status).finished:
+        raise HTTPException(409, f"job {job_id} is {job.status}; cancel it (POST /v1/jobs/{job_id}/cancel) and "
+                                 "delete it once it has ended")
+    delete_jobs(session, blobs, [job])
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsOut, responses=NOT_FOUND)

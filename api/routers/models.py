@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
@@ -16,6 +16,7 @@ from api.upload import receive_upload
 from compression.formats import sniff
 from compression.formats.options import loader_options, parse_upload_options
 from storage.blob_refs import insert_with_blob
+from storage.deletion import ACTIVE, delete_model, jobs_of_model
 from storage.models import Model, utcnow
 from storage.usage import usage_bytes
 
@@ -129,3 +130,26 @@ def get_owned_model(session, owner: str, model_id: str) -> Model:
 @router.get("/{model_id}", response_model=ModelOut, responses={404: {"model": ErrorOut, "description": "unknown id"}})
 def get_model(model_id: str, session: SessionDep, owner: OwnerDep) -> Model:
     return get_owned_model(session, owner, model_id)
+
+
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={404: {"model": ErrorOut, "description": "unknown id"},
+                          409: {"model": ErrorOut, "description": "jobs use the model (cascade=true deletes finished "
+                                                                   "ones; queued or running ones must end first)"}})
+def delete_model_route(model_id: str, session: SessionDep, owner: OwnerDep, blobs: BlobsDep,
+                       cascade: bool = Query(False, description="also delete the finished jobs made from the "
+                                                                 "model (or taught by it) with their artifacts")
+                       ) -> Response:
+    """Delete an uploaded model and its bytes. Jobs made from it keep it alive unless `cascade=true`;
+    a queued or running job always does (cancel it first)."""
+    model = get_owned_model(session, owner, model_id)
+    jobs = jobs_of_model(session, model)
+    active = [j.id for j in jobs if j.status in ACTIVE]
+    if active:
+        raise HTTPException(409, f"model {model_id} is used by active job(s) {', '.join(active[:5])}; "
+                                 "wait for them or cancel them first")
+    if jobs and not cascade:
+        raise HTTPException(409, f"model {model_id} has {len(jobs)} finished job(s) ({', '.join(j.id for j in jobs[:5])}); "
+                                 "delete them first, or DELETE with ?cascade=true to delete them with their artifacts")
+    delete_model(session, blobs, model)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,6 +5,7 @@ interleaved (a, b, a, b, ...) so machine noise hits all of them alike; the media
 """
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -32,12 +33,38 @@ def _call(model: torch.nn.Module, inputs: tuple):
     return model(*inputs)
 
 
+def _fft_flops(shape, dims, n_of) -> int:
+    n = n_of(shape, dims)
+    vectors = math.prod(shape) // max(1, math.prod(shape[d] for d in dims))
+    return int(2.5 * n * math.log2(max(n, 2)) * vectors)   # a real FFT of length n: ~2.5 n log2 n flops
+
+
+def _r2c(x_shape, dim, *args, **kwargs) -> int:
+    return _fft_flops(x_shape, dim, lambda shape, dims: math.prod(shape[d] for d in dims))
+
+
+def _c2r(x_shape, dim, normalization, last_dim_size, *args, **kwargs) -> int:
+    return _fft_flops(x_shape, dim, lambda shape, dims: math.prod(shape[d] for d in dims[:-1]) * last_dim_size)
+
+
+def _bmm(a, b, *args, out_val=None, **kwargs) -> int:
+    """A complex multiply-add is four real ones (the FFT path of block-circulant layers multiplies spectra)."""
+    batch, m, k = a.shape
+    return 2 * batch * m * k * b.shape[-1] * (4 if a.is_complex() else 1)
+
+
+_bmm._get_raw = True   # FlopCounterMode hands raw tensors (not shapes) to formulas marked so: dtype is needed
+# torch's counter has no formulas for FFTs: without these an FFT product would look free
+_EXTRA_FORMULAS = {torch.ops.aten._fft_r2c: _r2c, torch.ops.aten._fft_c2r: _c2r, torch.ops.aten.bmm: _bmm}
+
+
 @torch.no_grad()
 def count_macs(model: torch.nn.Module, inputs: tuple,
                call: Callable[[torch.nn.Module, tuple], object] = _call) -> int:
     """Multiply-accumulates of one forward pass: FlopCounterMode counts 2 flops per MAC for
-    matmul/conv/attention, which is what it counts (elementwise ops are not included)."""
-    counter = FlopCounterMode(display=False)
+    matmul/conv/attention (and, added here, FFTs and complex matmuls), which is what it counts
+    (elementwise ops are not included)."""
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
     with counter:
         call(model, inputs)
     return int(counter.get_total_flops()) // 2

@@ -122,7 +122,10 @@ def test_every_id_taking_body_field_hides_other_tenants_objects(two_tenants, len
 
 def test_every_route_with_an_id_hides_other_tenants_objects(two_tenants):
     client, app, a, b, ids = two_tenants
-    routes = sorted(_id_routes(app), key=lambda route: route[0] == "DELETE")   # deletes last
+    # deletes last, each object before what it depends on (an artifact before its job, a job before its model)
+    order = ("{artifact_id}", "{job_id}", "{dataset_id}", "{model_id}")
+    routes = sorted(_id_routes(app), key=lambda route: (route[0] == "DELETE", next(
+        (i for i, name in enumerate(order) if name in route[1]), 0) if route[0] == "DELETE" else 0))
     assert len(routes) >= 10 and any("{dataset_id}" in path for _, path in routes), routes
     for method, path in routes:
         url = path.format(**ids)

@@ -48,6 +48,16 @@ def test_cli_submit_wait_download_json(live_stack, lenet_file, tmp_path):
     plain = cli(live_stack, "jobs")
     assert plain.returncode == 0 and job["id"] in plain.stdout and "succeeded" in plain.stdout
 
+    usage = cli(live_stack, "usage", "--json")
+    assert usage.returncode == 0 and json.loads(usage.stdout)["artifacts"]["count"] >= len(arts)
+    # delete: a model with jobs names the fix; the job, then the model, go
+    refused = cli(live_stack, "delete", job["model_id"])
+    assert refused.returncode == 3 and "cascade" in refused.stderr, refused.stderr
+    assert cli(live_stack, "delete", job["id"]).returncode == 0
+    assert cli(live_stack, "status", job["id"]).returncode == 3
+    assert cli(live_stack, "delete", job["model_id"], "--json").returncode == 0
+    assert cli(live_stack, "delete", "nonsense").returncode == 2
+
 
 def test_cli_destroyed_model_is_never_a_quiet_success(live_stack, lenet_file, tmp_path):
     """The job runs (succeeded) but its verdict fails: exit 4, the verdict on stderr, the client flags it."""

@@ -123,3 +123,14 @@ def test_choice_and_front():
     assert choose(missed, None)["name"] == "c"                # the closest to the bar among those meeting size
     too_big = [dict(r, meets_size=False) for r in rows]
     assert choose(too_big, None)["name"] == "d"               # nothing meets size: the smallest
+
+
+def test_train_data_adds_the_structure_families_that_only_recovery_training_makes_usable():
+    speed = GoalSpec.model_validate({"target": {"speedup": 2}})
+    size = GoalSpec.model_validate({"target": {"ratio": 10}})
+    assert "separable-finetune" in [c.name for c in candidates_for(speed, True, has_train=True)]
+    assert "block-circulant-16-finetune-int8" in [c.name for c in candidates_for(size, True, has_train=True)]
+    assert not {"separable-finetune", "block-circulant-16-finetune-int8"} & {
+        c.name for goal in (speed, size) for c in candidates_for(goal, True, has_train=False)}
+    pruning_only = GoalSpec.model_validate({"target": {"speedup": 2}, "methods": ["structured_prune", "finetune"]})
+    assert "separable-finetune" not in [c.name for c in candidates_for(pruning_only, True, has_train=True)]

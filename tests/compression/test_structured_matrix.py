@@ -163,3 +163,14 @@ def test_jobs_with_structured_stages_verify_from_their_bytes(arch, stages, tmp_p
     assert m["verification"]["model.pt2"]["output_max_abs_diff"] < 1e-4
     sizes = {a.name: a.path.stat().st_size for a in out.artifacts}
     assert sizes["model.mpz"] < path.stat().st_size / 2
+
+
+def test_the_fft_product_is_counted_not_free():
+    """torch's flop counter has no FFT formulas; the job's MAC count adds them (and complex products at 4x)."""
+    from compression.job.metrics import count_macs
+
+    layer = BlockCirculantLinear(784, 300, 64)   # 5 x 13 blocks: the FFT path
+    macs = count_macs(layer, (torch.randn(1, 784),))
+    spectra_products = 4 * 5 * 13 * (64 // 2 + 1)   # real multiply-adds of the complex block products
+    assert spectra_products + 13 * 64 < macs < 784 * 300
+    assert count_macs(nn.Linear(784, 300), (torch.randn(1, 784),)) == 784 * 300

@@ -138,6 +138,11 @@ def test_upload_int8_charts_download(page, live_stack, lenet_file, tmp_path):
     page.select_option("#status-filter", "succeeded")
     page.locator(f'tr[data-job="{job_id}"] .badge[data-status="succeeded"]').wait_for(timeout=10_000)
 
+    # the storage bar counts the upload and the artifacts
+    usage = page.locator("#usage .progress")
+    usage.wait_for(timeout=10_000)
+    assert "models" in usage.inner_text() and "artifacts" in usage.inner_text()
+
     # phone width: no sideways scrolling
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{live_stack.url}/ui/#/jobs/{job_id}")
@@ -145,6 +150,17 @@ def test_upload_int8_charts_download(page, live_stack, lenet_file, tmp_path):
     assert page.evaluate("document.documentElement.scrollWidth") <= 391
     page.screenshot(path=str(shots / "3-phone.png"), full_page=True)
     print(f"screenshots in {shots}")
+
+    # delete one artifact, then the job, each after a confirmation
+    row = page.locator(f'tr[data-artifact="{container["id"]}"]')
+    row.locator("button.delete").click()
+    row.locator("button.confirm-delete").click()
+    row.wait_for(state="detached", timeout=10_000)
+    assert httpx.get(f"{live_stack.url}/v1/artifacts/{container['id']}").status_code == 404
+    page.click("#job-delete button.delete")
+    page.click("#job-delete button.confirm-delete")
+    page.wait_for_url(lambda url: url.endswith("/ui/#/"), timeout=10_000)
+    assert httpx.get(f"{live_stack.url}/v1/jobs/{job_id}").status_code == 404
 
 
 def test_an_upload_the_service_cannot_use_says_so_with_the_fix(page, live_stack, tmp_path):

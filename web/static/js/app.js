@@ -6,7 +6,7 @@ import { bytes, h, uuid, when } from "./dom.js";
 import { methodForm } from "./forms.js";
 import { analyzeCard, goalCard, goalLine } from "./goal.js";
 import { evaluationCard, trainingLine, trainingLogCard, trainingText } from "./training.js";
-import { badge, errorBox, fileDrop, progressBar, progressSlot, runUpload } from "./widgets.js";
+import { badge, confirmDelete, errorBox, fileDrop, progressBar, progressSlot, runUpload } from "./widgets.js";
 
 const main = document.getElementById("main");
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -284,6 +284,21 @@ function jobsSection() {
   return section;
 }
 
+// What the tenant stores against its quota: one bar, the kinds beside it.
+function usageSection() {
+  const section = h("section", { class: "card", id: "usage" }, h("p", { class: "muted" }, "Storage…"));
+  api("/v1/usage").then((u) => {
+    const kinds = ["models", "datasets", "artifacts"].map((k) => `${k} ${bytes(u[k].bytes)} (${u[k].count})`).join(" · ");
+    section.replaceChildren(h("div", { class: "head" }, h("h2", {}, "Storage"),
+      h("span", { class: "muted" }, `${bytes(u.used_bytes)} of ${bytes(u.quota_bytes)}`)),
+      progressBar(u.used_bytes / u.quota_bytes, kinds),
+      h("p", { class: "muted" }, `${u.active_jobs} active job(s)` + (u.artifact_retention_days
+        ? ` · artifacts are deleted ${u.artifact_retention_days} days after their job` : "")
+        + " · delete jobs and artifacts from their job page, datasets from Datasets"));
+  }).catch((err) => section.replaceChildren(errorBox(err)));
+  return section;
+}
+
 async function home(seq) {
   const builder = await builderSection();
   if (stale(seq)) return;
@@ -292,7 +307,7 @@ async function home(seq) {
     lastUploaded = model;
     builder.refresh();
   });
-  main.replaceChildren(h("div", { class: "grid" }, upload, builder), jobs);
+  main.replaceChildren(h("div", { class: "grid" }, upload, builder), jobs, usageSection());
 }
 
 // ---------------------------------------------------------------------------- job page
@@ -344,7 +359,8 @@ function charts(m) {
 
 function artifactsTable(arts) {
   if (!arts.length) return h("p", { class: "muted" }, "No artifacts.");
-  return h("div", { class: "scroll" }, h("table", { class: "artifacts", id: "artifacts" },
+  const message = h("div");
+  return h("div", { class: "scroll" }, message, h("table", { class: "artifacts", id: "artifacts" },
     h("thead", {}, h("tr", {}, ["Name", "Kind", "Size", "sha256", ""].map((t) => h("th", {}, t)))),
     h("tbody", {}, arts.map((a) => {
       const state = h("span", { class: "dl-state", "aria-live": "polite" });
@@ -362,8 +378,11 @@ function artifactsTable(arts) {
           btn.disabled = false;
         }
       } }, "Download");
-      return h("tr", {}, h("td", {}, a.name), h("td", {}, a.kind), h("td", {}, bytes(a.size_bytes)),
-        h("td", {}, h("code", { class: "hash", title: a.sha256 }, a.sha256)), h("td", { class: "nowrap" }, btn, " ", state));
+      const row = h("tr", { "data-artifact": a.id }, h("td", {}, a.name), h("td", {}, a.kind), h("td", {}, bytes(a.size_bytes)),
+        h("td", {}, h("code", { class: "hash", title: a.sha256 }, a.sha256)), h("td", { class: "nowrap" }, btn, " ", state, " ",
+          confirmDelete({ url: `/v1/artifacts/${encodeURIComponent(a.id)}`, label: `delete ${a.name}`, message,
+            onDeleted: () => row.remove() })));
+      return row;
     }))));
 }
 
@@ -408,6 +427,12 @@ async function jobPage(id, seq) {
       trainingLine(j),
     ];
     if (!FINISHED.has(j.status)) bits.push(h("div", { class: "actions" }, cancel, j.cancel_requested ? h("span", { class: "muted" }, " cancel requested…") : null));
+    if (FINISHED.has(j.status)) {   // a finished job can go, with its artifacts and their bytes
+      const message = h("div");
+      bits.push(h("div", { class: "actions", id: "job-delete" }, confirmDelete({
+        url: `/v1/jobs/${encodeURIComponent(j.id)}`, label: `delete job ${j.id}`, message, text: "Delete job",
+        onDeleted: () => { location.hash = "#/"; } }), message));
+    }
     if (j.status === "failed") {
       bits.push(h("div", { class: "failure", id: "failure" }, h("strong", {}, explain(j.error)),
         h("details", {}, h("summary", {}, "technical detail"), h("pre", {}, j.error || "(none)"))));

@@ -1,7 +1,7 @@
 // Datasets: upload, list (paginated), delete; and the job form's data selectors by role.
 import { api, uploadDataset } from "./api.js";
 import { bytes, h, when } from "./dom.js";
-import { errorBox, fileDrop, progressSlot, runUpload } from "./widgets.js";
+import { confirmDelete, errorBox, fileDrop, progressSlot, runUpload } from "./widgets.js";
 
 const PAGE = 20;
 export const ROLES = [
@@ -51,26 +51,9 @@ function uploadCard(onUploaded) {
 // ---------------------------------------------------------------------------- list
 
 function deleteCell(ds, message, onDeleted) {
-  const cell = h("td", { class: "nowrap" });
-  const ask = () => cell.replaceChildren(
-    h("span", { class: "muted" }, "Delete? "),
-    h("button", { type: "button", class: "danger confirm-delete", onclick: remove }, "Yes, delete"), " ",
-    h("button", { type: "button", class: "link", onclick: idle }, "keep"));
-  const idle = () => cell.replaceChildren(
-    h("button", { type: "button", class: "delete", "aria-label": `delete ${ds.filename}`, onclick: ask }, "Delete"));
-  async function remove(e) {
-    e.target.disabled = true;
-    message.replaceChildren();
-    try {
-      await api(`/v1/datasets/${encodeURIComponent(ds.id)}`, { method: "DELETE" });
-      onDeleted(ds);
-    } catch (err) {
-      message.replaceChildren(errorBox(err));
-      idle();
-    }
-  }
-  idle();
-  return cell;
+  return h("td", { class: "nowrap" }, confirmDelete({
+    url: `/v1/datasets/${encodeURIComponent(ds.id)}`, label: `delete ${ds.filename}`, message,
+    onDeleted: () => onDeleted(ds) }));
 }
 
 function datasetRow(ds, message, onDeleted) {

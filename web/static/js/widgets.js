@@ -1,5 +1,6 @@
-// Pieces shared by the dashboard's views: error boxes, progress bars, status badges, file drop zones.
-import { ApiError } from "./api.js";
+// Pieces shared by the dashboard's views: error boxes, progress bars, status badges, file drop zones,
+// two-step delete buttons.
+import { api, ApiError } from "./api.js";
 import { bytes, h } from "./dom.js";
 
 export function errorBox(err) {
@@ -58,4 +59,28 @@ export async function runUpload(f, { status, bar, send }) {
     status.replaceChildren(errorBox(err));
     return null;
   }
+}
+
+// "Delete" -> "Delete? Yes, delete / keep": DELETE `url`, then onDeleted(); errors go to `message`.
+export function confirmDelete({ url, label, message, onDeleted, text = "Delete" }) {
+  const slot = h("span", { class: "delete-control nowrap" });
+  const ask = () => slot.replaceChildren(
+    h("span", { class: "muted" }, `${text}? `),
+    h("button", { type: "button", class: "danger confirm-delete", onclick: remove }, "Yes, delete"), " ",
+    h("button", { type: "button", class: "link", onclick: idle }, "keep"));
+  const idle = () => slot.replaceChildren(
+    h("button", { type: "button", class: "delete", "aria-label": label, onclick: ask }, text));
+  async function remove(e) {
+    e.target.disabled = true;
+    message.replaceChildren();
+    try {
+      await api(url, { method: "DELETE" });
+      onDeleted();
+    } catch (err) {
+      message.replaceChildren(errorBox(err));
+      idle();
+    }
+  }
+  idle();
+  return slot;
 }
