@@ -12,6 +12,9 @@ COPY web web
 COPY mpclient mpclient
 # the versions the tests ran with (constraints.txt is the lock)
 RUN pip install --no-cache-dir -c constraints.txt .
+# not root: an unprivileged user owns the data folder (named volumes copy this ownership when created)
+RUN useradd --create-home --uid 10001 modelpress && mkdir -p /data && chown modelpress:modelpress /data
+USER modelpress
 ENV MODELPRESS_HOME=/data
 EXPOSE 8000
 CMD ["modelpress", "api", "--host", "0.0.0.0", "--port", "8000"]

@@ -14,6 +14,7 @@ from api.routers import artifacts, catalog, datasets, events, health, jobs, mode
 from api.limits import RateLimiter
 from api.schemas import ERROR_RESPONSES
 from compression.errors import ModelpressError
+from core.logs import RequestIdMiddleware
 from core.settings import Settings, get_settings
 from core.reaper import Reaper
 from core.runtime import make_runtime
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
                   description="Model compression as a service for PyTorch.")
     app.state.runtime = runtime
     app.state.rate_limiter = RateLimiter(settings.tenant_requests_per_minute)
+    app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(ModelpressError)
     async def _user_fixable(request: Request, exc: ModelpressError) -> JSONResponse:

@@ -44,12 +44,15 @@ def _serve(host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from api.app import create_app
+    from core.logs import log_config
 
     print(f"modelpress API on http://{host}:{port}  (docs: http://{host}:{port}/docs)", flush=True)
+    logging = log_config(get_settings().log_format)   # request ids in every line, text or JSON
     if workers > 1:  # separate processes: uvicorn needs an import string
-        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
+                    log_config=logging)
     else:
-        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(), host=host, port=port, log_level="info", log_config=logging)
 
 
 def _unsafe_bind(args: argparse.Namespace) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Iterator
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
@@ -32,14 +33,22 @@ UNAUTHORIZED = HTTPException(401, "missing or invalid API key; send 'Authorizati
                              headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_owner(request: Request, rt: RuntimeDep) -> str:
+# Declares the scheme in OpenAPI (securitySchemes + per-route security, so generated clients and /docs
+# know about keys); auto_error off: without auth the embedded default needs no header, and our 401 says more.
+BEARER = HTTPBearer(auto_error=False, scheme_name="ApiKey",
+                    description="an API key (`modelpress keys create --tenant NAME`) as 'Authorization: Bearer <key>'; "
+                                "not needed when the service runs without authentication (the embedded default)")
+
+
+def get_owner(request: Request, rt: RuntimeDep,
+              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> str:
     """The tenant of the caller; every query filters on it, so another tenant's
     ids answer 404 exactly like ids that do not exist."""
     if not rt.settings.auth_enabled:
         tenant = LOCAL_TENANT
     else:
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key:
+        key = credentials.credentials if credentials is not None else ""
+        if not key:
             raise UNAUTHORIZED
         # Its own short session: a request's session may live through a long
         # upload, and must not pin a pooled connection for all of it.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     # Artifacts of finished jobs older than this are deleted by the reaper (jobs and metrics stay);
     # unset keeps them until a user deletes them.
     artifact_retention_days: int | None = Field(default=None, gt=0)
+    # Log lines as text or JSON objects; each carries the request's X-Request-ID.
+    log_format: Literal["text", "json"] = "text"
     upload_chunk_bytes: int = Field(default=1024 * 1024, gt=0)
 
     # A running job whose worker stops heartbeating for this long is re-run

@@ -111,8 +111,33 @@ class _Pair(argparse.Action):
         setattr(namespace, self.dest, (self.const, values))
 
 
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "modelpress" / "config.json"
+
+
+def _configured_key() -> str | None:
+    """The key from MODELPRESS_API_KEY, else from the config file ({"api_key": "..."}, readable by its owner only)."""
+    if os.environ.get("MODELPRESS_API_KEY"):
+        return os.environ["MODELPRESS_API_KEY"]
+    path = config_path()
+    if not path.is_file():
+        return None
+    if path.stat().st_mode & 0o077:
+        print(f"modelpress: warning: {path} is readable by other users; chmod 600 it", file=sys.stderr)
+    try:
+        key = json.loads(path.read_text()).get("api_key")
+    except (ValueError, AttributeError):
+        print(f"modelpress: warning: {path} is not a JSON object with \"api_key\"; ignored", file=sys.stderr)
+        return None
+    return key if isinstance(key, str) and key else None
+
+
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url, api_key=args.api_key or None)
+    if args.api_key:   # a flag lands in shell history and in `ps` output
+        print("modelpress: warning: --api-key is visible in shell history and to other users' `ps`; set "
+              f"MODELPRESS_API_KEY or put {{\"api_key\": ...}} in {config_path()} instead", file=sys.stderr)
+    return Client(args.url, api_key=args.api_key or _configured_key())
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -392,8 +417,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("MODELPRESS_URL", DEFAULT_URL),
                         help="API base URL (env MODELPRESS_URL; default %(default)s)")
-    common.add_argument("--api-key", default=os.environ.get("MODELPRESS_API_KEY"),
-                        help="API key sent as 'Authorization: Bearer' (env MODELPRESS_API_KEY)")
+    common.add_argument("--api-key", default=None, help="API key (prefer env MODELPRESS_API_KEY or "
+                        "~/.config/modelpress/config.json {\"api_key\": ...}: a flag shows in shell history and `ps`)")
     common.add_argument("--json", action="store_true", help="print JSON for scripts (no progress bars)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 

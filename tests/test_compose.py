@@ -40,3 +40,12 @@ def test_compose_env_names_are_real_settings():
         assert set(env) <= known, set(env) - known
         assert env["MODELPRESS_DATABASE_URL"].startswith("postgresql")
         assert env["MODELPRESS_BROKER_URL"].startswith("redis://")
+
+
+def test_services_restart_the_worker_has_a_healthcheck_and_the_image_is_not_root():
+    cfg = _config()
+    assert all(cfg["services"][name].get("restart") == "unless-stopped"
+               for name in ("api", "worker", "postgres", "redis"))
+    assert "inspect ping" in " ".join(cfg["services"]["worker"]["healthcheck"]["test"])
+    users = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")

@@ -12,7 +12,7 @@ from mpclient.cli import main as cli_main
 from tests.client.livestack import auth_server  # noqa: F401
 
 
-def test_client_and_cli_with_api_key(auth_server, lenet_file, monkeypatch, capsys):
+def test_client_and_cli_with_api_key(auth_server, lenet_file, monkeypatch, capsys, tmp_path):
     with Client(auth_server.url, api_key=auth_server.key_a) as c:
         model = c.upload_model(lenet_file, architecture="lenet-300-100")
         job = c.submit(model.id, recipe="int8")
@@ -39,6 +39,20 @@ def test_client_and_cli_with_api_key(auth_server, lenet_file, monkeypatch, capsy
     assert cli_main(["cancel", job.id, "--url", auth_server.url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
     monkeypatch.delenv("MODELPRESS_API_KEY")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert cli_main(["status", job.id, "--url", auth_server.url]) == 3
     assert "401" in capsys.readouterr().err
+    # the key from the config file (owner-only), with no flag and no environment
+    config = tmp_path / "modelpress" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"api_key": auth_server.key_a}))
+    config.chmod(0o600)
+    assert cli_main(["status", job.id, "--url", auth_server.url]) == 1   # found (the job was cancelled)
+    assert "warning" not in capsys.readouterr().err
+    config.chmod(0o644)
+    assert cli_main(["status", job.id, "--url", auth_server.url]) == 1
+    assert "readable by other users" in capsys.readouterr().err
+    config.unlink()
+    # the flag still works, with a warning that says where the key should live
     assert cli_main(["status", job.id, "--url", auth_server.url, "--api-key", auth_server.key_a]) == 1  # cancelled
+    assert "MODELPRESS_API_KEY" in capsys.readouterr().err
