@@ -129,6 +129,24 @@ def select_targets(state: CompressionState, exclude: list[str], include_embeddin
     return chosen
 
 
+def require_replaceable_layers(state: CompressionState, kind: str) -> None:
+    """Stages that swap layers (low_rank, structured_matrix, compact_filters) run on an eager model, first."""
+    if state.encodings:
+        raise CompressionError(f"{kind} must run before any stage that encodes weights (quantize, share, prune)")
+    if isinstance(state.model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+        raise CompressionError(f"{kind} replaces layers: TorchScript and torch.export programs cannot be "
+                               "restructured (upload weights + architecture instead)")
+
+
+def modules_to_replace(model: torch.nn.Module, layers: list[str], exclude: list[str],
+                       eligible: Callable[[torch.nn.Module], bool]) -> list[tuple[str, torch.nn.Module]]:
+    """Eligible modules named by `layers` (all when empty) and not by `exclude` (glob patterns)."""
+    def wanted(name: str) -> bool:
+        return (not layers or any(fnmatchcase(name, p) for p in layers)) \
+            and not any(fnmatchcase(name, p) for p in exclude)
+    return [(name, mod) for name, mod in model.named_modules() if eligible(mod) and wanted(name)]
+
+
 def check_finite(name: str, w: torch.Tensor) -> None:
     if not torch.isfinite(w).all():
         raise CompressionError(f"{name} holds NaN or infinite values")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Annotated, Literal
 
 import torch
@@ -23,7 +22,8 @@ from torch import nn
 from compression.errors import CompressionError
 from compression.formats.structure import record_replacement
 from compression.layers.transferred import TransferredConv2d, fit_transferred
-from compression.stage import CompressionState, MethodSpec, Phase, check_finite, pattern_matches
+from compression.stage import CompressionState, MethodSpec, Phase, check_finite, modules_to_replace, \
+    pattern_matches, require_replaceable_layers
 
 Pattern = Annotated[str, Field(min_length=1, max_length=256)]
 Transform = Literal["negate", "hflip", "vflip", "rot90", "rot180", "rot270"]
@@ -122,23 +122,10 @@ def transferred(conv: nn.Conv2d, transforms: list[str], iterations: int, seed: i
         return new, new.filters()
 
 
-def _selected(spec: CompactFiltersSpec, model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    def wanted(name: str) -> bool:
-        return (not spec.layers or any(fnmatchcase(name, p) for p in spec.layers)) \
-            and not any(fnmatchcase(name, p) for p in spec.exclude)
-    return [(name, mod) for name, mod in model.named_modules() if _eligible(mod) and wanted(name)]
-
-
 def compact_filters(spec: CompactFiltersSpec, state: CompressionState) -> list[FilterDecision]:
     model = state.model
-    if state.encodings:
-        raise CompressionError("compact_filters must run before any stage that encodes weights")
-    if isinstance(model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
-        raise CompressionError("compact_filters replaces layers: TorchScript and torch.export programs cannot be "
-                               "restructured (upload weights + architecture instead)")
-    if spec.form == "transferred":
-        square = {"rot90", "rot270"} & set(spec.transforms)
-    chosen = _selected(spec, model)
+    require_replaceable_layers(state, "compact_filters")
+    chosen = modules_to_replace(model, spec.layers, spec.exclude, _eligible)
     if not chosen:
         raise CompressionError("compact_filters selects no ungrouped Conv2d with a kernel larger than 1x1")
     decisions = []
@@ -152,7 +139,7 @@ def compact_filters(spec: CompactFiltersSpec, state: CompressionState) -> list[F
             ok = 1 / macs_ratio <= 1 - spec.min_saving
             new, fitted = separable(conv, spec.multiplier)
             after = i * r * (kh * kw + o)
-        elif square and kh != kw:
+        elif {"rot90", "rot270"} & set(spec.transforms) and kh != kw:   # rotations need square kernels
             decisions.append(FilterDecision(name, "transferred", w.numel(), w.numel(), 1.0, False, 0.0))
             continue
         else:

@@ -18,7 +18,7 @@ from torch import nn
 
 from compression.errors import CompressionError
 from compression.stage import CompressionState, MethodSpec, Phase, check_finite, pattern_matches, \
-    select_targets
+    require_replaceable_layers, select_targets
 from compression.methods.lowrank_rank import Layer, choose_ranks, kept_energy, spectra_of, stride_product
 from compression.formats.structure import record_replacement
 
@@ -195,11 +195,7 @@ def _layer(name: str, mod: nn.Module, method: str, min_saving: float) -> Layer:
 def plan(spec: LowRankSpec, state: CompressionState) -> tuple[list[Layer], dict[str, tuple[int, ...]]]:
     """The layers the stage considers and the ranks chosen for each (nothing is changed)."""
     model = state.model
-    if state.encodings:
-        raise CompressionError("low_rank must run before any stage that encodes weights (quantize, share, prune)")
-    if isinstance(model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
-        raise CompressionError("low_rank needs a model whose layers can be replaced; TorchScript and torch.export "
-                               "programs cannot be restructured (upload weights + architecture instead)")
+    require_replaceable_layers(state, "low_rank")
     targets = select_targets(state, spec.exclude, include_embeddings=False, kind="low_rank")
     modules = dict(model.named_modules())
     # tied weights (an output layer sharing the embedding matrix) stay tied: factoring one user would untie them

@@ -6,7 +6,6 @@ Each swap is recorded in `state.structure`, so artifacts rebuild without pickles
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Annotated, Literal
 
 import torch
@@ -17,7 +16,8 @@ from compression.errors import CompressionError
 from compression.formats.structure import record_replacement
 from compression.layers.structured_matrices import BlockCirculantLinear, ToeplitzLinear, project_block_circulant, \
     project_toeplitz
-from compression.stage import CompressionState, MethodSpec, Phase, check_finite, pattern_matches
+from compression.stage import CompressionState, MethodSpec, Phase, check_finite, modules_to_replace, \
+    pattern_matches, require_replaceable_layers
 
 Pattern = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -86,21 +86,10 @@ def _structured(spec: StructuredMatrixSpec, mod: nn.Module) -> nn.Module:
     return new
 
 
-def _selected(spec: StructuredMatrixSpec, model: nn.Module) -> list[tuple[str, nn.Module]]:
-    def wanted(name: str) -> bool:
-        return (not spec.layers or any(fnmatchcase(name, p) for p in spec.layers)) \
-            and not any(fnmatchcase(name, p) for p in spec.exclude)
-    return [(name, mod) for name, mod in model.named_modules() if _eligible(mod) and wanted(name)]
-
-
 def structured_matrix(spec: StructuredMatrixSpec, state: CompressionState) -> list[MatrixDecision]:
     model = state.model
-    if state.encodings:
-        raise CompressionError("structured_matrix must run before any stage that encodes weights")
-    if isinstance(model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
-        raise CompressionError("structured_matrix replaces layers: TorchScript and torch.export programs cannot be "
-                               "restructured (upload weights + architecture instead)")
-    chosen = _selected(spec, model)
+    require_replaceable_layers(state, "structured_matrix")
+    chosen = modules_to_replace(model, spec.layers, spec.exclude, _eligible)
     if not chosen:
         raise CompressionError("structured_matrix selects no Linear layer or 1x1 stride-1 convolution")
     shared = {}
