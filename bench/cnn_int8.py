@@ -74,19 +74,19 @@ def latencies(calls: dict, reps: int = 30) -> dict[str, float]:
     return {k: statistics.median(v) * 1000 for k, v in times.items()}
 
 
-def run(seed: int, data, tmp: Path) -> dict:
+def run(arch: str, seed: int, data, tmp: Path) -> dict:
     (xtr, ytr), (xte, yte) = data
     xtr, xte = xtr.reshape(-1, 1, 28, 28), xte.reshape(-1, 1, 28, 28)
     torch.manual_seed(seed)
-    model = build_architecture("small-resnet")
+    model = build_architecture(arch)
     train(model, xtr, ytr, epochs=4, lr=2e-3, seed=seed)
     model.eval()
-    upload = tmp / f"resnet-{seed}.safetensors"
+    upload = tmp / f"{arch}-{seed}.safetensors"
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(upload))
     np.savez(tmp / "calibration.npz", inputs=xtr[:256].numpy())
     np.savez(tmp / "eval.npz", inputs=xte.numpy(), labels=yte.numpy())
-    out_dir = tmp / f"out-{seed}"
-    run_compression_job(upload, "safetensors", {"architecture": "small-resnet"},
+    out_dir = tmp / f"out-{arch}-{seed}"
+    run_compression_job(upload, "safetensors", {"architecture": arch},
                         parse_pipeline({"stages": [{"kind": "int8", "mode": "static"}]}), out_dir,
                         dataset_files={"calibration": (tmp / "calibration.npz", "npz"),
                                        "eval": (tmp / "eval.npz", "npz")}, measure_latency=False)
@@ -105,23 +105,27 @@ def run(seed: int, data, tmp: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--arch", nargs="+", default=["mobilenet-mini", "small-resnet"])
     args = parser.parse_args()
     data = load_mnist()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
-            row = run(seed, data, Path(tmp))
-            rows.append(row)
-            print(f"seed {seed}: {row['fp32_bytes']:,} -> {row['int8_bytes']:,} B "
-                  f"({row['fp32_bytes'] / row['int8_bytes']:.2f}x), top-1 {row['top1_fp32']:.4f} -> "
-                  f"{row['top1_int8']:.4f}, batch 32: int8 {row['onnxruntime int8']:.2f} ms, onnxruntime fp32 "
-                  f"{row['onnxruntime fp32']:.2f} ms, eager fp32 {row['torch eager fp32']:.2f} ms", flush=True)
+    for arch in args.arch:
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in range(args.seeds):
+                rows.append(row := run(arch, seed, data, Path(tmp)))
+                print(f"{arch} seed {seed}: {row['fp32_bytes']:,} -> {row['int8_bytes']:,} B "
+                      f"({row['fp32_bytes'] / row['int8_bytes']:.2f}x), top-1 {row['top1_fp32']:.4f} -> "
+                      f"{row['top1_int8']:.4f}, batch 32: int8 {row['onnxruntime int8']:.2f} ms, onnxruntime fp32 "
+                      f"{row['onnxruntime fp32']:.2f} ms, eager fp32 {row['torch eager fp32']:.2f} ms", flush=True)
+        summary(arch, rows)
 
+
+def summary(arch: str, rows: list[dict]) -> None:
     def stat(key: str, scale: float = 1.0) -> str:
         values = [r[key] * scale for r in rows] if not callable(key) else [key(r) * scale for r in rows]
         return f"{statistics.mean(values):.2f} ± {(max(values) - min(values)) / 2:.2f}"
 
-    print(f"mean ± half-range over {len(rows)} seeds: ratio {stat(lambda r: r['fp32_bytes'] / r['int8_bytes'])}x, "
+    print(f"{arch}: mean ± half-range over {len(rows)} seeds: ratio {stat(lambda r: r['fp32_bytes'] / r['int8_bytes'])}x, "
           f"top-1 drop {stat(lambda r: r['top1_fp32'] - r['top1_int8'], 100)} points, speedup vs onnxruntime fp32 "
           f"{stat(lambda r: r['onnxruntime fp32'] / r['onnxruntime int8'])}x, vs eager fp32 "
           f"{stat(lambda r: r['torch eager fp32'] / r['onnxruntime int8'])}x")

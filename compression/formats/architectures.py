@@ -80,6 +80,37 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+class SeparableBlock(nn.Module):
+    """MobileNet v1's unit: depthwise 3x3 + BatchNorm + ReLU6, then pointwise 1x1 + BatchNorm + ReLU6."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.relu6(self.bn1(self.depthwise(x)))
+        return nn.functional.relu6(self.bn2(self.pointwise(x)))
+
+
+class MobileNetMini(nn.Module):
+    """A MobileNet-v1-style net for small images: 3x3 stem, depthwise-separable blocks, global average pool."""
+
+    BLOCKS = ((32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1))
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6())
+        self.blocks = nn.Sequential(*(SeparableBlock(cin, cout, s) for cin, cout, s in self.BLOCKS))
+        self.fc = nn.Linear(self.BLOCKS[-1][1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str
@@ -93,6 +124,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("lenet-5", "LeNet-5 convolutional net for 1x28x28 inputs", LeNet5, (1, 28, 28)),
     Architecture("small-resnet", "3 residual basic blocks (16/32/64 channels) with BatchNorm, 1x28x28 inputs",
                  SmallResNet, (1, 28, 28)),
+    Architecture("mobilenet-mini", "MobileNet-v1-style: 3x3 stem, 5 depthwise-separable blocks (32-256 channels) "
+                 "with BatchNorm, 1x28x28 inputs", MobileNetMini, (1, 28, 28)),
 )}
 
 

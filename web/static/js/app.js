@@ -86,7 +86,7 @@ function uploadSection(onUploaded) {
     h("div", { class: "row" },
       h("div", { class: "field" }, h("label", { for: "architecture" }, "Architecture"), arch),
       h("div", { class: "field" }, h("label", { for: "options" }, "Loader options (JSON)"), options)),
-    h("datalist", { id: "archs" }, ["lenet-300-100", "lenet-5", "small-resnet"].map((a) => h("option", { value: a }))),
+    h("datalist", { id: "archs" }, ["lenet-300-100", "lenet-5", "small-resnet", "mobilenet-mini"].map((a) => h("option", { value: a }))),
     zone, input, bar.element, status, summary);
 }
 
