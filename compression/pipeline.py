@@ -51,9 +51,9 @@ def check_pipeline_against_model(spec: PipelineSpec, summary: dict) -> list[str]
         from compression.formats.onnx_file import check_stages
         problems = check_stages(spec.stages)
     if summary and summary.get("format") in PROGRAM_FORMATS:
-        problems += [f"stage {i} ({stage.kind}) changes the architecture, which a {summary['format']} program "
-                     "cannot be rebuilt with; upload safetensors weights with a built-in architecture or a "
-                     "Hugging Face folder" for i, stage in enumerate(spec.stages) if stage.phase == Phase.ARCHITECTURE]
+        problems += [_program_problem(i, stage, summary["format"]) for i, stage in enumerate(spec.stages)
+                     if stage.phase == Phase.ARCHITECTURE
+                     and not (stage.swaps_layers and summary["format"] == "torch-export")]
     inspection = (summary or {}).get("inspection") or {}
     if inspection.get("modules_complete"):   # the model was loaded once in a worker: its real module types
         types = {m["name"]: m["type"] for m in inspection.get("modules", [])}
@@ -64,6 +64,16 @@ def check_pipeline_against_model(spec: PipelineSpec, summary: dict) -> list[str]
     names = [layer["name"] for layer in summary.get("layers", [])]
     return problems + [f"stage {i} ({stage.kind}): {p}" for i, stage in enumerate(spec.stages)
                        for p in stage.check_against(names)]
+
+
+def _program_problem(i: int, stage, fmt: str) -> str:
+    if stage.swaps_layers:   # only TorchScript gets here
+        return (f"stage {i} ({stage.kind}) swaps layers, which a TorchScript program cannot have done to it; "
+                "export the model with torch.export (.pt2) instead, or upload safetensors weights with a built-in "
+                "architecture or a Hugging Face folder")
+    return (f"stage {i} ({stage.kind}) changes tensor shapes that a {fmt} program has fixed in its graph "
+            "(reshapes, batch norms); upload safetensors weights with a built-in architecture or a Hugging Face "
+            "folder")
 
 
 def check_pipeline_data(spec: PipelineSpec, has_calibration: bool, has_train: bool | None = None) -> list[str]:

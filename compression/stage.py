@@ -38,6 +38,9 @@ class MethodSpec(BaseModel):
     version: Literal[1] = 1
     phase: ClassVar[Phase]
     trains: ClassVar[bool] = False   # runs with autograd enabled (fine-tuning, distillation)
+    # swaps whole layers for others with the same inputs and outputs, so it also works inside a torch.export
+    # program's fixed graph (its layers are lifted to modules); other architecture changes cannot
+    swaps_layers: ClassVar[bool] = False
 
     def check_against(self, layer_names: list[str]) -> list[str]:
         """Problems visible from the model's tensor names alone (used at submit time)."""
@@ -130,12 +133,13 @@ def select_targets(state: CompressionState, exclude: list[str], include_embeddin
 
 
 def require_replaceable_layers(state: CompressionState, kind: str) -> None:
-    """Stages that swap layers (low_rank, structured_matrix, compact_filters) run on an eager model, first."""
+    """Stages that swap layers (low_rank, structured_matrix, compact_filters) run first, on a module whose
+    layers are modules: eager models and torch.export programs (lifted), not TorchScript."""
     if state.encodings:
         raise CompressionError(f"{kind} must run before any stage that encodes weights (quantize, share, prune)")
-    if isinstance(state.model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
-        raise CompressionError(f"{kind} replaces layers: TorchScript and torch.export programs cannot be "
-                               "restructured (upload weights + architecture instead)")
+    if isinstance(state.model, torch.jit.ScriptModule):
+        raise CompressionError(f"{kind} replaces layers: a TorchScript program cannot be restructured (export it "
+                               "with torch.export instead, or upload weights + architecture)")
 
 
 def modules_to_replace(model: torch.nn.Module, layers: list[str], exclude: list[str],

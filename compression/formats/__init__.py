@@ -237,4 +237,5 @@ def load_program(path: Path, format: str) -> torch.nn.Module:
     if format not in (TORCHSCRIPT, TORCH_EXPORT):
         raise ModelFormatError(f"{format} files hold no program")
     program = _checked_program(Path(path), format)
-    return _eval(program if format == TORCHSCRIPT else program.module())
+    # the job's loader lifts a program's layers the same way, so structure records name the same modules
+    return _eval(program) if format == TORCHSCRIPT else as_plain_module(program.module())

@@ -23,8 +23,19 @@ def write_torchscript(model: torch.nn.Module, sample_inputs: tuple, path: Path) 
         torch.jit.save(program, str(path))
 
 
-def write_pt2(model: torch.nn.Module, sample_inputs: tuple, path: Path) -> None:
-    torch.export.save(torch.export.export(model, tuple(sample_inputs)), str(path))
+def write_pt2(model: torch.nn.Module, sample_inputs: tuple, path: Path) -> dict:
+    """A batch dimension left dynamic where the model allows it (Dim.AUTO: torch decides per input; a program
+    uploaded with a dynamic batch keeps it), else a program fixed to the sample batch."""
+    auto = tuple({0: torch.export.Dim.AUTO} if isinstance(t, torch.Tensor) and t.ndim else None
+                 for t in sample_inputs)
+    try:
+        program = torch.export.export(model, tuple(sample_inputs), dynamic_shapes=auto)
+    except Exception:   # noqa: BLE001 - the static export below raises the error worth reporting
+        program = torch.export.export(model, tuple(sample_inputs))
+    torch.export.save(program, str(path))
+    dims = [p.meta["val"].shape[0] for p in program.graph.find_nodes(op="placeholder")
+            if "val" in p.meta and isinstance(p.meta["val"], torch.Tensor) and p.meta["val"].ndim]
+    return {"dynamic_batch": any(not isinstance(d, int) for d in dims)}
 
 
 def load_own_torchscript(path: Path) -> torch.nn.Module:

@@ -278,7 +278,7 @@ def _write_programs(job: _Job) -> None:
             job.notes.append("hf-folder: not exported; the architecture changed in ways config.json cannot describe. "
                              "Runnable artifacts: model.pt2 and model.onnx, or the container via modelpress")
         try:
-            export.write_pt2(compressed, job.inputs, out_dir / "model.pt2")
+            job.exports["pt2"] = {"ok": True, **export.write_pt2(compressed, job.inputs, out_dir / "model.pt2")}
             job.artifacts.append(ArtifactFile("model.pt2", "torch-export", out_dir / "model.pt2"))
         except Exception as exc:
             if job.model_format == "torch-export":

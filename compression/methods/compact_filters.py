@@ -32,6 +32,7 @@ Transform = Literal["negate", "hflip", "vflip", "rot90", "rot180", "rot270"]
 class CompactFiltersSpec(MethodSpec):
     """Replace k x k convolutions by depthwise + pointwise pairs, or by transforms of fewer base filters."""
     phase = Phase.ARCHITECTURE
+    swaps_layers = True
 
     kind: Literal["compact_filters"]
     form: Literal["separable", "transferred"] = Field(

@@ -28,6 +28,7 @@ Pattern = Annotated[str, Field(min_length=1, max_length=256)]
 class LowRankSpec(MethodSpec):
     """Replace Linear/Conv2d layers by products of thinner layers (SVD, Tucker-2, CP)."""
     phase = Phase.ARCHITECTURE
+    swaps_layers = True
 
     kind: Literal["low_rank"]
     energy: float | None = Field(None, gt=0.0, le=1.0, description="keep the smallest ranks whose singular-value "

@@ -25,6 +25,7 @@ Pattern = Annotated[str, Field(min_length=1, max_length=256)]
 class StructuredMatrixSpec(MethodSpec):
     """Replace Linear layers (and 1x1 convs) by circulant-structured or Toeplitz layers (few parameters)."""
     phase = Phase.ARCHITECTURE
+    swaps_layers = True
 
     kind: Literal["structured_matrix"]
     structure: Literal["block_circulant", "circulant", "toeplitz"] = Field(

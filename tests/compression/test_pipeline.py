@@ -68,12 +68,23 @@ def test_check_against_model_summary():
     assert check_pipeline_against_model(spec, {**summary, "layers_complete": False}) == []
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "torch-export"])
-def test_architecture_stages_are_refused_for_programs_at_submit(fmt):
-    spec = parse_pipeline({"stages": [{"kind": "low_rank", "energy": 0.9}, {"kind": "quantize", "dtype": "int8"}]})
+@pytest.mark.parametrize("fmt, stage, fix", [
+    ("torchscript", {"kind": "low_rank", "energy": 0.9}, "export the model with torch.export"),
+    ("torch-export", {"kind": "structured_prune", "ratio": 0.5}, "fixed in its graph"),
+])
+def test_architecture_changes_a_program_cannot_take_are_refused_at_submit(fmt, stage, fix):
+    spec = parse_pipeline({"stages": [stage, {"kind": "quantize", "dtype": "int8"}]})
     problems = check_pipeline_against_model(spec, {"format": fmt, "layers": [], "layers_complete": False})
-    assert len(problems) == 1 and "stage 0 (low_rank)" in problems[0] and "architecture" in problems[0]
+    assert len(problems) == 1 and f"stage 0 ({stage['kind']})" in problems[0] and fix in problems[0]
     assert check_pipeline_against_model(spec, {"format": "safetensors", "layers_complete": False}) == []
+
+
+def test_layer_swaps_are_accepted_for_torch_export_programs():
+    """Their layers are lifted to modules, so low_rank / structured_matrix / compact_filters run on them."""
+    for stage in ({"kind": "low_rank", "energy": 0.9}, {"kind": "structured_matrix"},
+                  {"kind": "compact_filters", "form": "separable"}):
+        spec = parse_pipeline({"stages": [stage]})
+        assert check_pipeline_against_model(spec, {"format": "torch-export", "layers_complete": False}) == []
 
 
 def test_architecture_stages_come_before_value_stages():

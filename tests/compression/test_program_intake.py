@@ -85,6 +85,27 @@ def test_a_fixed_batch_program_with_a_dataset_is_refused_with_the_fix(tmp_path):
                             dataset_files={"eval": (_eval_data(tmp_path / "e.npz"), "npz")}, measure_latency=False)
 
 
+def test_layer_swapping_stages_run_on_a_dynamic_program_and_its_files_rebuild(tmp_path):
+    """low_rank + compact_filters swap the lifted conv/fc for products of thinner layers; the container rebuilds
+    from the uploaded program + the structure record, and the re-exported model.pt2 keeps the dynamic batch."""
+    from compression.coding.container import load_container_module
+    from compression.job.export import load_own_pt2
+
+    path = _export(tmp_path / "cnn.pt2", dynamic=True)
+    stages = [{"kind": "compact_filters", "form": "separable", "layers": ["conv"]},
+              {"kind": "low_rank", "rank": 4, "layer_types": ["linear"]}]
+    out = run_compression_job(path, "torch-export", {}, parse_pipeline({"stages": stages}), tmp_path / "o",
+                              dataset_files={"eval": (_eval_data(tmp_path / "e.npz"), "npz")}, measure_latency=False)
+    assert [r["result"][0]["params_after"] < r["result"][0]["params_before"] for r in out.metrics["stages"]] \
+        == [True, True], out.metrics["stages"]
+    checks = out.metrics["verification"]
+    assert checks["model.mpz"]["weights_bitwise_equal"] and checks["model.pt2"]["output_max_abs_diff"] == 0
+    x = torch.randn(7, 3, 16, 16)   # a batch size the upload was never run at
+    rebuilt = load_container_module(tmp_path / "o" / "model.mpz", program=path)
+    assert type(rebuilt.fc).__name__ == "Sequential" and out.metrics["exports"]["pt2"]["dynamic_batch"] is True
+    torch.testing.assert_close(load_own_pt2(tmp_path / "o" / "model.pt2")(x), rebuilt(x), rtol=1e-5, atol=1e-5)
+
+
 def _with_program(src: Path, dst: Path, edit) -> Path:
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for item in zin.infolist():
