@@ -10,8 +10,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 
 import web
-from api.routers import artifacts, catalog, datasets, events, health, jobs, models
-from api.limits import RateLimiter
+from api.routers import artifacts, catalog, datasets, events, health, jobs, models, tenant
+from api.limits import JsonBodyGuard, RateLimiter
 from api.schemas import ERROR_RESPONSES
 from compression.errors import ModelpressError
 from core.logs import RequestIdMiddleware
@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
                   description="Model compression as a service for PyTorch.")
     app.state.runtime = runtime
     app.state.rate_limiter = RateLimiter(settings.tenant_requests_per_minute)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(JsonBodyGuard, max_bytes=settings.max_json_body_bytes)
+    app.add_middleware(RequestIdMiddleware)   # added last: outermost, so the guard's answers carry the id too
 
     @app.exception_handler(ModelpressError)
     async def _user_fixable(request: Request, exc: ModelpressError) -> JSONResponse:
@@ -52,7 +53,8 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
                             headers={"Retry-After": "5"})
 
     app.include_router(health.router)
-    for router in (models.router, datasets.router, jobs.router, events.router, artifacts.router, catalog.router):
+    for router in (models.router, datasets.router, jobs.router, events.router, artifacts.router, catalog.router,
+                   tenant.router):
         app.include_router(router, responses=ERROR_RESPONSES)
 
     # The dashboard: static files, no build step.

@@ -25,8 +25,12 @@ def _worker_argv(concurrency: int, queues: str | None) -> list[str]:
     if queues is None:
         import torch
 
+        from core.broker import WEBHOOK_QUEUE
+
+        # webhook attempts too, so `modelpress up` delivers them; a separate `--queues <prefix>.webhooks`
+        # worker keeps them prompt while long jobs run
         kinds = ["gpu", "cpu"] if torch.cuda.is_available() else ["cpu"]
-        queues = ",".join(settings.queue_name(k) for k in kinds)
+        queues = ",".join(settings.queue_name(k) for k in [*kinds, WEBHOOK_QUEUE])
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker",
             "-Q", queues, "-c", str(concurrency), "--loglevel", "INFO", "-n", f"worker-{os.getpid()}@%h"]
 
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     worker = sub.add_parser("worker", help="start a Celery worker")
     worker.add_argument("--concurrency", type=int, default=1)
-    worker.add_argument("--queues", default=None, help="default: gpu,cpu with CUDA, else cpu")
+    worker.add_argument("--queues", default=None, help="default: gpu,cpu with CUDA, else cpu; and webhooks")
     worker.set_defaults(func=cmd_worker)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")

@@ -1,27 +1,17 @@
 """Request and response bodies."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Literal
+from datetime import datetime
+from typing import Literal
 
 from compression.job.quality import QualitySpec
 from compression.job.stages import ARTIFACT_KINDS
 from compression.job.analyze_runner import AnalyzeSpec
 from compression.search.goal import GoalSpec
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer, model_validator
+from core.documents import JobOut, UtcOut as _Out
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-
-class _Out(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    @field_serializer("*", when_used="json")
-    def _utc(self, value: Any) -> Any:
-        # SQLite hands datetimes back naive; they are stored as UTC.
-        if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc).isoformat()
-        if isinstance(value, datetime):
-            return value.astimezone(timezone.utc).isoformat()
-        return value
+__all__ = ["JobOut"]   # defined in core: webhooks send the same document
 
 
 class ModelOut(_Out):
@@ -84,6 +74,9 @@ class JobCreate(BaseModel):
                                         "top1 drop <= 0.01 with labelled eval data, else agreement >= 0.97 "
                                         "(classifiers) or cosine >= 0.97, on the most real inputs the job has")
     device: Literal["cpu", "gpu"] | None = Field(default=None, description="worker queue; default from settings")
+    callback_url: str | None = Field(default=None, max_length=2048, description="a webhook POSTed the job document "
+                                     "when the job finishes, signed with the tenant's secret (X-Modelpress-Signature); "
+                                     "http(s) to a public address; default: the tenant's callback_url setting")
 
     @model_validator(mode="after")
     def _one_of(self) -> "JobCreate":
@@ -94,31 +87,6 @@ class JobCreate(BaseModel):
         if self.analyze is not None and self.quality is not None:
             raise ValueError("an analyze job measures, it has no quality bar")
         return self
-
-
-class JobOut(_Out):
-    id: str
-    model_id: str
-    status: str
-    recipe: str | None
-    pipeline: dict
-    queue: str
-    data: dict | None
-    teacher_model_id: str | None = None
-    stage: str | None
-    progress: float
-    progress_detail: dict | None = Field(None, description="training stages: stage, epoch, epochs, step, loss, "
-                                                           "latest eval metrics")
-    error: str | None
-    quality: dict | None = Field(None, description="finished jobs: did the compressed model keep the upload's "
-                                                   "quality? {metric, value, baseline, min | max_drop | max, "
-                                                   "passed, inputs, real_inputs, summary, note}. A job can "
-                                                   "succeed (it ran) with passed=false (it destroyed the model)")
-    attempts: int
-    cancel_requested: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
 
 
 class Page(BaseModel):
@@ -206,7 +174,31 @@ class UsageOut(BaseModel):
     artifacts: UsageKind
     active_jobs: int = Field(description="queued or running")
     artifact_retention_days: int | None = Field(description="artifacts of finished jobs are deleted after this "
-                                                            "many days; null: kept until deleted")
+                                                            "many days (the tenant's setting, else the service's); "
+                                                            "null: kept until deleted")
+
+
+class TenantSettingsOut(BaseModel):
+    tenant: str
+    callback_url: str | None = Field(description="the webhook of jobs submitted without their own callback_url")
+    artifact_retention_days: int | None = Field(description="this tenant's artifact retention; null: the service's")
+    service_artifact_retention_days: int | None = Field(description="the service's retention "
+                                                                    "(MODELPRESS_ARTIFACT_RETENTION_DAYS); null: none")
+    webhook_secret_set: bool = Field(description="a signing secret exists; it is shown only when rotated "
+                                                 "(POST /v1/tenant/webhook-secret)")
+
+
+class TenantSettingsPatch(BaseModel):
+    """The fields given are set; null sets one back to the service default."""
+    model_config = ConfigDict(extra="forbid")
+
+    callback_url: str | None = Field(None, max_length=2048)
+    artifact_retention_days: int | None = Field(None, gt=0, le=36500)
+
+
+class WebhookSecretOut(BaseModel):
+    webhook_secret: str = Field(description="the HMAC-SHA256 key of X-Modelpress-Signature (its UTF-8 bytes); "
+                                            "shown only now")
 
 
 class RecipeOut(BaseModel):

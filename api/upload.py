@@ -2,6 +2,7 @@
 chunks (hashed and size-checked on the way), never whole into memory."""
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
@@ -11,6 +12,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from storage.blobs import BlobStore, BlobTooLarge, PendingBlob
 
 MAX_FIELD_BYTES = 64 * 1024
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 @dataclass
@@ -49,7 +51,7 @@ async def receive_upload(request: Request, store: BlobStore, file_field: str, ma
         if b"filename" in disp and name == file_field:
             if result.blob is not None:
                 raise HTTPException(422, f"send exactly one {file_field!r} file")
-            result.filename = disp[b"filename"].decode("utf-8", "replace")[:255] or "upload"
+            result.filename = _checked_filename(disp[b"filename"].decode("utf-8", "replace"))[:255] or "upload"
             result.blob = store.begin(max_bytes)
             state["field"] = "file"
         else:
@@ -102,6 +104,16 @@ async def receive_upload(request: Request, store: BlobStore, file_field: str, ma
         _discard(store, result)
         raise HTTPException(422, "the uploaded file is empty")
     return result
+
+
+def _checked_filename(name: str) -> str:
+    """Any script is welcome; control characters (terminal escapes in CLI listings), bidirectional overrides
+    (a name that reads as another extension) and path separators (a name is never a path) are refused."""
+    bad = next((c for c in name if unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS or c in "/\\"), None)
+    if bad is not None:
+        what = "path separators" if bad in "/\\" else "control or bidirectional-override characters"
+        raise HTTPException(422, f"the file name may not contain {what} (found {bad!r}); rename the file")
+    return name
 
 
 def _discard(store: BlobStore, result: ParsedUpload) -> None:

@@ -10,6 +10,10 @@ from core.settings import Settings
 
 RUN_JOB = "modelpress.run_job"
 INSPECT_MODEL = "modelpress.inspect_model"
+DELIVER_WEBHOOK = "modelpress.deliver_webhook"
+# Webhook attempts have their own queue: a worker that consumes it apart (or beside its job queues with
+# concurrency > 1) delivers them while long jobs run.
+WEBHOOK_QUEUE = "webhooks"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -27,11 +31,11 @@ def make_celery(settings: Settings) -> Celery:
         # Backstops: the job's own child process enforces job_time_limit_s first.
         task_time_limit=settings.job_time_limit_s + 120,
         task_soft_time_limit=settings.job_time_limit_s + 60,
-        task_queues=[Queue(settings.queue_name("cpu")), Queue(settings.queue_name("gpu"))],
+        task_queues=[Queue(settings.queue_name(kind)) for kind in ("cpu", "gpu", WEBHOOK_QUEUE)],
         task_default_queue=settings.queue_name(settings.default_queue),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        include=["workers.tasks", "workers.inspection"],
+        include=["workers.tasks", "workers.inspection", "workers.webhooks"],
     )
     if broker_url.startswith("filesystem://"):
         # Embedded default: a folder both the API and the worker see, no server.

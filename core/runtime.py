@@ -38,6 +38,12 @@ class Runtime:
         queue = self.settings.queue_name(self.settings.default_queue)
         self.celery.send_task(INSPECT_MODEL, args=[model_id], queue=queue)
 
+    def enqueue_webhook(self, job_id: str) -> None:
+        """Deliver a finished job's webhook (the job row says where and holds the attempt log)."""
+        from core.broker import DELIVER_WEBHOOK, WEBHOOK_QUEUE
+
+        self.celery.send_task(DELIVER_WEBHOOK, args=[job_id], queue=self.settings.queue_name(WEBHOOK_QUEUE))
+
 
 def make_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.resolved_database_url)

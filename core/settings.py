@@ -5,12 +5,13 @@ under MODELPRESS_HOME so a fresh machine needs no servers at all.
 """
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_home() -> Path:
@@ -44,6 +45,15 @@ class Settings(BaseSettings):
     # Artifacts of finished jobs older than this are deleted by the reaper (jobs and metrics stay);
     # unset keeps them until a user deletes them.
     artifact_retention_days: int | None = Field(default=None, gt=0)
+    # JSON request bodies (job submits, settings); uploads are multipart and have their own limits above.
+    max_json_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Webhooks (a job's callback_url): targets must resolve to public addresses only, except hosts named here
+    # or addresses in networks listed here (comma-separated in the environment: "hooks.internal,10.1.0.0/16").
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    # attempt n+1 waits webhook_backoff_s * 2**(n-1) seconds (at most an hour)
+    webhook_backoff_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
     # Log lines as text or JSON objects; each carries the request's X-Request-ID.
     log_format: Literal["text", "json"] = "text"
     upload_chunk_bytes: int = Field(default=1024 * 1024, gt=0)
@@ -60,6 +70,26 @@ class Settings(BaseSettings):
     job_time_limit_s: int = Field(default=3600, gt=0)
     # Address-space limit of the child process that loads and compresses a model.
     job_memory_limit_bytes: int = Field(default=12 * 1024**3, gt=256 * 1024**2)
+
+    @field_validator("webhook_allow_hosts", mode="before")
+    @classmethod
+    def _allow_list(cls, value: object) -> object:
+        """Comma-separated in the environment; each entry a host name or an IP network, checked now (fail fast)."""
+        entries = value.split(",") if isinstance(value, str) else value
+        if not isinstance(entries, (list, tuple)):
+            return value
+        out = []
+        for entry in (str(e).strip().lower() for e in entries):
+            if not entry:
+                continue
+            try:
+                out.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError:
+                if not entry.replace("-", "").replace(".", "").isalnum():
+                    raise ValueError(f"MODELPRESS_WEBHOOK_ALLOW_HOSTS: {entry!r} is neither a host name nor an "
+                                     "IP network (CIDR)") from None
+                out.append(entry)
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

@@ -231,7 +231,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             if given:
                 data[role] = given
         job = c.submit(model_id, recipe=args.recipe, pipeline=pipeline, goal=goal, analyze=analyze, device=args.device,
-                       idempotency_key=args.idempotency_key, data=data or None, teacher_model_id=args.teacher)
+                       idempotency_key=args.idempotency_key, data=data or None, teacher_model_id=args.teacher,
+                       callback_url=args.callback_url)
         if show:
             print(f"submitted {job.id}", file=sys.stderr)
         if args.wait or args.download:
@@ -447,6 +448,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{role}", metavar="DATA", help=f"dataset file to upload, or an uploaded id (ds_…): {use}")
     p.add_argument("--teacher", metavar="MODEL_ID", help="an uploaded model (mdl_…) the training stages learn from; "
                    "MODEL is then the student")
+    p.add_argument("--callback-url", metavar="URL", help="a webhook POSTed the job document when the job finishes "
+                   "(signed: X-Modelpress-Signature); default: the tenant's callback_url setting")
     p.add_argument("--idempotency-key", help="default: a fresh uuid (retries reuse it)")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 if it fails, 4 if it "
                    "ran but did not keep the model's quality")

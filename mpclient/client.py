@@ -172,13 +172,14 @@ class Client:
     def submit(self, model_id: str, recipe: str | None = None, pipeline: dict | None = None, *,
                goal: dict | None = None, analyze: dict | None = None, device: str | None = None,
                idempotency_key: str | None = None, data: dict[str, str] | None = None,
-               teacher_model_id: str | None = None) -> Job:
+               teacher_model_id: str | None = None, callback_url: str | None = None) -> Job:
         """Submit a job; the Idempotency-Key (a fresh uuid unless given) makes retries safe.
         `goal`: instead of a recipe or pipeline, e.g. {"target": {"ratio": 10}, "constraint": {"metric": "cosine",
         "min": 0.98}} (needs data calibration or eval; the result is in job metrics["goal"]);
         `data`: dataset ids by role, e.g. {"train": "ds_…", "eval": "ds_…"}; `teacher_model_id`: an uploaded
         model the training stages learn from (this job's model is then the student); `analyze`: instead of
-        compressing, per-layer sensitivity only ({} for the defaults; metrics["sensitivity"])."""
+        compressing, per-layer sensitivity only ({} for the defaults; metrics["sensitivity"]); `callback_url`: a
+        webhook POSTed the job document when the job finishes (default: the tenant's callback_url setting)."""
         if sum(x is not None for x in (recipe, pipeline, goal, analyze)) != 1:
             raise ValueError("give exactly one of recipe=, pipeline=, goal= or analyze=")
         body: dict[str, Any] = {"model_id": model_id}
@@ -196,6 +197,8 @@ class Client:
             body["data"] = data
         if teacher_model_id:
             body["teacher_model_id"] = teacher_model_id
+        if callback_url:
+            body["callback_url"] = callback_url
         key = idempotency_key or str(uuid.uuid4())
         resp = self._request("POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": key})
         return Job.from_dict(resp.json())

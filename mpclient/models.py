@@ -76,6 +76,7 @@ class Job:
     progress_detail: dict | None = None
     error: str | None = None
     quality: dict | None = None   # the quality verdict of a finished job (see quality_passed)
+    callback: dict | None = None   # the webhook: {url, status, deliveries: [{attempt, status_code, error, ...}]}
     attempts: int = 0
     cancel_requested: bool = False
     created_at: datetime | None = None

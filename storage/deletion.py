@@ -4,6 +4,7 @@ refers to it any more (content addressing: two rows may share one blob). Whether
 (active jobs) is the caller's decision: these functions only delete."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import or_, select
@@ -62,10 +63,16 @@ def delete_model(session: Session, blobs: BlobStore, model: Model) -> int:
     return freed
 
 
-def sweep_expired_artifacts(session: Session, blobs: BlobStore, older_than: datetime, limit: int = 500) -> int:
-    """Retention: artifacts of finished jobs created before `older_than` (the jobs and their metrics stay)."""
-    expired = list(session.scalars(
-        select(Artifact).join(Job, Job.id == Artifact.job_id)
-        .where(Artifact.created_at < older_than, Job.status.not_in(ACTIVE)).limit(limit)))
+def sweep_expired_artifacts(session: Session, blobs: BlobStore, older_than: datetime, limit: int = 500, *,
+                            owners: Collection[str] | None = None, exclude: Collection[str] = ()) -> int:
+    """Retention: artifacts of finished jobs created before `older_than` (the jobs and their metrics stay),
+    of the `owners` given (default: all) except `exclude` (tenants with a retention of their own)."""
+    stmt = (select(Artifact).join(Job, Job.id == Artifact.job_id)
+            .where(Artifact.created_at < older_than, Job.status.not_in(ACTIVE)))
+    if owners is not None:
+        stmt = stmt.where(Artifact.owner.in_(list(owners)))
+    if exclude:
+        stmt = stmt.where(Artifact.owner.not_in(list(exclude)))
+    expired = list(session.scalars(stmt.limit(limit)))
     delete_artifacts(session, blobs, expired)
     return len(expired)

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storage.models import Artifact, Job, JobStatus, utcnow
+from storage.webhooks import on_finish
 
 FINISHED = [JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value]
 
@@ -63,8 +64,9 @@ def finish(
     metrics: dict | None = None,
     artifacts: list[Artifact] = (),
 ) -> bool:
-    """running -> finished, together with its artifacts, in one transaction."""
-    values: dict = dict(status=status.value, finished_at=utcnow(), error=error)
+    """running -> finished, together with its artifacts (and its webhook made due), in one transaction."""
+    now = utcnow()
+    values: dict = dict(status=status.value, finished_at=now, error=error, **on_finish(now))
     if status is JobStatus.succeeded:
         values.update(progress=1.0, stage=None, metrics=metrics)
     result = session.execute(
@@ -84,11 +86,12 @@ def request_cancel(session: Session, job: Job) -> Job:
     """Queued jobs are cancelled at once; running ones are flagged and the
     worker stops at its next check."""
     if job.status == JobStatus.queued.value:
+        now = utcnow()
         session.execute(
             update(Job)
             .where(Job.id == job.id, Job.status == JobStatus.queued.value)
-            .values(status=JobStatus.cancelled.value, cancel_requested=True, finished_at=utcnow(),
-                    error="cancelled by user")
+            .values(status=JobStatus.cancelled.value, cancel_requested=True, finished_at=now,
+                    error="cancelled by user", **on_finish(now))
         )
     session.execute(
         update(Job).where(Job.id == job.id, Job.status.not_in(FINISHED)).values(cancel_requested=True)
@@ -124,11 +127,12 @@ def reap(
     for job in stale:
         lost = f"worker {job.worker} stopped responding (no heartbeat for {stale_after.total_seconds():.0f} s)"
         if job.cancel_requested:
-            values = dict(status=JobStatus.cancelled.value, finished_at=now, error="cancelled by user")
+            values = dict(status=JobStatus.cancelled.value, finished_at=now, error="cancelled by user",
+                          **on_finish(now))
             bucket = failed
         elif job.attempts >= max_attempts:
             values = dict(status=JobStatus.failed.value, finished_at=now,
-                          error=f"{lost}; gave up after {job.attempts} attempt(s)")
+                          error=f"{lost}; gave up after {job.attempts} attempt(s)", **on_finish(now))
             bucket = failed
         else:
             values = dict(status=JobStatus.queued.value, enqueued_at=now, worker=None,

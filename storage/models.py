@@ -78,11 +78,19 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class CallbackStatus(str, enum.Enum):
+    """The webhook of a finished job (Job.callback_url); null on the row until the job finishes."""
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_owner_status_created", "owner", "status", "created_at"),
+        Index("ix_jobs_callback_status_due", "callback_status", "callback_due_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
@@ -110,11 +118,24 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # webhook: POSTed the job document when the job finishes (core/webhooks.py); set pending in the same UPDATE
+    # that finishes the job, so a delivery the broker lost is found by the reaper (due long ago)
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    callback_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    callback_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    callback_log: Mapped[list | None] = mapped_column(JSON, nullable=True)   # one entry per attempt
 
     @property
     def quality(self) -> dict | None:
         """The finished job's quality verdict (metrics["quality"]); None while it runs."""
         return (self.metrics or {}).get("quality")
+
+    @property
+    def callback(self) -> dict | None:
+        """The webhook as the job document shows it (never the tenant's secret)."""
+        if not self.callback_url:
+            return None
+        return {"url": self.callback_url, "status": self.callback_status, "deliveries": self.callback_log or []}
 
 
 
@@ -131,6 +152,21 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     blob_key: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TenantSettings(Base):
+    """What a tenant configures for itself. Tenants are the strings on API keys; a row exists once a tenant
+    changes a setting or needs a webhook secret."""
+
+    __tablename__ = "tenant_settings"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # HMAC key of webhook signatures; kept in clear (signing needs it), shown once when rotated
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)   # jobs without their own callback_url
+    artifact_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)   # None: the service's
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 class ApiKey(Base):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import tempfile
 
 # Before any project import: module-level Celery/settings objects must never
@@ -126,3 +127,10 @@ def stack_settings(tmp_path, pg_url, redis_url) -> Settings:
     settings.home.mkdir(parents=True)
     upgrade(settings.resolved_database_url)
     return settings
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The hostile-input list's tally (tests/api/hostile_inputs.py), when it ran."""
+    hostile = sys.modules.get("tests.api.hostile_inputs")
+    for line in hostile.report() if hostile else []:
+        terminalreporter.write_line(line)

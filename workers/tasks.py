@@ -20,6 +20,7 @@ from storage.retry import with_db_retry
 from workers.celery_app import RUN_JOB, app
 from workers.model_options import model_source
 from core.runtime import Runtime, runtime
+from core.webhooks import announce
 from workers.sandbox import run_job_in_child
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ def execute(rt: Runtime, job: Job, model: Model | ModelSource, worker: str,
 
     if with_db_retry(record):   # a job taken away from this worker keeps its checkpoints for the next attempt
         rt.blobs.drop_scratch(f"checkpoints/{job.id}")
+        if job.callback_url:
+            announce(rt, [job.id])
     return status
 
 
@@ -143,10 +146,11 @@ def claim_and_run(rt: Runtime, job_id: str, worker: str) -> str | None:
     # deleting a dataset is refused while a job or model uses it; this is the last line of defence
     problem = f"the {', '.join(missing)} dataset was deleted" if missing else problem
     if problem:
-        def fail() -> None:
+        def fail() -> bool:
             with rt.sessions() as s:
-                jobs.finish(s, job.id, worker, JobStatus.failed, error=problem)
-        with_db_retry(fail)
+                return jobs.finish(s, job.id, worker, JobStatus.failed, error=problem)
+        if with_db_retry(fail) and job.callback_url:
+            announce(rt, [job.id])
         return JobStatus.failed.value
     datasets = {role: (rt.blobs.local_path(ds.blob_key), ds.format) for role, ds in found.items()}
     return execute(rt, job, source, worker, datasets, teacher).value

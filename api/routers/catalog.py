@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException
 from api.deps import OwnerDep, SessionDep, SettingsDep
 from api.schemas import ErrorOut, RecipeOut, UsageOut
 from compression.registry import RECIPES, method_schemas
+from storage import tenants
 from storage.usage import active_jobs, usage_by_kind
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -32,8 +33,9 @@ def get_recipe(name: str) -> RecipeOut:
 
 @router.get("/usage", response_model=UsageOut)
 def get_usage(session: SessionDep, owner: OwnerDep, settings: SettingsDep) -> UsageOut:
-    """Bytes stored by kind against the quota, active jobs, and the artifact retention."""
+    """Bytes stored by kind against the quota, active jobs, and the artifact retention (the tenant's own, else
+    the service's)."""
     kinds = usage_by_kind(session, owner)
     return UsageOut(used_bytes=sum(k["bytes"] for k in kinds.values()), quota_bytes=settings.tenant_storage_quota_bytes,
                     **kinds, active_jobs=active_jobs(session, owner),
-                    artifact_retention_days=settings.artifact_retention_days)
+                    artifact_retention_days=tenants.retention_days(session, owner, settings.artifact_retention_days))

@@ -18,13 +18,15 @@ from api.pagination import paginate
 from api.routers.datasets import get_owned_dataset
 from api.routers.models import get_owned_model
 from api.routers.artifacts import artifact_out
+from api.routers.tenant import checked_callback_url
 from api.schemas import ErrorOut, ArtifactOut, JobCreate, JobOut, JobPage, MetricsOut, SensitivityOut
 from compression.data.datasets import check_dataset_against_model
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES, STAGE_SPECS
-from storage import jobs as job_state
+from core.webhooks import announce
+from storage import jobs as job_state, tenants
 from storage.deletion import delete_jobs
-from storage.models import Artifact, InspectionStatus, Job, JobStatus, utcnow
+from storage.models import Artifact, CallbackStatus, InspectionStatus, Job, JobStatus, utcnow
 from storage.usage import active_jobs
 
 log = logging.getLogger(__name__)
@@ -157,12 +159,13 @@ def submit_job(
     roles = _datasets(session, owner, body, model)
     pipeline = _validated_pipeline(body, model.summary, roles)
     teacher = _teacher(session, owner, body, model, pipeline)
+    callback_url = checked_callback_url(body.callback_url, rt.settings) or tenants.default_callback(session, owner)
     _require_loadable(model)   # after the body's own errors, which the caller can fix in this request
     if active_jobs(session, owner) >= rt.settings.tenant_max_active_jobs:
         raise HTTPException(429, f"at most {rt.settings.tenant_max_active_jobs} queued or running jobs per tenant",
                             headers={"Retry-After": "30"})
     job = Job(owner=owner, model_id=model.id, recipe=body.recipe, pipeline=pipeline, data=roles or None,
-              teacher_model_id=teacher.id if teacher is not None else None,
+              teacher_model_id=teacher.id if teacher is not None else None, callback_url=callback_url,
               queue=rt.settings.queue_name(body.device or rt.settings.default_queue),
               idempotency_key=idempotency_key, request_hash=request_hash, enqueued_at=utcnow())
     session.add(job)
@@ -218,12 +221,15 @@ def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Job:
 
 @router.post("/{job_id}/cancel", response_model=JobOut,
              responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "job already finished"}})
-def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Job:
+def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep, rt: RuntimeDep) -> Job:
     """Cancel a queued job at once, or ask a running one to stop at its next check."""
     job = get_owned_job(session, owner, job_id)
     if JobStatus(job.status).finished:
         raise HTTPException(409, f"job {job_id} is already {job.status}")
-    return job_state.request_cancel(session, job)
+    job = job_state.request_cancel(session, job)
+    if job.callback_status == CallbackStatus.pending.value:   # a queued job: cancelled, so finished, now
+        announce(rt, [job.id])
+    return job
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT,

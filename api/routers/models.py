@@ -1,7 +1,6 @@
 """Model uploads."""
 from __future__ import annotations
 
-import json
 import logging
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -11,6 +10,7 @@ from sqlalchemy import select
 from api.pagination import paginate
 from api.ownership import get_owned
 from api.deps import BlobsDep, OwnerDep, RuntimeDep, SessionDep, SettingsDep
+from api.limits import loads_strict
 from api.schemas import ErrorOut, ModelOut, ModelPage
 from api.upload import receive_upload
 from compression.formats import sniff
@@ -102,16 +102,16 @@ def _parse_options(fields: dict[str, str]) -> dict:
     raw: object = {}
     if "options" in fields:
         try:
-            raw = json.loads(fields["options"])
-        except json.JSONDecodeError as exc:
+            raw = loads_strict(fields["options"])
+        except ValueError as exc:
             raise HTTPException(422, f"'options' must be a JSON object: {exc}") from None
     options = parse_upload_options(raw).model_dump(exclude_none=True)
     if fields.get("architecture"):
         options["architecture"] = fields["architecture"]
     if "config" in fields:
         try:
-            options["hf_config"] = json.loads(fields["config"])
-        except json.JSONDecodeError as exc:
+            options["hf_config"] = loads_strict(fields["config"])
+        except ValueError as exc:
             raise HTTPException(422, f"'config' must be a transformers config.json (JSON object): {exc}") from None
     return loader_options(options, where="upload", fix="").model_dump(exclude_none=True)
 
