@@ -72,3 +72,22 @@ def test_deleting_artifacts_jobs_and_models_frees_their_bytes(client, lenet_file
     with rt.sessions() as s:
         assert s.query(Job).count() == 0
 
+
+
+def test_a_full_quota_is_recovered_by_deleting(embedded_settings, lenet_file):
+    """Fill the tenant quota with uploads; the next one is refused with what is left, a deletion makes room."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    size = lenet_file.stat().st_size
+    settings = embedded_settings.model_copy(update={"tenant_storage_quota_bytes": int(size * 2.5)})
+    with TestClient(create_app(settings, run_reaper=False)) as client:
+        kept = [upload(client, lenet_file).json() for _ in range(2)]
+        full = upload(client, lenet_file)
+        assert full.status_code == 413 and "quota" in full.json()["detail"], full.text
+        usage = client.get("/v1/usage").json()
+        assert usage["used_bytes"] == 2 * size and usage["quota_bytes"] == int(size * 2.5)
+        assert client.delete(f"/v1/models/{kept[0]['id']}").status_code == 204
+        assert upload(client, lenet_file).status_code == 201
+        assert client.get("/v1/usage").json()["used_bytes"] == 2 * size
