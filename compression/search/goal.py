@@ -121,8 +121,23 @@ FINETUNE = {"kind": "finetune", "epochs": 8, "patience": None}
 
 # structure that only recovery training makes usable (the projections alone lose most of a layer)
 TRAINED_STRUCTURAL = [Candidate("separable-finetune", [{"kind": "compact_filters", "form": "separable"}, FINETUNE])]
+def _deep_compression(sparsity: float, bits: int) -> list[dict]:
+    """Han et al.'s schedule with retraining: global magnitude pruning in three rounds, each followed by
+    masked fine-tuning, then k-means sharing with centroid fine-tuning, then Huffman. Fixed epochs, as above."""
+    rounds = [round(sparsity * f, 4) for f in (0.65, 0.85, 1.0)]
+    stages: list[dict] = []
+    for i, s in enumerate(rounds):
+        stages += [{"kind": "prune", "sparsity": s, "scope": "global"},
+                   {**FINETUNE, "epochs": 3 if i < 2 else 6}]
+    return stages + [{"kind": "share", "bits": bits, "centroid_dtype": "float16", "bias_dtype": "float16"},
+                     {**FINETUNE, "epochs": 3}, HUFFMAN]
+
+
 TRAINED_SIZE = [Candidate("block-circulant-16-finetune-int8", [{"kind": "structured_matrix", "block_size": 16},
-                                                               FINETUNE, _q("int8", granularity="per_channel")])]
+                                                               FINETUNE, _q("int8", granularity="per_channel")]),
+                Candidate("prune-90-finetune-kmeans-4bit-huffman", _deep_compression(0.9, 4)),
+                Candidate("prune-95-finetune-kmeans-4bit-huffman", _deep_compression(0.95, 4)),
+                Candidate("prune-96-finetune-kmeans-4bit-huffman", _deep_compression(0.96, 4))]
 
 
 def candidates_for(goal: GoalSpec, has_calibration: bool, has_train: bool = False) -> list[Candidate]:

