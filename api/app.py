@@ -11,7 +11,10 @@ from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 
 import web
 from api.routers import artifacts, catalog, datasets, events, health, jobs, models, tenant
+from api.deps import KeyCache
 from api.limits import JsonBodyGuard, RateLimiter
+from api.metrics import install_metrics
+from api.reads import DocumentReads
 from api.schemas import ERROR_RESPONSES
 from compression.errors import ModelpressError
 from core.logs import RequestIdMiddleware
@@ -32,13 +35,18 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
         yield
         if reaper:
             reaper.stop()
+        await app.state.document_reads.aclose()
         runtime.engine.dispose()
 
     app = FastAPI(title="modelpress", version="0.1.0", lifespan=lifespan,
                   description="Model compression as a service for PyTorch.")
     app.state.runtime = runtime
-    app.state.rate_limiter = RateLimiter(settings.tenant_requests_per_minute)
+    app.state.rate_limiter = RateLimiter(settings.tenant_requests_per_minute, settings.resolved_rate_limit_url,
+                                         settings.queue_prefix)
+    app.state.api_keys = KeyCache(runtime, settings.api_key_cache_s)
+    app.state.document_reads = DocumentReads(runtime.engine)
     app.add_middleware(JsonBodyGuard, max_bytes=settings.max_json_body_bytes)
+    install_metrics(app, runtime)   # outside the guard: its 413s are counted too
     app.add_middleware(RequestIdMiddleware)   # added last: outermost, so the guard's answers carry the id too
 
     @app.exception_handler(ModelpressError)

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 from core.settings import get_settings
 from core.procs import die_with_parent
@@ -18,6 +21,10 @@ def _migrate() -> None:
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
+    if settings.blob_backend == "s3":   # the bucket too, so a fresh stack needs no manual step
+        from core.runtime import make_blob_store
+
+        make_blob_store(settings).ensure_bucket()
 
 
 def _worker_argv(concurrency: int, queues: str | None) -> list[str]:
@@ -53,10 +60,23 @@ def _serve(host: str, port: int, workers: int = 1) -> None:
     print(f"modelpress API on http://{host}:{port}  (docs: http://{host}:{port}/docs)", flush=True)
     logging = log_config(get_settings().log_format)   # request ids in every line, text or JSON
     if workers > 1:  # separate processes: uvicorn needs an import string
-        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
-                    log_config=logging)
+        from api.serving import serve_processes
+
+        _metrics_across_processes()
+        serve_processes("api.app:create_app", host, port, workers, logging)
     else:
         uvicorn.run(create_app(), host=host, port=port, log_level="info", log_config=logging)
+
+
+def _metrics_across_processes() -> None:
+    """prometheus_client's multiprocess mode: each API process writes its counters to files in one folder and
+    /metrics sums them (else a scrape sees whichever process answered). A fresh folder per run: files of an
+    earlier run would count twice."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:   # the operator's own (empty it before each start)
+        return
+    folder = tempfile.mkdtemp(prefix="modelpress-metrics-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
 
 
 def _unsafe_bind(args: argparse.Namespace) -> bool:
@@ -103,7 +123,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
     _migrate()
-    print("database is at the latest revision")
+    print("database is at the latest revision" + (", bucket ready" if get_settings().blob_backend == "s3" else ""))
     return 0
 
 

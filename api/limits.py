@@ -1,36 +1,67 @@
 """Per-tenant request rate limit, and the bounds of JSON request bodies.
 
-A token bucket per tenant, kept in this API process's memory: with N API
-replicas the effective limit is N times the setting (documented in the README).
+Request rates are counted with `limits` (a sliding window counter: at most N requests in about any 60 s, O(1)
+per request): in Redis when the service has one (MODELPRESS_RATE_LIMIT_URL, default the broker's Redis), so
+every API process and replica counts against the same limit; in this process's memory for the embedded
+default.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
-import threading
 import time
 
 from fastapi import HTTPException
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter as AsyncLimiter
+from limits.storage import storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int):
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, per_minute: int, storage_url: str = "memory://", key_prefix: str = "modelpress"):
+        self.item = RateLimitItemPerMinute(per_minute)
+        self.url, self.key_prefix = storage_url, f"{key_prefix}-rate"
+        self.shared = storage_url.startswith(("redis://", "rediss://"))
+        self._memory = None if self.shared else SlidingWindowCounterRateLimiter(storage_from_string(storage_url))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._redis: AsyncLimiter | None = None
+        self._warned = 0.0
 
-    def hit(self, tenant: str) -> None:
-        """Take one token or raise 429 with the seconds until one is available."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, stamp = self._buckets.get(tenant, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - stamp) * self.rate)
-            if tokens < 1.0:
-                self._buckets[tenant] = (tokens, now)
-                retry = max(1, int((1.0 - tokens) / self.rate + 0.999))
-                raise HTTPException(429, "request rate limit exceeded", headers={"Retry-After": str(retry)})
-            self._buckets[tenant] = (tokens - 1.0, now)
+    def _shared_limiter(self) -> AsyncLimiter:
+        """An asyncio Redis client belongs to the event loop it was made in (one per API process; tests run
+        an app on several loops in turn)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            storage = RedisStorage(f"async+{self.url}", implementation="redispy", key_prefix=self.key_prefix,
+                                   socket_timeout=2, socket_connect_timeout=2)
+            self._loop, self._redis = loop, AsyncLimiter(storage)
+        return self._redis
+
+    async def hit(self, tenant: str) -> None:
+        """Count one request or raise 429 with the seconds until the window lets the next one in."""
+        if self._memory is not None:
+            if self._memory.hit(self.item, tenant):
+                return
+            reset = self._memory.get_window_stats(self.item, tenant).reset_time
+        else:
+            limiter = self._shared_limiter()
+            try:
+                if await limiter.hit(self.item, tenant):
+                    return
+                reset = (await limiter.get_window_stats(self.item, tenant)).reset_time
+            except Exception as exc:   # Redis down: serve rather than refuse everyone; say so once a minute
+                if time.monotonic() - self._warned > 60:
+                    self._warned = time.monotonic()
+                    log.warning("rate limit storage unavailable (%s: %s); not limiting", type(exc).__name__, exc)
+                return
+        retry = max(1, math.ceil(reset - time.time()))
+        raise HTTPException(429, "request rate limit exceeded", headers={"Retry-After": str(retry)})
 
 
 class JsonRefused(ValueError):

@@ -45,12 +45,12 @@ def held_back(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[n // 2:]
 
 
-def run(arch: str, seed: int, goal: dict, data, tmp: Path, budget: float) -> dict:
+def run(arch: str, seed: int, goal: dict, data, tmp: Path, budget: float, pretrain: int) -> dict:
     (xtr, ytr), (xte, yte) = data
     xtr, ytr, xte = xtr[:3000].reshape(-1, 1, 28, 28), ytr[:3000], xte.reshape(-1, 1, 28, 28)
     torch.manual_seed(seed)
     model = build_architecture(arch)
-    train(model, xtr, ytr, epochs=4, lr=2e-3, seed=seed)
+    train(model, xtr, ytr, epochs=pretrain, lr=2e-3, seed=seed)
     upload = tmp / f"{arch}-{seed}.safetensors"
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(upload))
     np.savez(tmp / "train.npz", inputs=xtr.numpy(), labels=ytr.numpy())
@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--arch", default="mobilenet-mini")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--pretrain", type=int, default=4, help="epochs that train the upload")
     parser.add_argument("--ratio", type=float, default=6)
     parser.add_argument("--max-drop", type=float, default=0.01)
     parser.add_argument("--budget-minutes", type=float, default=8)
@@ -92,7 +93,7 @@ def main() -> None:
     data = load_mnist()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            r = run(args.arch, seed, goal, data, Path(tmp), args.budget_minutes)
+            r = run(args.arch, seed, goal, data, Path(tmp), args.budget_minutes, args.pretrain)
             print(f"{args.arch} seed {seed} (goal job {r['seconds']:.0f} s): {r['summary']}")
             print("   candidates (name, ratio, top-1 on the selection half):", r["candidates"])
             for name, ratio, before, after in r["rows"]:

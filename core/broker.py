@@ -35,6 +35,10 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=settings.queue_name(settings.default_queue),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # Task events for Flower / `celery events` (MODELPRESS_CELERY_EVENTS=1): workers send started/succeeded/
+        # failed, and senders a task-sent event, so a monitor sees queued tasks too.
+        worker_send_task_events=settings.celery_events,
+        task_send_sent_event=settings.celery_events,
         include=["workers.tasks", "workers.inspection", "workers.webhooks"],
     )
     if broker_url.startswith("filesystem://"):

@@ -2,11 +2,16 @@
 and the workers."""
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from sqlalchemy import Connection, Select, bindparam, select
+from sqlalchemy.orm import Session
+
+from storage.models import Job
 
 
 class UtcOut(BaseModel):
@@ -63,6 +68,40 @@ class JobOut(UtcOut):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+# What the document shows, read by primary key: a finished job's metrics (hundreds of KB on goal jobs) stay in
+# the database, which hands over their quality verdict only.
+_DOCUMENT_COLUMNS = (Job.id, Job.model_id, Job.status, Job.recipe, Job.pipeline, Job.queue, Job.data,
+                     Job.teacher_model_id, Job.stage, Job.progress, Job.progress_detail, Job.error,
+                     Job.metrics["quality"].label("quality"), Job.callback_url, Job.callback_status,
+                     Job.callback_log, Job.attempts, Job.cancel_requested, Job.created_at, Job.started_at,
+                     Job.finished_at)
+
+
+def document_query() -> Select:
+    """The document's columns of one job; binds `job_id` and `owner`."""
+    return select(*_DOCUMENT_COLUMNS).where(Job.id == bindparam("job_id"), Job.owner == bindparam("owner"))
+
+
+def job_document(columns: dict) -> JobOut:
+    """The job document from `document_query`'s columns, the same as `JobOut.model_validate(job)` of the
+    whole row."""
+    doc = dict(columns)
+    url, status, log = doc.pop("callback_url"), doc.pop("callback_status"), doc.pop("callback_log")
+    doc["callback"] = {"url": url, "status": status, "deliveries": log or []} if url else None
+    return JobOut.model_validate(doc)
+
+
+def read_job_document(session: Session | Connection, owner: str, job_id: str) -> JobOut | None:
+    """None: unknown id or another tenant's."""
+    row = session.execute(document_query(), {"job_id": job_id, "owner": owner}).one_or_none()
+    return job_document(row._mapping) if row is not None else None
+
+
+def document_etag(body: bytes) -> str:
+    """A strong validator of the document's bytes (If-None-Match -> 304 while nothing changed)."""
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
 def webhook_body(job) -> bytes:

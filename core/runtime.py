@@ -4,11 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, get_settings
-from storage.blobs import LocalBlobStore
+from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
 
 
@@ -17,7 +18,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    blobs: LocalBlobStore
+    blobs: BlobStore
 
     @cached_property
     def celery(self):
@@ -45,9 +46,26 @@ class Runtime:
         self.celery.send_task(DELIVER_WEBHOOK, args=[job_id], queue=self.settings.queue_name(WEBHOOK_QUEUE))
 
 
+def make_blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_backend == "local":
+        return LocalBlobStore(settings.resolved_storage_dir)
+    from storage.s3 import S3BlobStore   # boto3 is imported only where the store is S3
+
+    return S3BlobStore(
+        settings.s3_bucket, tmp_dir=settings.resolved_scratch_dir / "uploads", prefix=settings.s3_prefix,
+        endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+        access_key=_secret(settings.s3_access_key), secret_key=_secret(settings.s3_secret_key),
+        presign_s=settings.s3_presign_downloads, presign_endpoint_url=settings.s3_public_endpoint_url,
+        multipart_threshold=settings.s3_multipart_threshold_bytes)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
 def make_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.resolved_database_url)
-    return Runtime(settings, engine, make_sessionmaker(engine), LocalBlobStore(settings.resolved_storage_dir))
+    return Runtime(settings, engine, make_sessionmaker(engine), make_blob_store(settings))
 
 
 @lru_cache

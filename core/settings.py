@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -26,6 +26,27 @@ class Settings(BaseSettings):
     database_url: str = ""
     broker_url: str = ""
     storage_dir: Path | None = None
+    # This host's working folder: uploads on their way in (S3 backend), each job's inputs, outputs and checkpoints.
+    scratch_dir: Path | None = None
+
+    # Where blobs live: "local" (storage_dir, the embedded default: API and workers share the folder) or
+    # "s3" (one bucket of an S3-compatible store: API and workers on other hosts share nothing else but the
+    # database and the broker).
+    blob_backend: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None   # unset: AWS S3
+    s3_bucket: str = ""
+    s3_prefix: str = ""   # every object's key starts with it (several deployments in one bucket)
+    s3_region: str | None = None
+    # unset: boto3's own chain (AWS_* variables, instance or pod roles)
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    # Downloads: "off" streams them through the API (Range kept); N redirects (307) to a URL signed for N
+    # seconds, so the bytes bypass the API. s3_public_endpoint_url: where clients reach the store, when it is
+    # not s3_endpoint_url (a compose network name, say).
+    s3_presign_downloads: int | None = Field(default=None, gt=0)
+    s3_public_endpoint_url: str | None = None
+    # blobs up to this size are one PUT whose sha256 the server checks; larger ones go up in parts of this size
+    s3_multipart_threshold_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2)
 
     queue_prefix: str = "modelpress"
     default_queue: str = "cpu"
@@ -42,6 +63,17 @@ class Settings(BaseSettings):
     tenant_storage_quota_bytes: int = Field(default=50 * 1024**3, gt=0)
     tenant_max_active_jobs: int = Field(default=8, gt=0)
     tenant_requests_per_minute: int = Field(default=1200, gt=0)
+    # Where request rates are counted (a `limits` storage URI): empty means the broker's Redis when the broker
+    # is Redis, so every API process counts against one limit, else this process's memory (embedded default).
+    rate_limit_url: str = ""
+    # An API process remembers a key's tenant this long (0: ask the database on every request); a revoked
+    # key keeps working at most this long. Saves a database round trip per request.
+    api_key_cache_s: float = Field(default=5.0, ge=0, le=300)
+    # GET /metrics answers only 'Authorization: Bearer <token>' when set (it shows no tenant data either way).
+    metrics_token: SecretStr | None = Field(default=None, min_length=16)
+    # Workers send Celery task events (for Flower or `celery events`); off by default: one broker message per
+    # task state change.
+    celery_events: bool = False
     # Artifacts of finished jobs older than this are deleted by the reaper (jobs and metrics stay);
     # unset keeps them until a user deletes them.
     artifact_retention_days: int | None = Field(default=None, gt=0)
@@ -91,8 +123,17 @@ class Settings(BaseSettings):
                 out.append(entry)
         return out
 
+    @field_validator("s3_presign_downloads", mode="before")
+    @classmethod
+    def _presign(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "off", "false", "0") else value
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
+        if self.blob_backend == "s3" and not self.s3_bucket:
+            raise ValueError("MODELPRESS_BLOB_BACKEND=s3 needs MODELPRESS_S3_BUCKET")
+        if self.s3_presign_downloads and self.blob_backend != "s3":
+            raise ValueError("MODELPRESS_S3_PRESIGN_DOWNLOADS needs MODELPRESS_BLOB_BACKEND=s3")
         if self.stale_job_after_s <= 2 * self.heartbeat_interval_s:
             raise ValueError(
                 "MODELPRESS_STALE_JOB_AFTER_S must exceed twice MODELPRESS_HEARTBEAT_INTERVAL_S, "
@@ -112,8 +153,19 @@ class Settings(BaseSettings):
         return self.broker_url or "filesystem://"
 
     @property
+    def resolved_rate_limit_url(self) -> str:
+        if self.rate_limit_url:
+            return self.rate_limit_url
+        broker = self.resolved_broker_url
+        return broker if broker.startswith(("redis://", "rediss://")) else "memory://"
+
+    @property
     def resolved_storage_dir(self) -> Path:
         return self.storage_dir or self.home / "blobs"
+
+    @property
+    def resolved_scratch_dir(self) -> Path:
+        return self.scratch_dir or self.home / "scratch"
 
     @property
     def broker_folder(self) -> Path:

@@ -81,12 +81,13 @@ class Client:
             delay = max(delay, min(float(retry_after), self.max_backoff))
         time.sleep(delay)
 
-    def _request(self, method: str, path: str, *, idempotent: bool, stream: bool = False, **kw) -> httpx.Response:
+    def _request(self, method: str, path: str, *, idempotent: bool, stream: bool = False,
+                 follow_redirects: bool = False, **kw) -> httpx.Response:
         attempt = 0
         while True:
             try:
                 req = self._http.build_request(method, path, **kw)
-                resp = self._http.send(req, stream=stream)
+                resp = self._http.send(req, stream=stream, follow_redirects=follow_redirects)
             except httpx.TransportError as exc:
                 never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 if (idempotent or never_sent) and attempt < self.retries:
@@ -307,7 +308,9 @@ class Client:
         dir.mkdir(parents=True, exist_ok=True)
         dest = dir / Path(art.name).name
         part = dest.with_name(dest.name + ".part")
-        resp = self._request("GET", f"/v1/artifacts/{art.id}/download", idempotent=True, stream=True)
+        # a server that presigns downloads redirects to its object store (httpx drops the API key on the way)
+        resp = self._request("GET", f"/v1/artifacts/{art.id}/download", idempotent=True, stream=True,
+                             follow_redirects=True)
         digest, done = hashlib.sha256(), 0
         total = int(resp.headers.get("content-length") or art.size_bytes or 0)
         try:

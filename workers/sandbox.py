@@ -8,7 +8,8 @@ child, which really stops the compute (not just at the next stage boundary).
 Protocol: the parent writes one JSON request to the child's stdin ("mode": "job" or "inspect"; "model"
 and, for jobs, "teacher": compression.job.sources.ModelSource as JSON, built by the worker from database
 rows; "pipeline", "datasets", "out_dir", "checkpoint_dir"); the child writes JSON lines to stdout: {"progress": [stage, fraction]} and {"log": {epoch record}} ... then
-{"result": {...}} or {"error": {"kind": ..., "message": ...}}.
+{"result": {...}} or {"error": {"kind": ..., "message": ...}}. Every path in it is on the worker's own host
+(its scratch folder, or the local blob folder of the embedded default): the worker fetched the files there.
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ import signal
 import subprocess
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from compression.job.runner import ArtifactFile, CompressionError, JobCancelled, JobOutput
 from compression.job.sources import ModelSource
@@ -32,21 +34,43 @@ class SandboxError(CompressionError):
     """The child died or broke a limit; the message says which, in plain words."""
 
 
+# The child runs at a lower priority: on a shared host compute yields the CPU to the API and to the worker's
+# own heartbeat (it only matters under contention).
+CHILD_NICE = 10
+Device = Literal["cpu", "auto", "cuda"]
+
+
+def address_space_limited(device: Device, cuda_available: bool) -> bool:
+    """Whether the memory guard (RLIMIT_AS) applies: only to a child that stays on the CPU. CUDA reserves
+    tens of GiB of virtual address space when it starts, so under the limit a GPU job would fail at its first
+    CUDA call; such a job is bounded by the time limit and the host's or container's memory limit instead.
+    "cpu": CUDA is hidden from the child; "auto": CUDA where the machine has it; "cuda": always the GPU."""
+    return device == "cpu" or (device == "auto" and not cuda_available)
+
+
+@lru_cache(maxsize=1)
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_job_in_child(
     model: ModelSource, pipeline: dict, out_dir: Path, *,
     on_progress: Callable[[str | None, float], None], is_cancelled: Callable[[], bool],
     memory_limit_bytes: int, time_limit_s: float,
     datasets: dict[str, tuple[Path, str]] | None = None, checkpoint_dir: Path | None = None,
     on_log: Callable[[dict], None] = lambda record: None, teacher: ModelSource | None = None,
+    device: Device = "auto",
 ) -> JobOutput:
     """`model` / `teacher`: resolved by the worker from rows the job's tenant owns; `datasets`: {role: (path,
-    format)}; `checkpoint_dir`: kept across attempts so a rerun resumes."""
+    format)}; `checkpoint_dir`: kept across attempts so a rerun resumes; `device`: see address_space_limited."""
     request = {"mode": "job", "model": model.to_json(), "teacher": teacher.to_json() if teacher else None,
                "pipeline": pipeline, "out_dir": str(out_dir),
                "datasets": {role: [str(path), fmt] for role, (path, fmt) in (datasets or {}).items()},
                "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
     result = _run_in_child(request, on_progress=on_progress, on_log=on_log, is_cancelled=is_cancelled,
-                           memory_limit_bytes=memory_limit_bytes, time_limit_s=time_limit_s)
+                           memory_limit_bytes=memory_limit_bytes, time_limit_s=time_limit_s, device=device)
     return JobOutput(artifacts=[ArtifactFile(a["name"], a["kind"], Path(a["path"])) for a in result["artifacts"]],
                      metrics=result["metrics"])
 
@@ -55,21 +79,30 @@ def inspect_in_child(model: ModelSource, *, memory_limit_bytes: int, time_limit_
     """Load the upload once under the job limits: {"inspection": {...}, "summary": {...} | None}
     (compression.formats.inspect.inspect_upload). Raises CompressionError with the reason it cannot be loaded."""
     request = {"mode": "inspect", "model": model.to_json()}
-    return _run_in_child(request, on_progress=lambda *a: None, on_log=lambda record: None,
-                         is_cancelled=lambda: False, memory_limit_bytes=memory_limit_bytes, time_limit_s=time_limit_s)
+    return _run_in_child(request, on_progress=lambda *a: None, on_log=lambda record: None, is_cancelled=lambda: False,
+                         memory_limit_bytes=memory_limit_bytes, time_limit_s=time_limit_s, device="cpu")
+
+
+def _spawn(memory_limit_bytes: int, device: Device) -> subprocess.Popen:
+    guarded = address_space_limited(device, device != "cpu" and _cuda_available())
+
+    def limit_resources() -> None:
+        die_with_parent(signal.SIGKILL)  # a killed worker takes its job's compute with it
+        os.nice(CHILD_NICE)
+        if guarded:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, preexec_fn=limit_resources, start_new_session=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else None,
+    )
 
 
 def _run_in_child(request: dict, *, on_progress, on_log, is_cancelled, memory_limit_bytes: int,
-                  time_limit_s: float) -> dict:
-    def limit_resources() -> None:
-        die_with_parent(signal.SIGKILL)  # a killed worker takes its job's compute with it
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    child = subprocess.Popen(
-        [sys.executable, "-m", "workers.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, preexec_fn=limit_resources, start_new_session=True,
-    )
+                  time_limit_s: float, device: Device = "auto") -> dict:
+    child = _spawn(memory_limit_bytes, device)
     child.stdin.write(json.dumps(request).encode())
     child.stdin.close()
     deadline = time.monotonic() + time_limit_s

@@ -49,7 +49,7 @@ async def upload_dataset(request: Request, rt: RuntimeDep, blobs: BlobsDep, sett
         if upload.fields:
             raise HTTPException(422, f"unknown form field(s): {', '.join(sorted(upload.fields))}")
         summary = await run_in_threadpool(sniff_dataset, pending.path)   # DatasetError: 4xx (api/app.py)
-        key = blobs.commit(owner, pending)
+        key = await run_in_threadpool(blobs.commit, owner, pending)   # an S3 store uploads it now
     except BaseException:
         blobs.discard(pending)
         raise

@@ -1,7 +1,7 @@
 """Live job state as server-sent events: `GET /v1/jobs/{id}/events`.
 
-The stream polls the database every `POLL_INTERVAL_S` with a short-lived session
-(no connection is held between polls), sends an `event: job` with the job's state
+The stream polls the database every `POLL_INTERVAL_S` with a short-lived connection
+(none is held between polls), sends an `event: job` with the job's state
 whenever status, stage, progress (with training detail) or error change, and ends with `event: end` once
 the job has finished. A stream lives at most `MAX_STREAM_S` seconds (the client
 reconnects; EventSource does this on its own), and sends a comment line every
@@ -15,14 +15,12 @@ import time
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from api.deps import OwnerDep, RuntimeDep, SessionDep
+from api.deps import OwnerDep, SessionDep
 from api.routers.jobs import get_owned_job
 from api.schemas import ErrorOut, JobOut
-from storage.models import Job, JobStatus
-from core.runtime import Runtime
+from storage.models import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -33,12 +31,9 @@ RETRY_MS = 1000
 _WATCHED = ("status", "stage", "progress", "progress_detail", "error", "cancel_requested", "attempts")
 
 
-def _snapshot(rt: Runtime, owner: str, job_id: str) -> dict | None:
-    with rt.sessions() as session:  # opened and closed per poll
-        job = session.get(Job, job_id)
-        if job is None or job.owner != owner:
-            return None
-        return JobOut.model_validate(job).model_dump(mode="json")
+async def _snapshot(request: Request, owner: str, job_id: str) -> dict | None:
+    doc = await request.app.state.document_reads.document(owner, job_id)   # a pooled connection per poll
+    return doc.model_dump(mode="json") if doc is not None else None
 
 
 def _event(name: str, data: dict, event_id: int | None = None) -> bytes:
@@ -46,7 +41,7 @@ def _event(name: str, data: dict, event_id: int | None = None) -> bytes:
     return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def _stream(request: Request, rt: Runtime, owner: str, first: dict, lifetime: float) -> AsyncIterator[bytes]:
+async def _stream(request: Request, owner: str, first: dict, lifetime: float) -> AsyncIterator[bytes]:
     started = last_sent = time.monotonic()
     seq = 0
     state = first
@@ -62,7 +57,7 @@ async def _stream(request: Request, rt: Runtime, owner: str, first: dict, lifeti
         if await request.is_disconnected():
             return
         await asyncio.sleep(POLL_INTERVAL_S)
-        fresh = await run_in_threadpool(_snapshot, rt, owner, state["id"])
+        fresh = await _snapshot(request, owner, state["id"])
         if fresh is None:  # deleted while watched
             yield _event("error", {"id": state["id"], "detail": f"job {state['id']} not found"})
             return
@@ -85,7 +80,7 @@ async def _stream(request: Request, rt: Runtime, owner: str, first: dict, lifeti
                                     "finished; `event: reconnect` when the stream's lifetime is up"},
                404: {"model": ErrorOut, "description": "unknown id"}},
 )
-def job_events(job_id: str, request: Request, session: SessionDep, owner: OwnerDep, rt: RuntimeDep,
+def job_events(job_id: str, request: Request, session: SessionDep, owner: OwnerDep,
                max_seconds: float = Query(MAX_STREAM_S, gt=0, le=MAX_STREAM_S,
                                           description="close the stream after this long; clients reconnect")
                ) -> StreamingResponse:
@@ -95,6 +90,6 @@ def job_events(job_id: str, request: Request, session: SessionDep, owner: OwnerD
     # The request-scoped session would otherwise keep its connection for the whole stream.
     session.close()
     return StreamingResponse(
-        _stream(request, rt, owner, first, max_seconds), media_type="text/event-stream",
+        _stream(request, owner, first, max_seconds), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

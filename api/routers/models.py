@@ -64,7 +64,7 @@ async def upload_model(request: Request, rt: RuntimeDep, blobs: BlobsDep, settin
         # headers and indexes only: loading the model is the worker's inspection (ModelFormatError: 4xx)
         info = await run_in_threadpool(sniff, pending.path, architecture=options.get("architecture"),
                                        hf_config=options.get("hf_config"), parse_onnx=False)
-        key = blobs.commit(owner, pending)
+        key = await run_in_threadpool(blobs.commit, owner, pending)   # an S3 store uploads it now
     except BaseException:
         blobs.discard(pending)
         raise

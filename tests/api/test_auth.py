@@ -75,13 +75,30 @@ def test_requests_without_a_valid_key_are_401(two_tenants):
 
 
 def test_revoked_key_is_refused(embedded_settings):
-    app = _app(embedded_settings)
+    app = _app(embedded_settings, api_key_cache_s=0)
     with TestClient(app) as client:
         key_id, key = _key(app, "carol")
         assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         with app.state.runtime.sessions() as s:
             assert revoke(s, key_id)
         assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+
+def test_a_revoked_key_works_at_most_the_key_cache_time_longer(embedded_settings):
+    import time
+
+    app = _app(embedded_settings, api_key_cache_s=0.5)
+    with TestClient(app) as client:
+        key_id, key = _key(app, "carol")
+        h = {"Authorization": f"Bearer {key}"}
+        assert client.get("/v1/models", headers=h).status_code == 200
+        with app.state.runtime.sessions() as s:
+            assert revoke(s, key_id)
+        revoked_at = time.monotonic()
+        while client.get("/v1/models", headers=h).status_code == 200:
+            assert time.monotonic() - revoked_at < 0.5, "a revoked key outlived MODELPRESS_API_KEY_CACHE_S"
+            time.sleep(0.05)
+        assert client.get("/v1/models", headers={"Authorization": "Bearer mp_not-a-key"}).status_code == 401
 
 
 def _id_routes(app):

@@ -92,3 +92,15 @@ def test_inspect_mode_keeps_the_job_limits(tmp_path):
     with pytest.raises(CompressionError, match="input_shape") as info:
         _inspect(tmp_path / "m.ts", options={})
     assert not isinstance(info.value, SandboxError)
+
+
+def test_the_memory_guard_applies_only_to_children_that_stay_on_the_cpu():
+    """RLIMIT_AS would break CUDA's start (it reserves tens of GiB of address space): no GPU is needed to
+    check the rule."""
+    from workers.sandbox import address_space_limited
+
+    assert address_space_limited("cpu", cuda_available=True)      # CUDA hidden from the child
+    assert address_space_limited("cpu", cuda_available=False)
+    assert address_space_limited("auto", cuda_available=False)
+    assert not address_space_limited("auto", cuda_available=True)
+    assert not address_space_limited("cuda", cuda_available=True)
