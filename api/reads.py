@@ -57,7 +57,9 @@ class _Connections:
 
 
 class DocumentReads:
-    def __init__(self, engine: Engine, concurrency: int = 8):
+    # 16 reads at once per process: on a CPU-starved host each read waits long for PostgreSQL, and with 8 the
+    # bench's 200 polls/s queued for seconds (24: 0.4 s); PostgreSQL's max_connections bounds it from above.
+    def __init__(self, engine: Engine, concurrency: int = 16):
         self.engine, self.concurrency = engine.execution_options(isolation_level="AUTOCOMMIT"), concurrency
         self.limiter = CapacityLimiter(concurrency)
         self.on_loop = engine.dialect.name == "postgresql"

@@ -9,12 +9,11 @@ fresh queue names), then:
   jobs:        J jobs submitted at once, run by the workers, every artifact's checksum verified.
 Prints calls/s and latency percentiles per route for both loops (status also as the API's own /metrics
 histogram measured it, which leaves out time spent waiting for a CPU before the route runs), API memory
-(RSS) and CPU, 5xx, lost/duplicated jobs and checksum failures. The pollers and the uploaders run in processes
-of their own (the uploaders at nice 10), the pollers with a minimal keep-alive HTTP client (see RawHttp);
-uploads and jobs go through httpx. Bounded in count and
-time; talks to 127.0.0.1 only. The API and workers run in their own process groups, stopped (SIGTERM, then
-SIGKILL) however this script ends: normally, Ctrl-C, SIGTERM or SIGHUP; the database and folders it made go
-too.
+(RSS) and CPU, 5xx, lost/duplicated jobs and checksum failures. The pollers and the uploaders run in
+processes of their own (the uploaders at nice 10), the pollers with a minimal keep-alive HTTP client (see
+RawHttp); uploads and jobs go through httpx. Bounded in count and time; talks to 127.0.0.1 only. The API
+and workers run in their own process groups, stopped (SIGTERM, then SIGKILL) however this script ends:
+normally, Ctrl-C, SIGTERM or SIGHUP; the database and folders it made go too.
 
     python bench/load.py                      # the sizes (several minutes)
     python bench/load.py --uploads 4 --pollers 40 --seconds 10 --jobs 10 --upload-mb 20   # quick
@@ -123,8 +122,8 @@ class Recorder:
     def rows(self, elapsed: float) -> list[str]:
         out = []
         for route, values in sorted(self.latency.items()):
-            ms = [1000 * v for v in values]
-            out.append(f"| {route} | {len(ms)} | {len(ms) / self.elapsed.get(route, elapsed):.1f} | {pct(ms, 0.5):.1f} | {pct(ms, 0.9):.1f} "
+            ms, seconds = [1000 * v for v in values], self.elapsed.get(route, elapsed)
+            out.append(f"| {route} | {len(ms)} | {len(ms) / seconds:.1f} | {pct(ms, 0.5):.1f} | {pct(ms, 0.9):.1f} "
                        f"| {pct(ms, 0.99):.1f} | {max(ms):.1f} |")
         return out
 
