@@ -59,6 +59,13 @@ class PendingBlob:
         self.size = 0
         self.max_bytes = max_bytes
 
+    @classmethod
+    def in_dir(cls, tmp_dir: Path, max_bytes: int) -> PendingBlob:
+        """A new pending blob in a fresh temp file under `tmp_dir` (every store stages uploads this way)."""
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        os.close(fd)
+        return cls(Path(name), max_bytes)
+
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.max_bytes:
@@ -141,9 +148,7 @@ class LocalBlobStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
 
     def begin(self, max_bytes: int) -> PendingBlob:
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
-        os.close(fd)
-        return PendingBlob(Path(name), max_bytes)
+        return PendingBlob.in_dir(self.tmp, max_bytes)
 
     def commit(self, owner: str, pending: PendingBlob) -> str:
         pending.close()

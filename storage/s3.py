@@ -64,9 +64,7 @@ class S3BlobStore:
     # -- blobs ---------------------------------------------------------------------------------------
 
     def begin(self, max_bytes: int) -> PendingBlob:
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
-        os.close(fd)
-        return PendingBlob(Path(name), max_bytes)
+        return PendingBlob.in_dir(self.tmp, max_bytes)
 
     def commit(self, owner: str, pending: PendingBlob) -> str:
         pending.close()
