@@ -21,7 +21,7 @@ from workers.celery_app import RUN_JOB, app
 from workers.model_options import ModelRef, model_ref, scratch_folder
 from core.runtime import Runtime, runtime
 from core.webhooks import announce
-from workers.sandbox import run_job_in_child
+from workers.sandbox import Device, run_job_in_child
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def _checkpoint_loop(rt: Runtime, job_id: str, progress: _Progress, stop: thread
 def _fetch_and_run(rt: Runtime, job: Job, model: Model | ModelRef, datasets: dict[str, tuple[str, str]] | None,
                    teacher: ModelRef | None, folder: Path, progress: _Progress) -> JobOutput:
     """Every file the job reads is fetched into this worker's folder first (the local store lends its own),
-    with the checkpoints an earlier attempt saved."""
+    with the checkpoints an earlier attempt saved. A job sent to the cpu queue stays off the GPU (and under
+    the memory guard) even on a host whose worker serves both queues."""
     progress.checkpoints = rt.blobs.restore_scratch(f"checkpoints/{job.id}", folder / "checkpoints")
     inputs = folder / "in"
     ref = model if isinstance(model, ModelRef) else \
@@ -79,7 +80,11 @@ def _fetch_and_run(rt: Runtime, job: Job, model: Model | ModelRef, datasets: dic
         teacher=teacher.fetch(rt.blobs, inputs) if teacher else None,
         on_progress=progress.update, is_cancelled=progress.cancelled.is_set, on_log=progress.log,
         memory_limit_bytes=rt.settings.job_memory_limit_bytes, time_limit_s=rt.settings.job_time_limit_s,
-        datasets=files, checkpoint_dir=progress.checkpoints)
+        datasets=files, checkpoint_dir=progress.checkpoints, device=job_device(rt, job))
+
+
+def job_device(rt: Runtime, job: Job) -> Device:
+    return "cpu" if job.queue == rt.settings.queue_name("cpu") else "auto"
 
 
 def execute(rt: Runtime, job: Job, model: Model | ModelRef, worker: str,
