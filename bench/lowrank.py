@@ -41,8 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.stage import CompressionState  # noqa: E402
 from compression.methods.lowrank import LowRankSpec, low_rank  # noqa: E402
-from compression.training.masked import accuracy, train  # noqa: E402
-from deep_compression_lenet import load_mnist  # noqa: E402
+from mnist import accuracy, load_mnist, train  # noqa: E402
 
 THREADS = 1   # LAPACK SVD with 2 threads on an oversubscribed host spin-waits (~100x slower)
 

@@ -53,7 +53,6 @@ BENCHES = [
     Bench("runnable_ratios", "runnable_ratios.py"),
     Bench("minilm_hf_folder", "minilm_hf_folder.py", text_corpora=True),
     Bench("minilm_runnable", "minilm_runnable.py", text_corpora=True),
-    Bench("deep_compression_lenet", "deep_compression_lenet.py"),
     Bench("deep_compression_service", "deep_compression_service.py"),
     Bench("minilm_compression", "minilm_compression.py", text_corpora=True),
     Bench("speed_cnn", "speed_cnn.py"),

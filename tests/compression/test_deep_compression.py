@@ -16,7 +16,6 @@ from compression.stage import CompressionState
 from compression.data.outputs import bitwise_equal
 from compression.pipeline import check_pipeline_against_model, check_pipeline_data, parse_pipeline
 from compression.registry import RECIPES, run_stage
-from compression.training.masked import finetune_centroids, masked_finetune
 
 WEIGHTS = ("fc1.weight", "fc2.weight", "fc3.weight")
 
@@ -204,24 +203,6 @@ def test_deep_compression_recipe_through_the_job(tmp_path, lenet_safetensors):
     assert fc1["index_bits_per_weight"] > 0 and "huffman" in fc1["encoding"]
     for name in ("prune-50", "kmeans-4bit", "binary", "ternary", "fixed16"):
         assert RECIPES[name].stages and parse_pipeline({"stages": RECIPES[name].stages})
-
-
-def test_masked_and_centroid_finetuning(lenet):
-    torch.manual_seed(2)
-    X, y = torch.randn(64, 784), torch.randint(0, 10, (64,))
-    state = _run(lenet, [{"kind": "prune", "sparsity": 0.8}])
-    masked_finetune(lenet, state.masks, X, y, epochs=1, lr=1e-2)
-    for n in WEIGHTS:
-        assert ((lenet.get_parameter(n) != 0) <= state.masks[n]).all()
-    with torch.no_grad():
-        run_stage(parse_pipeline({"stages": [{"kind": "share", "bits": 3}]}).stages[0], state)
-    before = lenet.fc1.weight.detach().clone()
-    encodings = finetune_centroids(lenet, state.encodings, X, y, epochs=2, lr=1e-2)
-    w = lenet.fc1.weight.detach()
-    assert not torch.equal(w, before) and w[w != 0].unique().numel() <= 8
-    assert ((w != 0) <= state.masks["fc1.weight"]).all()
-    for n in WEIGHTS:
-        assert bitwise_equal(decode(encodings[n]), lenet.get_parameter(n).detach())
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])

@@ -102,6 +102,23 @@ def test_quantization_aware_finetune_reencodes(stage, levels):
     assert changed   # training moved the quantized weights
 
 
+def test_centroid_finetune_of_a_pruned_shared_layer_keeps_zeros_and_codebook_size():
+    """Deep Compression's retraining: after prune + share only the centroids train (Han et al. 2016, 3.1)."""
+    data = _data()
+    state = _state(_mlp(), data)
+    _run(state, {"kind": "prune", "sparsity": 0.8}, {"kind": "share", "bits": 3})
+    masks = {n: m.clone() for n, m in state.masks.items()}
+    before = {n: p.detach().clone() for n, p in state.model.named_parameters() if n in masks}
+    loss = _ce(state.model, data)
+    _run(state, {"kind": "finetune", "epochs": 4, "lr": 0.01, "patience": None})
+    assert _ce(state.model, data) < loss
+    for n, p in state.model.named_parameters():
+        if n in masks:
+            w = p.detach()
+            assert ((w != 0) <= masks[n]).all() and w[w != 0].unique().numel() <= 8
+            assert not torch.equal(w, before[n]) and torch.equal(decode(state.encodings[n]), w)
+
+
 def test_unlabelled_finetune_matches_the_teacher():
     data = _data()
     data.train.labels = data.eval.labels = None
