@@ -35,6 +35,15 @@ def test_compose_is_valid_and_has_the_tested_services():
     assert cfg["services"]["s3"]["image"].startswith("chrislusf/seaweedfs:")   # what tests/s3server.py runs
 
 
+def test_flower_is_an_optional_profile_on_the_same_broker():
+    cfg = _config(profiles=("monitoring",), MODELPRESS_CELERY_EVENTS="1")
+    flower = cfg["services"]["flower"]
+    assert "--broker=redis://redis:6379/0" in flower["command"] and "flower" in flower["command"]
+    assert cfg["services"]["worker"]["environment"]["MODELPRESS_BROKER_URL"] == "redis://redis:6379/0"
+    assert cfg["services"]["worker"]["environment"]["MODELPRESS_CELERY_EVENTS"] == "1"
+    assert _config()["services"]["worker"]["environment"]["MODELPRESS_CELERY_EVENTS"] == "0"   # off unless asked
+
+
 def test_api_and_workers_share_nothing_but_postgres_redis_and_the_bucket():
     cfg = _config()
     for service in ("api", "worker", "migrate"):
