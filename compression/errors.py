@@ -13,6 +13,9 @@ class ModelpressError(Exception):
         if status_code is not None:
             self.status_code = status_code
 
+    def __reduce__(self):   # crosses process boundaries (dataset checks, the job sandbox) with its status
+        return type(self), (self.message, self.__dict__.get("status_code"))
+
 
 class CompressionError(ModelpressError):
     """A job cannot go on: the message is shown to the job's owner."""

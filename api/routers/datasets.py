@@ -5,13 +5,13 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
+from api.dataset_checks import check_dataset
 from api.deps import BlobsDep, OwnerDep, RuntimeDep, SessionDep, SettingsDep
 from api.ownership import get_owned
 from api.pagination import paginate
 from api.routers.models import _usage
 from api.schemas import DatasetOut, DatasetPage, ErrorOut
 from api.upload import receive_upload
-from compression.data.datasets import sniff_dataset
 from storage.blob_refs import drop_if_unreferenced, insert_with_blob
 from storage.deletion import ACTIVE
 from storage.models import Dataset, Job, Model
@@ -48,7 +48,8 @@ async def upload_dataset(request: Request, rt: RuntimeDep, blobs: BlobsDep, sett
     try:
         if upload.fields:
             raise HTTPException(422, f"unknown form field(s): {', '.join(sorted(upload.fields))}")
-        summary = await run_in_threadpool(sniff_dataset, pending.path)   # DatasetError: 4xx (api/app.py)
+        # in a checker process (DatasetError: 4xx, api/app.py)
+        summary = await check_dataset(pending.path, settings.job_memory_limit_bytes)
         key = await run_in_threadpool(blobs.commit, owner, pending)   # an S3 store uploads it now
     except BaseException:
         blobs.discard(pending)
