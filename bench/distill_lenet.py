@@ -37,8 +37,11 @@ from compression.registry import run_stage  # noqa: E402
 
 from mnist import accuracy, train  # noqa: E402
 from mnist import load_mnist as mnist_subset  # noqa: E402
+from record import record  # noqa: E402
 
 SEED = 0
+TEACHER_EPOCHS = 10
+SPARSITY = 0.9
 
 
 def load_mnist():
@@ -58,6 +61,21 @@ def params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def cells(rows: list[tuple], args) -> tuple[str, str]:
+    """(setup, result) markdown cells of the README row; `rows`: main's (name, params, nonzero, top-1, stage s)
+    for the teacher, the distilled student, the pruned model and the pruned model after finetune."""
+    setup = (f"LeNet-5 teacher trained {TEACHER_EPOCHS} epochs on the 4,000 MNIST-subset training digits, top-1 on "
+             f"the 1,000 test digits, seed {SEED}, one run, nothing selected; `distill` to a width-{args.width:g} "
+             f"student ({args.epochs} epochs, T 4, α 0.3); `prune` {100 * SPARSITY:g} % of every layer + "
+             f"{args.finetune_epochs} `finetune` epochs (masks kept)")
+    (_, n0, _, teacher, _), (_, n1, _, student, _), (_, _, _, pruned, _), (_, _, nz, tuned, _) = rows
+    result = (f"LeNet-5 student **{n0 / n1:.2f}× fewer parameters**: {100 * student:.1f} % vs teacher "
+              f"{100 * teacher:.1f} % ({100 * (student - teacher):+.1f}); {100 * SPARSITY:g} % pruned "
+              f"({n0 / nz:.2f}× fewer nonzero) + `finetune`: **{100 * tuned:.1f} %** ({100 * (tuned - teacher):+.1f}; "
+              f"{100 * pruned:.1f} % before retraining)").replace("(-", "(−")
+    return setup, result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--width", type=float, default=0.4)
@@ -69,7 +87,7 @@ def main() -> None:
     (Xtr, ytr), (Xte, yte) = load_mnist()
     torch.manual_seed(SEED)
     teacher = build_architecture("lenet-5")
-    train(teacher, Xtr, ytr, epochs=10, lr=1e-3, seed=SEED)
+    train(teacher, Xtr, ytr, epochs=TEACHER_EPOCHS, lr=1e-3, seed=SEED)
     acc_teacher = accuracy(teacher, Xte, yte)
     data = JobData(train=TensorData((Xtr,), ytr))
     rows = [("teacher LeNet-5", params(teacher), params(teacher), acc_teacher, 0.0)]
@@ -82,7 +100,7 @@ def main() -> None:
     widths = {n: tuple(m.weight.shape) for n, m in state.model.named_modules() if hasattr(m, "weight")}
 
     state = CompressionState(copy.deepcopy(teacher), seed=SEED, data=data, teacher=teacher, example_inputs=(Xtr[:2],))
-    t = stage(state, {"kind": "prune", "sparsity": 0.9})
+    t = stage(state, {"kind": "prune", "sparsity": SPARSITY})
     nonzero = sum(int((p != 0).sum()) for p in state.model.parameters())
     rows.append(("pruned 90 %, no retraining", params(state.model), nonzero, accuracy(state.model, Xte, yte), t))
     t = stage(state, {"kind": "finetune", "epochs": args.finetune_epochs, "lr": 1e-3, "device": "cpu"})
@@ -94,6 +112,12 @@ def main() -> None:
     for name, n, nz, acc, secs in rows:
         print(f"{name:32} {n:8d} {nz:8d} {rows[0][1] / nz:6.2f}x {100 * acc:8.2f}% {100 * (acc - acc_teacher):+6.2f} "
               f"{secs:8.1f}")
+    setup, result = cells(rows, args)
+    record("distill_lenet", setup=setup, result=result, data={
+        "width": args.width, "epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "threads": args.threads,
+        "student_layers": {k: list(v) for k, v in widths.items()},
+        "rows": [{"model": name, "params": n, "nonzero": nz, "top1": acc, "stage_s": secs}
+                 for name, n, nz, acc, secs in rows]})
 
 
 if __name__ == "__main__":

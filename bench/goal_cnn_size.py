@@ -19,6 +19,7 @@ Measured 2026-12-01 (2 cores shared with other work; figures in the README's ben
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mnist import load_mnist, train  # noqa: E402
+from record import record  # noqa: E402
 
 from compression.formats.architectures import build_architecture
 from compression.job.goal_runner import run_goal_job
@@ -41,6 +43,7 @@ from compression.registry import RECIPES
 from compression.search.goal import GoalSpec
 
 PRESETS = ("int8", "int4", "int4-g64-huffman", "kmeans-4bit", "deep-compression")
+DEFAULT_ARCH = "mobilenet-mini"
 
 
 def held_back(n: int, seed: int) -> torch.Tensor:
@@ -81,9 +84,46 @@ def run(arch: str, seed: int, goal: dict, data, tmp: Path, budget: float, pretra
             "candidates": measured}
 
 
+def bench_name(arch: str) -> str:
+    """The result file's name: bench/run.py registers one row per architecture."""
+    return "goal_cnn_size" if arch == DEFAULT_ARCH else f"goal_cnn_size_{arch}"
+
+
+def spread(xs: list[float], digits: int = 2) -> str:
+    return f"{statistics.mean(xs):.{digits}f} ± {(max(xs) - min(xs)) / 2:.{digits}f}"
+
+
+def cells(results: list[dict], args) -> tuple[str, str]:
+    """(setup, result) markdown cells of the README row; `results`: one `run()` dict per seed, with "seed"."""
+    n = len(results)
+    seeds = ", ".join(str(r["seed"]) for r in results)
+    setup = (f"a goal job on {args.arch} trained {args.pretrain} epochs on 3,000 MNIST digits: ≥ {args.ratio:g}× at "
+             f"top-1 drop ≤ {100 * args.max_drop:g} point{'s' if 100 * args.max_drop != 1 else ''}, budget "
+             f"{args.budget_minutes:g} min, {n} seed{'s' if n != 1 else ''} ({seeds}); train role = those digits "
+             "(training inside the search only on them), selection on half of the 1,000 test digits, reported on "
+             "the other half; the presets run as ordinary jobs on the same held-back half")
+    met = sum(bool(r["goal_met"]) for r in results)
+    per_seed = []
+    for r in results:
+        name, ratio, before, after = r["rows"][0]
+        chosen = name.removeprefix("goal job: ")
+        per_seed.append(f"seed {r['seed']} {chosen} {ratio:.2f}× at drop {100 * (before - after):.2f} points "
+                        f"({'met' if r['goal_met'] else 'missed'})")
+    seconds = [r["seconds"] for r in results]
+    presets = []
+    for i, preset in enumerate(PRESETS, start=1):
+        ratios = [r["rows"][i][1] for r in results]
+        drops = " / ".join(f"{100 * (r['rows'][i][2] - r['rows'][i][3]):.1f}" for r in results)
+        presets.append(f"{preset} {spread(ratios)}× (drops {drops})")
+    result = (f"**goal met on {met}/{n} seeds**: " + "; ".join(per_seed) +
+              f"; goal jobs {min(seconds):.0f}–{max(seconds):.0f} s. Presets on the same digits (ratio, top-1 drop "
+              "in points per seed): " + ", ".join(presets))
+    return setup, result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--arch", default="mobilenet-mini")
+    parser.add_argument("--arch", default=DEFAULT_ARCH)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--pretrain", type=int, default=4, help="epochs that train the upload")
@@ -94,14 +134,21 @@ def main() -> None:
     torch.set_num_threads(2)
     goal = {"target": {"ratio": args.ratio}, "constraint": {"max_drop": args.max_drop}}
     data = load_mnist()
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             r = run(args.arch, seed, goal, data, Path(tmp), args.budget_minutes, args.pretrain)
+            results.append({"seed": seed, **r})
             print(f"{args.arch} seed {seed} (goal job {r['seconds']:.0f} s): {r['summary']}")
             print("   candidates (name, ratio, top-1 on the selection half):", r["candidates"])
             for name, ratio, before, after in r["rows"]:
                 print(f"   {name:<48} {ratio:6.2f}x  top-1 {before:.4f} -> {after:.4f} "
                       f"(drop {100 * (before - after):+.2f} points) on the held-back 500 digits", flush=True)
+    setup, result = cells(results, args)
+    record(bench_name(args.arch), setup=setup, result=result, data={
+        "goal": goal, "budget_minutes": args.budget_minutes, "pretrain_epochs": args.pretrain,
+        "seeds": [{**r, "rows": [{"name": name, "ratio": ratio, "top1_before": before, "top1_after": after}
+                                 for name, ratio, before, after in r["rows"]]} for r in results]})
 
 
 if __name__ == "__main__":

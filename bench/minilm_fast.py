@@ -38,6 +38,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
@@ -50,6 +51,15 @@ from compression.job.int8_torch import load_program, write_program  # noqa: E402
 from compression.stage import CompressionState  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from compression.registry import run_stage  # noqa: E402
+from record import record  # noqa: E402
+
+TARGET = (3.0, 0.97)   # speedup at batch 32 vs torch fp32 eager, mean cosine to fp32
+ROUNDS = 9
+BASE = "fp32 teacher (torch)"
+QUANTIZE_DYNAMIC = "torch quantize_dynamic qint8"
+ORT_FP32 = "fp32 teacher (onnxruntime)"
+ORT_INT8 = "int8 teacher (onnxruntime, the int8 stage)"
+TORCH_INT8 = "int8 teacher (torch kernels, TorchScript, the int8 stage)"
 
 
 def pang_lee() -> list[str]:
@@ -85,7 +95,7 @@ def torch_int8(model, example: tuple, tmp: Path, name: str):
     return load_program(path, text=True)
 
 
-def timed(models: dict, batch: tuple, rounds: int = 9, warmup: int = 3) -> dict[str, float]:
+def timed(models: dict, batch: tuple, rounds: int = ROUNDS, warmup: int = 3) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in models}
     for model in models.values():   # TorchScript's profiling executor optimizes after its first calls
         for _ in range(warmup):
@@ -96,6 +106,40 @@ def timed(models: dict, batch: tuple, rounds: int = 9, warmup: int = 3) -> dict[
             sentence_embeddings(model, batch)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t[1:]) for name, t in times.items()}
+
+
+def cells(ms: dict[str, float], cosine: dict[str, float], pruned: list[str], args, n_train: int,
+          n_test: int) -> tuple[str, str]:
+    """(setup, result) markdown cells of the README row; `ms`/`cosine`: per model of main(); `pruned`: the names
+    of the structured-pruning models (each with its " + int8 (onnxruntime)" and " + int8 (torch kernels)")."""
+    configs = ", ".join(f"heads −{float(h):.0%} FFN −{float(f):.0%}" for h, f in (c.split(":") for c in args.configs))
+    setup = (f"all-MiniLM-L6-v2 batch 32 vs torch fp32 eager, {args.threads} threads, interleaved medians of "
+             f"{ROUNDS} rounds; mean cosine to fp32 embeddings on the {n_test} `pang_lee_polarity` sentences; "
+             f"structured pruning ({configs or 'none'}) + {args.epochs} recovery fine-tune epoch"
+             f"{'s' if args.epochs != 1 else ''} on {n_train:,} unlabeled Lee sentences + clauses (early stopping on "
+             "200 held-out Lee sentences), then int8; one run")
+    ratio, bar = TARGET
+    met = []
+
+    def fig(name: str, label: str = "") -> str:
+        speed, cos = ms[BASE] / ms[name], cosine[name]
+        text = f"{speed:.2f}× at {cos:.3f}"
+        if speed >= ratio and cos >= bar:
+            met.append(label or name)
+            text = f"**{text}**"
+        return text
+
+    parts = [f"the `int8` stage's `model.int8.torchscript.pt`: {fig(TORCH_INT8, '`model.int8.torchscript.pt`')}",
+             f"its `model.int8.onnx`: {fig(ORT_INT8, '`model.int8.onnx`')}",
+             f"torch `quantize_dynamic` {fig(QUANTIZE_DYNAMIC, '`quantize_dynamic`')}",
+             f"fp32 in onnxruntime {ms[BASE] / ms[ORT_FP32]:.2f}×"]
+    for name in pruned:
+        label = name.replace("-", "−").replace("ffn", "FFN")
+        ort = fig(name + " + int8 (onnxruntime)", label + " + int8")
+        kernels = fig(name + " + int8 (torch kernels)", label + " + int8 (torch kernels)")
+        parts.append(f"{label}: {fig(name, label)}, + int8 onnxruntime {ort} / torch kernels {kernels}")
+    verdict = f"target ≥ {ratio:g}× at cosine ≥ {bar:g}: " + (f"met by {', '.join(met)}" if met else "missed")
+    return setup, "; ".join(parts) + f"; {verdict}"
 
 
 def main() -> None:
@@ -122,25 +166,24 @@ def main() -> None:
 
     teacher = transformers.AutoModel.from_pretrained(str(MODEL)).eval()
     reference = sentence_embeddings(teacher, test.inputs)
-    models, notes = {"fp32 teacher (torch)": teacher}, {}
+    models, notes, pruned_names = {BASE: teacher}, {}, []
     with tempfile.TemporaryDirectory() as tmp:
-        models["torch quantize_dynamic qint8"] = torch.ao.quantization.quantize_dynamic(
+        models[QUANTIZE_DYNAMIC] = torch.ao.quantization.quantize_dynamic(
             copy.deepcopy(teacher), {torch.nn.Linear}, dtype=torch.qint8)
-        models["fp32 teacher (onnxruntime)"], models["int8 teacher (onnxruntime, the int8 stage)"] = onnx_pair(
-            teacher, example, Path(tmp), "teacher")
-        models["int8 teacher (torch kernels, TorchScript, the int8 stage)"] = torch_int8(teacher, example, Path(tmp),
-                                                                                          "teacher")
+        models[ORT_FP32], models[ORT_INT8] = onnx_pair(teacher, example, Path(tmp), "teacher")
+        models[TORCH_INT8] = torch_int8(teacher, example, Path(tmp), "teacher")
         for config in args.configs:
             heads, ffn = (float(x) for x in config.split(":"))
             pruned, seconds = compress(teacher, data, heads, ffn, args.epochs, example)
             name = f"heads -{heads:.0%} ffn -{ffn:.0%}" + (f" + finetune {args.epochs} ep" if args.epochs else "")
             models[name] = pruned
+            pruned_names.append(name)
             models[name + " + int8 (onnxruntime)"] = onnx_pair(pruned, example, Path(tmp), f"m{len(models)}")[1]
             models[name + " + int8 (torch kernels)"] = torch_int8(pruned, example, Path(tmp), f"m{len(models)}")
             notes[name] = f"{seconds:.0f} s to prune + fine-tune; {sum(p.numel() for p in pruned.parameters()):,} params"
         ms = timed(models, batch)
         cosine = {name: float((sentence_embeddings(m, test.inputs) * reference).sum(1).mean()) for name, m in models.items()}
-    base = ms["fp32 teacher (torch)"]
+    base = ms[BASE]
     print(f"\nMiniLM batch 32 on {args.threads} threads; cosine on {len(test)} pang_lee sentences; train "
           f"{len(train)} Lee sentences + clauses; whole script {time.perf_counter() - wall:.0f} s")
     print(f"{'model':<62}{'ms':>9}{'speedup':>9}{'cosine':>9}")
@@ -148,6 +191,12 @@ def main() -> None:
         print(f"{name:<62}{1000 * ms[name]:>9.1f}{base / ms[name]:>8.2f}x{cosine[name]:>9.4f}")
     for name, note in notes.items():
         print(f"  {name}: {note}")
+    setup, result = cells(ms, cosine, pruned_names, args, len(train), len(test))
+    record("minilm_fast", setup=setup, result=result, data={
+        "configs": args.configs, "epochs": args.epochs, "threads": args.threads, "train_sentences": len(train),
+        "target": {"speedup": TARGET[0], "cosine": TARGET[1]}, "notes": notes,
+        "models": {name: {"ms": 1000 * ms[name], "speedup": base / ms[name], "cosine": cosine[name]}
+                   for name in models}})
 
 
 if __name__ == "__main__":

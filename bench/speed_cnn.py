@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mnist import SEED, accuracy, load_mnist, train  # noqa: E402
+from record import record  # noqa: E402
 
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.stage import CompressionState  # noqa: E402
@@ -99,6 +100,26 @@ def bench(arch: str, cfg: dict, data, ratio: float, importance: str) -> dict:
             "lat1": lat1, "lat32": lat32, "acc": [acc_before, acc_after], "acc_pruned_no_ft": acc_pruned}
 
 
+NAMES = {"lenet-5": "LeNet-5", "small-resnet": "small ResNet"}
+
+
+def cells(results: list[dict], args) -> tuple[str, str]:
+    """(setup, result) markdown cells of the README row; `results`: one `bench()` dict per architecture."""
+    trained = ", ".join(f"{NAMES.get(r['arch'], r['arch'])} {CONFIGS[r['arch']]['train_epochs']} epochs + "
+                        f"{CONFIGS[r['arch']]['finetune_epochs']} fine-tune epochs" for r in results)
+    setup = (f"`structured_prune` {args.ratio:g} ({args.importance}, whole channels/neurons) + fine-tuning ({trained}) "
+             f"on the 4,000 MNIST-subset training digits, seed {SEED}, one run; top-1 on the 1,000 test digits; MACs "
+             "by torch's flop counter; latency median of interleaved runs of original and pruned, "
+             f"{args.threads} thread{'s' if args.threads != 1 else ''}")
+    parts = []
+    for r in results:
+        (p0, p1), (m0, m1), (a, b), (c, d) = r["params"], r["macs"], r["lat1"], r["lat32"]
+        parts.append(f"{NAMES.get(r['arch'], r['arch'])}: params {p0:,} → {p1:,}, MACs **{m0 / m1:.2f}×** fewer, "
+                     f"batch 1 **{a / b:.2f}×** / batch 32 **{c / d:.2f}×** faster, {100 * r['acc'][0]:.1f} → "
+                     f"{100 * r['acc'][1]:.1f} % ({100 * r['acc_pruned_no_ft']:.1f} % before fine-tuning)")
+    return setup, ". ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("archs", nargs="*", default=list(CONFIGS))
@@ -114,12 +135,18 @@ def main() -> None:
             f"{'b32 ms':>15} {'b32 x':>5} {'acc % (no ft)':>22}")
     print(head)
     print("-" * len(head))
+    results = []
     for arch in args.archs:
         r = bench(arch, CONFIGS[arch], data, args.ratio, args.importance)
+        results.append(r)
         (p0, p1), (m0, m1), (a, b), (c, d) = r["params"], r["macs"], r["lat1"], r["lat32"]
         acc = f"{100 * r['acc'][0]:.1f} -> {100 * r['acc'][1]:.1f} ({100 * r['acc_pruned_no_ft']:.1f})"
         print(f"{arch:<13} {p0:>7} -> {p1:<6} {m0:>9} -> {m1:<8} {m0 / m1:>5.2f}x {1e3 * a:>6.3f} -> {1e3 * b:<6.3f}"
               f" {a / b:>4.2f}x {1e3 * c:>6.2f} -> {1e3 * d:<6.2f} {c / d:>4.2f}x {acc:>22}", flush=True)
+    setup, result = cells(results, args)
+    record("speed_cnn", setup=setup, result=result, data={
+        "ratio": args.ratio, "importance": args.importance, "threads": args.threads, "configs": CONFIGS,
+        "archs": results})
 
 
 if __name__ == "__main__":

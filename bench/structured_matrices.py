@@ -33,12 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mnist import load_mnist, train  # noqa: E402
 from job_model import eager  # noqa: E402
+from record import record  # noqa: E402
 
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.job.runner import run_compression_job  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 
 N_TRAIN = 3500
+MAX_DROP = 1.0   # top-1 points below the same fine-tuning budget on the dense model: the target
 
 
 def top1(model, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -81,6 +83,31 @@ def spread(xs: list[float], digits: int = 4) -> str:
     return f"{statistics.mean(xs):.{digits}f} ± {(max(xs) - min(xs)) / 2:.{digits}f}"
 
 
+def cells(rows: list[dict], args, chosen: str, val: dict[str, float]) -> tuple[str, str]:
+    """(setup, result) markdown cells of the README row; `rows`: one `run()` dict per seed; `chosen`: the
+    setting picked on validation; `val`: its criterion (circulant mean validation top-1) per setting."""
+    n = len(rows)
+    setup = (f"`structured_matrix` block-circulant b={args.block} on LeNet-300-100's Linear layers but "
+             f"{', '.join(args.exclude) or 'none'} + finetune, beside the same fine-tuning budget on the dense model; "
+             f"upload trained {args.pretrain} epochs; MNIST subset {N_TRAIN:,} train / {4000 - N_TRAIN} validation "
+             f"(chooses epochs:lr among {', '.join(args.settings)} by the circulant model's mean validation top-1) / "
+             f"1,000 test; through `run_compression_job`; {n} seed{'s' if n != 1 else ''}, mean ± half-range")
+    picked = [r[chosen] for r in rows]
+    circ = picked[0]["circulant"]
+    drops = [100 * (p["plain"]["test"] - p["circulant"]["test"]) for p in picked]
+    met = sum(d <= MAX_DROP for d in drops)
+    smaller = spread([p["plain"]["bytes"] / p["circulant"]["bytes"] for p in picked], 2)
+    result = (f"**{circ['params'][0] / circ['params'][1]:.2f}× fewer parameters** ({circ['params'][0]:,} → "
+              f"{circ['params'][1]:,}), container {smaller}× "
+              f"smaller than plain's; chosen {chosen} (validation " + ", ".join(f"{s} {v:.4f}" for s, v in val.items())
+              + f"); test top-1 upload {spread([r['upload']['test'] for r in rows], 3)}, plain "
+              f"{spread([p['plain']['test'] for p in picked], 3)}, block-circulant "
+              f"**{spread([p['circulant']['test'] for p in picked], 3)}** (drop {spread(drops, 2)} points, seeds "
+              + " / ".join(f"{d:.1f}" for d in drops)
+              + f"; ≤ {MAX_DROP:g} point on {met}/{n} seeds: target {'met' if met == n else 'missed'})")
+    return setup, result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
@@ -116,6 +143,10 @@ def main() -> None:
           f"test top-1 upload {spread([r['upload']['test'] for r in rows])}, plain {spread([p['plain']['test'] for p in picked])}, "
           f"circulant {spread([p['circulant']['test'] for p in picked])}; drop vs the same fine-tuning budget "
           f"{statistics.mean(drops):.2f} ± {(max(drops) - min(drops)) / 2:.2f} points")
+    setup, result = cells(rows, args, chosen, val)
+    record("structured_matrices", setup=setup, result=result, data={
+        "block": args.block, "settings": args.settings, "pretrain": args.pretrain, "exclude": args.exclude,
+        "chosen": chosen, "circulant_mean_val": val, "seeds": [{"seed": i, **r} for i, r in enumerate(rows)]})
 
 
 if __name__ == "__main__":
