@@ -134,3 +134,51 @@ def test_max_seconds_stops_training_early():
     state.log = logs.append
     result = _run(state, {"kind": "distill", "layers": 2, "epochs": 50, "batch_size": 4, "max_seconds": 1e-6})
     assert result["epochs"] == 1 and result["steps"] == 1 and len(logs) == 1   # one step, then the epoch's eval
+
+
+def _params(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("stage", [
+    {"layer_indices": [0, 3], "hint_weight": 0.5, "token_weight": 1.0},   # stored hidden states too
+    {"layers": 2},                                                       # pooled embeddings only
+])
+def test_precomputed_teacher_targets_train_the_same_student_as_the_live_teacher(stage):
+    runs = []
+    for precompute in (False, True):
+        state, _ = _tiny_bert_state()
+        state.data.train = state.data.train.take(slice(0, 40))   # batches of 16, 16 and 8
+        result = _run(state, {"kind": "distill", "epochs": 2, "lr": 1e-3, "batch_size": 16,
+                              "precompute_targets": precompute, **stage})
+        runs.append((result, _params(state.model)))
+        assert len(state.data.train.inputs) == 2   # the index column is gone again
+    (live, live_w), (cached, cached_w) = runs
+    assert live["precompute_seconds"] is None and cached["precompute_seconds"] >= 0
+    assert cached["steps"] == live["steps"] == 6
+    for k in live_w:
+        torch.testing.assert_close(cached_w[k], live_w[k], atol=1e-4, rtol=1e-4)
+
+
+def test_precomputed_targets_for_a_labelled_mlp_match_the_live_teacher():
+    x = torch.randn(96, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 5, (96,), generator=torch.Generator().manual_seed(2))
+    runs = []
+    for precompute in (False, True):
+        state = _mlp_state(x)
+        state.data.train = TensorData((x,), y)
+        result = _run(state, {"kind": "distill", "width": 0.5, "epochs": 2, "lr": 0.01,
+                              "precompute_targets": precompute})
+        runs.append(_params(state.model))
+    assert result["loss"] == "kl"
+    for k in runs[0]:
+        torch.testing.assert_close(runs[1][k], runs[0][k])
+
+
+def test_precomputed_hidden_states_over_the_memory_limit_are_refused(monkeypatch):
+    from compression.errors import CompressionError
+    from compression.methods import distill
+    monkeypatch.setattr(distill, "CACHE_LIMIT", 1000)
+    state, _ = _tiny_bert_state()
+    with pytest.raises(CompressionError, match="hint_weight and token_weight to 0"):
+        _run(state, {"kind": "distill", "layers": 2, "hint_weight": 1.0, "precompute_targets": True})
