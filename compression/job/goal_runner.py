@@ -18,8 +18,8 @@ from compression.job.runner import load_job_datasets, run_compression_job
 from compression.job.sources import DatasetFile
 from compression.job.stages import JobHooks, JobOutput, sha256_file, stored_tensors
 from compression.pipeline import PipelineSpec
-from compression.search.goal import (Candidate, GoalSpec, SearchContext, candidates_for, choose, measure, meets_size,
-                                     pareto, split_data, summary_sentence)
+from compression.search.goal import (Candidate, GoalSpec, SearchContext, WeightMix, candidates_for, choose, measure,
+                                     meets_size, pareto, split_data, summary_sentence)
 from compression.search.sensitivity import allocate, allocated_stages, layer_sensitivity
 
 SEARCH_SHARE = 0.6   # of the job's progress bar; the chosen pipeline's own job takes the rest
@@ -119,7 +119,7 @@ def _allocated(goal: GoalSpec, ctx: SearchContext, loaded, selection, rows: list
     if not sensitivity["layers"] or not sensitivity["complete"]:
         return sensitivity, None
     budget = ctx.size_before / goal.target.ratio if goal.target.ratio is not None else goal.target.max_bytes
-    int8 = next((r for r in rows if r["name"] == "int8" and "error" not in r), None)
+    int8 = next((r for r in rows if r["name"] == "int8" and "bytes" in r), None)   # evaluated or far over the size
     other = max(int8["bytes"] - sum(row["bytes"]["int8"] for row in sensitivity["layers"]), 0) if int8 else 0
     choice = allocate(sensitivity, budget, other)
     candidate = Candidate("allocated-int8/4/3-g64-huffman", allocated_stages(choice))
@@ -157,7 +157,11 @@ def _macs(loaded) -> int | None:
 
 def _search(goal: GoalSpec, ctx: SearchContext, hooks: JobHooks, deadline: float, has_train: bool) -> list[dict]:
     # the selection split calibrates data-driven candidates; training ones train on the train role only
-    candidates = candidates_for(goal, has_calibration=True, has_train=has_train)
+    mix = None
+    if not goal.target.structural and (not goal.methods or {"gptq", "huffman"} <= set(goal.methods)):
+        hooks.on_progress("search: weights by kind", 0.0)   # for the GPTQ widths solved from the size target
+        mix = WeightMix.of(ctx.model, ctx.calibration, ctx.size_before)
+    candidates = candidates_for(goal, has_calibration=True, has_train=has_train, mix=mix)
     rows = []
     for i, candidate in enumerate(candidates):
         if hooks.is_cancelled():
@@ -173,4 +177,10 @@ def _search(goal: GoalSpec, ctx: SearchContext, hooks: JobHooks, deadline: float
             raise
         except Exception as exc:   # a candidate that does not apply (no layer of its kind, ...) is recorded
             rows.append({"name": candidate.name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+    far = [r for r in rows if r.get("far_from_size")]
+    if far and all("error" in r for r in rows):   # all far over the size: the smallest is what choose() would take
+        smallest = min(far, key=lambda r: r["bytes"])
+        name = smallest["name"]
+        rows[rows.index(smallest)] = measure(next(c for c in candidates if c.name == name), ctx, goal,
+                                             evaluate_far=True)
     return rows

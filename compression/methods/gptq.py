@@ -255,11 +255,29 @@ def gptq(spec: GPTQSpec, state: CompressionState) -> None:
     state.checkpoint(1.0)
 
 
+SENSITIVITY_SAMPLES = 16
+
+
+def _first_samples(batches, n: int) -> list:
+    """The first `n` samples of a list of batches (each a tensor or a tuple of tensors, samples on dim 0)."""
+    out = []
+    for batch in batches:
+        if n <= 0:
+            break
+        parts = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+        size = len(parts[0])
+        parts = tuple(p[:n] for p in parts)
+        out.append(parts if isinstance(batch, (tuple, list)) else parts[0])
+        n -= min(size, n)
+    return out
+
+
 def _allocate(spec: GPTQSpec, state: CompressionState, linear: dict[str, torch.nn.Linear]) -> dict[str, int]:
-    """tensor name -> bits, from sensitivities measured on the first calibration batches."""
+    """tensor name -> bits, from sensitivities measured on the first SENSITIVITY_SAMPLES calibration samples
+    (one forward per layer and width: the cost grows with the samples, the ranking hardly does)."""
     from compression.methods.bit_allocation import allocate, sensitivities
     free = {n: m for n, m in linear.items() if not any(pattern_matches(p, [f"{n}.weight"]) for p in spec.layers)}
-    batches = state.calibration[:2]
+    batches = _first_samples(state.calibration, SENSITIVITY_SAMPLES)
     rtn = lambda w, b: round_to_nearest(w, dtype_name(w.dtype), b, spec.symmetric, spec.group_size,  # noqa: E731
                                         spec.scale_dtype)
     errors = sensitivities(state.model, free, batches, tuple(sorted(set(spec.allocation_bits))), rtn,

@@ -1,12 +1,17 @@
 """Goal jobs: the user names a size target and a quality constraint; the search picks the recipe.
 
 Candidates are whole pipelines (the presets' quantization, sharing and pruning families at several
-widths, and GPTQ when there is calibration data). Each one is applied to a copy of the model and
-measured: the bytes of the real container it writes, and the constraint's metric against the
-uploaded model on a *selection* split. The chosen pipeline then runs as an ordinary job (export,
-verification, quality verdict) whose figures come from data the search never saw: the eval role when
-the selection used other data, otherwise a held-back half of the data given. The result keeps every
-measured candidate, the Pareto front, the chosen one, and `goal_met` with the gap in one sentence.
+widths, and GPTQ when there is calibration data). For a size target on a model of Linear layers (and
+embeddings) with calibration data, GPTQ candidates are also solved from the target: the average width
+of the Linears (`bits_per_weight`, spread over the layers by measured sensitivity) that makes the
+container just fit, with the embedding rows the calibration data looks up kept wider than the rest.
+Each one is applied to a copy of the model and measured: the bytes of the real container it writes,
+and the constraint's metric against the uploaded model on a *selection* split (not evaluated when the
+container is over the size target by more than a third: such a candidate cannot be chosen). The chosen
+pipeline then runs as an ordinary job (export, verification, quality verdict) whose figures come from
+data the search never saw: the eval role when the selection used other data, otherwise a held-back half
+of the data given. The result keeps every measured candidate, the Pareto front, the chosen one, and
+`goal_met` with the gap in one sentence.
 
 A MAC target ({"macs_ratio": R}) searches structural candidates instead (structured pruning at several
 ratios, counted with torch's flop counter on one example input); with train data each is fine-tuned inside
@@ -140,14 +145,163 @@ TRAINED_SIZE = [Candidate("block-circulant-16-finetune-int8", [{"kind": "structu
                 Candidate("prune-96-finetune-kmeans-4bit-huffman", _deep_compression(0.96, 4))]
 
 
-def candidates_for(goal: GoalSpec, has_calibration: bool, has_train: bool = False) -> list[Candidate]:
+GPTQ_GROUP = 64                # the solved family's group size (one fp16 scale and a zero point per 64 weights)
+GPTQ_WIDTHS = (3, 4, 5, 6)     # Linear widths the allocation chooses from
+MIN_LINEAR_BITS = 3.5          # wider embedding rows only while the Linears keep this many bits on average
+SIZE_MARGIN = 0.005            # aim this far below the target's bytes; the Linears' Huffman gain, not counted,
+#                                adds more (MiniLM: 2.5%)
+# (cold, hot) widths of embedding rows, narrowest first; the rows the calibration data looks up get `hot`
+EMBEDDING_WIDTHS = ((2, 4), (2, 5), (3, 5), (3, 6), (4, 6))
+# container bytes beyond the payload: per stored node (header record, part table; ~50 measured) and once (the
+# origin, the pipeline, an HF config)
+NODE_BYTES, CONTAINER_BYTES = 100, 4096
+
+
+@dataclass(frozen=True)
+class EmbeddingRows:
+    rows: int
+    dim: int
+    looked_up: int                              # rows the calibration data looks up
+    code_bits: dict                             # (bits, hot rows?) -> payload bits of their codes after Huffman
+
+
+@dataclass(frozen=True)
+class WeightMix:
+    """The model's weights as the solved GPTQ stage stores them: what solving its width from a size target needs."""
+    size_before: int                            # the upload's weight bytes (the ratio's numerator)
+    linear: tuple[tuple[int, int], ...]         # (rows, cols) of each Linear weight (calibrated, mixed widths)
+    embeddings: tuple[EmbeddingRows, ...]
+    raw_bytes: int                              # every other state_dict entry, stored as it is
+    entries: int                                # state_dict entries
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, calibration: list | None, size_before: int) -> "WeightMix | None":
+        """None where the family does not apply: no calibration data, no Linear layer, or weights of other
+        layer kinds (conv, ...) that GPTQ would only round to nearest at one width. Embedding rows are rounded
+        to nearest by GPTQ, so their codes (and what Huffman makes of them) are known here exactly."""
+        from compression.methods.gptq import lookup_counts
+        from compression.stage import weight_targets
+
+        if not calibration:
+            return None
+        targets = weight_targets(model)
+        layers = {t.module_name: model.get_submodule(t.module_name) for t in targets}
+        if not any(isinstance(m, torch.nn.Linear) for m in layers.values()) or \
+                not all(isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) for m in layers.values()):
+            return None
+        embeddings = {n: m for n, m in layers.items() if isinstance(m, torch.nn.Embedding)}
+        try:
+            looked = lookup_counts(model, embeddings, calibration) if embeddings else {}
+        except Exception:   # calibration batches the model does not take as they are
+            return None
+        widths = sorted({b for pair in EMBEDDING_WIDTHS for b in pair})
+        rows = tuple(EmbeddingRows(m.num_embeddings, m.embedding_dim, int((looked[n] > 0).sum()),
+                                   _code_bits(m.weight.detach(), looked[n] > 0, widths))
+                     for n, m in embeddings.items())
+        names = {t.name for t in targets}
+        state = model.state_dict()
+        return cls(size_before, tuple(tuple(m.weight.shape) for m in layers.values() if isinstance(m, torch.nn.Linear)),
+                   rows, sum(v.numel() * v.element_size() for k, v in state.items() if k not in names), len(state))
+
+
+def _code_bits(weight: torch.Tensor, hot: torch.Tensor, widths: list[int]) -> dict:
+    """(bits, hot rows? None: all) -> Huffman payload bits of the rows' codes, as GPTQ rounds embeddings to
+    nearest (asymmetric groups of GPTQ_GROUP along each row; never more than the plain codes)."""
+    import numpy as np
+
+    from compression.methods.groupwise import grid, to_codes
+    from mpclient.format.huffman import huffman_bits
+
+    rows, cols = weight.shape
+    groups = -(-cols // GPTQ_GROUP)
+    flat = torch.nn.functional.pad(weight.float(), (0, groups * GPTQ_GROUP - cols)).reshape(rows * groups, GPTQ_GROUP)
+    out = {}
+    for bits in widths:
+        scales, zero = grid(flat, bits, False, "float16")
+        codes = to_codes(flat, scales, zero, bits, False).reshape(rows, groups * GPTQ_GROUP)[:, :cols].to(torch.int64)
+        for is_hot, part in ((True, codes[hot]), (False, codes[~hot]), (None, codes)):
+            n = part.numel()
+            out[bits, is_hot] = min(n * bits, huffman_bits(np.bincount(part.reshape(-1).numpy()))) if n else 0
+    return out
+
+
+def gptq_bytes(mix: WeightMix, bits_per_weight: float, cold: int, hot: int | None) -> float:
+    """Container bytes of the solved GPTQ stage + Huffman (asymmetric, fp16 scales, groups of GPTQ_GROUP): the
+    Linears' codes at `bits_per_weight` on average (an upper bound: the allocation never overspends, Huffman
+    only re-codes where it saves), embedding rows the calibration data looks up at `hot` bits, the rest at
+    `cold` (their codes as Huffman stores them), scales, zero points, raw tensors and headers."""
+    def overhead(rows: int, cols: int, bits: int) -> int:   # one fp16 scale + one zero point per group
+        return rows * -(-cols // GPTQ_GROUP) * (16 + (4 if bits == 4 else 8))
+
+    total = sum(r * c * bits_per_weight + overhead(r, c, 8) for r, c in mix.linear)
+    nodes = mix.entries
+    for e in mix.embeddings:
+        if hot is not None and 0 < e.looked_up < e.rows:   # a `rows` node: a bit per row + an affine node per side
+            total += e.rows + e.code_bits[hot, True] + overhead(e.looked_up, e.dim, hot) + \
+                e.code_bits[cold, False] + overhead(e.rows - e.looked_up, e.dim, cold)
+            nodes += 3
+        else:   # every row alike, at the embedding bits
+            total += e.code_bits[cold, None] + overhead(e.rows, e.dim, cold)
+    return total / 8 + mix.raw_bytes + NODE_BYTES * nodes + CONTAINER_BYTES
+
+
+def budget_bytes(target: SizeTarget, size_before: int) -> float | None:
+    return size_before / target.ratio if target.ratio is not None else target.max_bytes
+
+
+def mixed_gptq(goal: GoalSpec, mix: WeightMix) -> list[Candidate]:
+    """GPTQ at mixed Linear widths whose average (`bits_per_weight`) is solved from the size target, the
+    embedding rows the calibration data looks up wider than the rest. At most two: the widest embedding rows
+    that leave the Linears MIN_LINEAR_BITS on average, and the next narrower ones (whose bytes go to the
+    Linears); only splits that leave the Linears between GPTQ_WIDTHS' narrowest and widest on average (a looser
+    target is the ground of the int8 candidates)."""
+    budget = budget_bytes(goal.target, mix.size_before)
+    if budget is None:
+        return []
+    n_linear = sum(r * c for r, c in mix.linear)
+
+    def solve(cold: int, hot: int | None) -> float:   # gptq_bytes is linear in bits_per_weight
+        return 8 * (budget * (1 - SIZE_MARGIN) - gptq_bytes(mix, 0.0, cold, hot)) / n_linear
+
+    if not mix.embeddings:
+        widths = [(min(GPTQ_WIDTHS), None)]   # Linears only: one candidate (`embedding_bits` has nothing to do)
+    elif any(0 < e.looked_up < e.rows for e in mix.embeddings):
+        widths = list(EMBEDDING_WIDTHS)
+    else:   # the calibration data looks up every row (or none): all rows alike
+        widths = [(cold, None) for cold, _ in EMBEDDING_WIDTHS]
+    fits = [(cold, hot, solve(cold, hot)) for cold, hot in widths]
+    fits = [f for f in fits if min(GPTQ_WIDTHS) <= f[2] <= max(GPTQ_WIDTHS)]
+    roomy = [f for f in fits if f[2] >= MIN_LINEAR_BITS]
+    chosen = fits[:2] if not roomy else [f for f in fits if f[:2] < roomy[-1][:2]][-1:] + [roomy[-1]]
+    out = []
+    for cold, hot, bpw in chosen:
+        bpw = int(bpw * 100) / 100   # floored: never over the budget
+        stage = {"kind": "gptq", "bits": min(max(round(bpw), min(GPTQ_WIDTHS)), max(GPTQ_WIDTHS)),
+                 "group_size": GPTQ_GROUP, "bits_per_weight": bpw, "allocation_bits": list(GPTQ_WIDTHS),
+                 "embedding_bits": cold}
+        name = f"gptq-mixed-{bpw:.2f}bpw-g{GPTQ_GROUP}"
+        if hot is not None:
+            stage["embedding_hot_bits"] = hot
+            name += f"-emb{hot}/{cold}"
+        elif mix.embeddings:
+            name += f"-emb{cold}"
+        else:
+            del stage["embedding_bits"]
+        out.append(Candidate(name + "-huffman", [stage, HUFFMAN], True))
+    return out
+
+
+def candidates_for(goal: GoalSpec, has_calibration: bool, has_train: bool = False,
+                   mix: WeightMix | None = None) -> list[Candidate]:
+    """`mix` (the model's weights, with calibration data): adds the GPTQ candidates solved from the size target."""
     allowed = set(goal.methods) if goal.methods else None
     if goal.target.structural:   # fewer MACs / less time: remove channels; recover by training when data allows
         pool = [Candidate(f"structured-{round(r * 100)}" + ("-finetune" if has_train else ""),
                           [{"kind": "structured_prune", "ratio": r}] + ([FINETUNE] if has_train else []))
                 for r in STRUCTURAL_RATIOS] + (TRAINED_STRUCTURAL if has_train else [])
     else:
-        pool = [c for c in CANDIDATES if has_calibration or not c.needs_calibration] + \
+        solved = mixed_gptq(goal, mix) if has_calibration and mix is not None else []
+        pool = solved + [c for c in CANDIDATES if has_calibration or not c.needs_calibration] + \
             (TRAINED_SIZE if has_train else [])
     return [c for c in pool if allowed is None or {s["kind"] for s in c.stages} <= allowed]
 
@@ -220,7 +374,12 @@ class SearchContext:
     macs_before: int | None = None
 
 
-def measure(candidate: Candidate, ctx: SearchContext, goal: GoalSpec) -> dict:
+FAR_FROM_SIZE = 0.75   # a candidate over the size target's bytes by more than 1/0.75 - 1 is not evaluated
+
+
+def measure(candidate: Candidate, ctx: SearchContext, goal: GoalSpec, evaluate_far: bool = False) -> dict:
+    """Bytes of the real container and the constraint's metric on the selection split. A candidate far over
+    a size target (FAR_FROM_SIZE) comes back with its bytes and an `error` instead, unless `evaluate_far`."""
     from compression.data.evaluation import evaluate
     from compression.job.stages import JobHooks, Run, compress
     from compression.pipeline import parse_pipeline
@@ -235,6 +394,12 @@ def measure(candidate: Candidate, ctx: SearchContext, goal: GoalSpec) -> dict:
     state = compress(spec, state, Run(JobHooks()), None)
     with tempfile.TemporaryDirectory() as tmp:
         nbytes = ctx.write_container(Path(tmp) / "candidate.mpz", state, spec)
+    budget = budget_bytes(goal.target, ctx.size_before)
+    if not evaluate_far and budget is not None and nbytes * FAR_FROM_SIZE > budget:   # cannot be chosen
+        return {"name": candidate.name, "stages": candidate.stages, "bytes": nbytes,
+                "ratio": round(ctx.size_before / nbytes, 3), "far_from_size": True,
+                "error": f"not evaluated: {nbytes:,} bytes, over the target's {budget:,.0f} by more than "
+                         f"{1 / FAR_FROM_SIZE - 1:.0%}", "seconds": round(time.perf_counter() - start, 2)}
     with torch.no_grad():
         after = evaluate(state.model, ctx.model, ctx.selection, ctx.probe)
     judged = verdict(ctx.baseline, after, "selection", real_inputs=True, spec=goal.constraint)

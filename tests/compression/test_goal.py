@@ -4,11 +4,12 @@ candidate's verified artifacts and the gap in one sentence."""
 from __future__ import annotations
 
 import pytest
+import torch
 from pydantic import ValidationError
 
 from compression.job.goal_runner import run_goal_job
 from compression.pipeline import parse_pipeline
-from compression.search.goal import CANDIDATES, GoalSpec, candidates_for, choose, pareto
+from compression.search.goal import CANDIDATES, GoalSpec, WeightMix, candidates_for, choose, pareto
 from tests.helpers import trained_lenet_folder
 
 LENET = {"architecture": "lenet-300-100"}
@@ -45,6 +46,10 @@ def test_a_reachable_goal_is_met_and_reported_on_data_the_search_never_saw(train
         assert row["bytes"]["int8"] > row["bytes"]["int4"] > row["bytes"]["int3"] and set(row["loss"]) == {"int8", "int4", "int3"}
     allocated = next(c for c in measured if c["name"].startswith("allocated"))
     assert allocated["meets_size"] and sum(allocated["allocation"].values()) == 3
+    # GPTQ widths solved from the 7x target (the calibration data allows GPTQ), in the runner's real container;
+    # three Linears, one of them 88% of the weights: whole-layer widths land it short of the budget
+    solved = [c for c in measured if c["name"].startswith("gptq-mixed")]
+    assert len(solved) == 1 and solved[0]["meets_size"] and 3 < solved[0]["stages"][0]["bits_per_weight"] < 6
 
 
 def test_an_unreachable_goal_keeps_the_closest_candidate_and_names_the_gap(trained):
@@ -53,6 +58,13 @@ def test_an_unreachable_goal_keeps_the_closest_candidate_and_names_the_gap(train
     result = out.metrics["goal"]
     assert result["goal_met"] is False and result["summary"].startswith("goal missed: the best candidate (")
     assert "asked 40x at agreement >= 0.999" in result["summary"]
+    far = [c for c in result["candidates"] if c.get("far_from_size")]   # over 40x's bytes by a third: not evaluated
+    assert {"fp16", "int8"} <= {c["name"] for c in far}
+    assert all(c["error"].startswith("not evaluated") and c["ratio"] < 30 and "metric_value" not in c for c in far)
+    # every candidate is far from 40x here: the smallest, which is what the choice takes, is evaluated after all
+    evaluated = [c for c in result["candidates"] if "metric_value" in c]
+    assert all(c["ratio"] >= 30 for c in evaluated) or [c["name"] for c in evaluated] == [result["chosen"]]
+    assert evaluated[0]["bytes"] < min(c["bytes"] for c in far)
     assert {a.name for a in out.artifacts} >= {"model.mpz", "model.safetensors", "report.json"}
 
 
@@ -141,3 +153,91 @@ def test_train_data_adds_the_structure_families_that_only_recovery_training_make
     assert kinds == ["prune", "finetune"] * 3 + ["share", "finetune", "huffman"]
     assert [s["sparsity"] for s in dc.stages if s["kind"] == "prune"][-1] == 0.95
     parse_pipeline({"stages": dc.stages})
+
+
+class _Encoder(torch.nn.Module):
+    """Token embeddings (half the weights, as in MiniLM) and residual Linear blocks: the kind of model the
+    solved GPTQ candidates apply to."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(3000, 128)
+        self.fc = torch.nn.ModuleList(torch.nn.Linear(128, 128) for _ in range(12))
+        self.norm = torch.nn.LayerNorm(128)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        for fc in self.fc:
+            h = self.norm(h + torch.relu(fc(h)))
+        return h.mean(1)
+
+
+@pytest.fixture
+def one_thread():   # tiny matrices: a second thread only spins, which on a busy machine costs seconds per pass
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _container_bytes(model, stages, calibration, tmp) -> tuple[int, dict]:
+    """The candidate's stages on a copy of the model, and the bytes of the container the goal runner writes."""
+    import copy
+
+    from compression.coding.container import write_container
+    from compression.job.stages import JobHooks, Run, compress, stored_tensors
+    from compression.stage import CompressionState
+
+    spec = parse_pipeline({"stages": stages})
+    state = compress(spec, CompressionState(copy.deepcopy(model), {}, 0, calibration=calibration), Run(JobHooks()), None)
+    _, encodings = stored_tensors(state)
+    return write_container(tmp / "c.mpz", encodings, origin={"format": "state_dict"},
+                           pipeline=spec.model_dump(mode="json")), state.encodings
+
+
+def test_gptq_widths_solved_from_a_ratio_target_land_the_real_container_just_within_it(tmp_path, one_thread):
+    torch.manual_seed(0)
+    model = _Encoder()
+    size = sum(p.numel() * 4 for p in model.parameters())
+    calibration = [(ids,) for ids in torch.randperm(600).reshape(4, 10, 15)]   # looks up 600 of the 3000 rows
+    mix = WeightMix.of(model, calibration, size)
+    assert [e.looked_up for e in mix.embeddings] == [600] and len(mix.linear) == 12
+    solved = {}
+    for ratio in (6, 9):
+        goal = GoalSpec.model_validate({"target": {"ratio": ratio}})
+        found = [c for c in candidates_for(goal, True, mix=mix) if c.name.startswith("gptq-mixed")]
+        assert found and all(c.needs_calibration for c in found)
+        for c in found:
+            gptq = c.stages[0]
+            nbytes, encodings = _container_bytes(model, c.stages, calibration, tmp_path)
+            # aimed at the target: within it, and not by a wide margin (a candidate far smaller would waste bits)
+            assert 0.93 * size / ratio <= nbytes <= size / ratio, (c.name, nbytes, size / ratio)
+            assert encodings["emb.weight"].codec == "rows"   # rows the calibration data looks up at the wider width
+            assert gptq["embedding_hot_bits"] > gptq["embedding_bits"]
+            widths = [encodings[f"fc.{i}.weight"].params["bits"] for i in range(12)]
+            assert set(widths) <= {3, 4, 5, 6} and sum(widths) / 12 <= gptq["bits_per_weight"]
+            solved.setdefault(ratio, []).append(gptq["bits_per_weight"])
+    assert max(solved[9]) < min(solved[6]), solved   # a tighter target: fewer bits for the Linears
+
+
+def test_solved_gptq_candidates_need_calibration_data_and_linear_layers(one_thread):
+    torch.manual_seed(0)
+    model = _Encoder()
+    size = sum(p.numel() * 4 for p in model.parameters())
+    calibration = [(torch.randint(0, 600, (16, 12)),) for _ in range(2)]
+    goal = GoalSpec.model_validate({"target": {"ratio": 8}})
+    mix = WeightMix.of(model, calibration, size)
+    assert any(c.name.startswith("gptq-mixed") for c in candidates_for(goal, True, mix=mix))
+    assert not any(c.stages[0]["kind"] == "gptq" for c in candidates_for(goal, False, mix=mix))   # no calibration
+    assert WeightMix.of(model, None, size) is None
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10))
+    assert WeightMix.of(conv, [(torch.randn(2, 1, 28, 28),)], 4 * 27_000) is None   # conv: rounded at one width only
+    speed = GoalSpec.model_validate({"target": {"speedup": 2}})
+    assert not any(c.name.startswith("gptq-mixed") for c in candidates_for(speed, True, mix=mix))
+    only_share = GoalSpec.model_validate({"target": {"ratio": 8}, "methods": ["share", "huffman"]})
+    assert not any(c.name.startswith("gptq-mixed") for c in candidates_for(only_share, True, mix=mix))
+    by_bytes = GoalSpec.model_validate({"target": {"max_bytes": size // 8}})
+    assert [c.stages for c in candidates_for(by_bytes, True, mix=mix) if c.name.startswith("gptq-mixed")] == \
+        [c.stages for c in candidates_for(goal, True, mix=mix) if c.name.startswith("gptq-mixed")]
+    loose = GoalSpec.model_validate({"target": {"ratio": 2}})   # 16 bits a weight: the int8 candidates' ground
+    assert not any(c.name.startswith("gptq-mixed") for c in candidates_for(loose, True, mix=mix))
