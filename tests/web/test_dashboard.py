@@ -451,10 +451,11 @@ def test_goal_job_page_shows_the_outcome_and_the_candidates(page, live_stack, le
     assert page.locator("#goal svg circle").count() >= 10
     assert page.locator("#goal-table tbody tr").count() >= 10 and "(chosen)" in page.locator("#goal-table").inner_text()
     assert page.locator("#sensitivity-table tbody tr").count() == 3   # fc1, fc2, fc3 at int8/int4/int3
-    page.click('button.build-candidate[data-candidate="int8"]')   # another front point, without a new search
+    # another measured point, without a new search (candidates far over the size have no button)
+    page.locator("button.build-candidate:not([disabled])").first.click()
     page.wait_for_url(lambda url: "/jobs/job_" in url and job.id not in url, timeout=15_000)
     page.locator('#job .badge[data-status="succeeded"]').wait_for(timeout=120_000)
-    assert "custom pipeline: quantize dtype=int8 granularity=per_channel" in page.locator("main").inner_text()
+    assert "custom pipeline: " in page.locator("main").inner_text()
     page.screenshot(path=str(tmp_path / "goal.png"), full_page=True)
 
 
