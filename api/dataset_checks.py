@@ -59,9 +59,3 @@ async def check_dataset(path: Path, memory_limit_bytes: int) -> dict:
     raise DatasetError(f"parsing the dataset needs more than {memory_limit_bytes} bytes of memory "
                        "(MODELPRESS_JOB_MEMORY_LIMIT_BYTES); send it in smaller files", status_code=413)
 
-
-def shutdown_checkers() -> None:
-    with _lock:
-        pool = _pool
-    if pool is not None:
-        _drop_pool(pool)

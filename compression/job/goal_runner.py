@@ -18,8 +18,8 @@ from compression.job.runner import load_job_datasets, run_compression_job
 from compression.job.sources import DatasetFile
 from compression.job.stages import JobHooks, JobOutput, sha256_file, stored_tensors
 from compression.pipeline import PipelineSpec
-from compression.search.goal import (Candidate, GoalSpec, SearchContext, WeightMix, candidates_for, choose, measure,
-                                     meets_size, pareto, split_data, summary_sentence)
+from compression.search.goal import (Candidate, GoalSpec, SearchContext, WeightMix, budget_bytes, candidates_for,
+                                     choose, measure, meets_size, pareto, split_data, summary_sentence)
 from compression.search.sensitivity import allocate, allocated_stages, layer_sensitivity
 
 SEARCH_SHARE = 0.6   # of the job's progress bar; the chosen pipeline's own job takes the rest
@@ -118,7 +118,7 @@ def _allocated(goal: GoalSpec, ctx: SearchContext, loaded, selection, rows: list
         return {"error": f"{type(exc).__name__}: {exc}"[:300]}, None
     if not sensitivity["layers"] or not sensitivity["complete"]:
         return sensitivity, None
-    budget = ctx.size_before / goal.target.ratio if goal.target.ratio is not None else goal.target.max_bytes
+    budget = budget_bytes(goal.target, ctx.size_before)
     int8 = next((r for r in rows if r["name"] == "int8" and "bytes" in r), None)   # evaluated or far over the size
     other = max(int8["bytes"] - sum(row["bytes"]["int8"] for row in sensitivity["layers"]), 0) if int8 else 0
     choice = allocate(sensitivity, budget, other)
