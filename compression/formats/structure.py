@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from compression.errors import CompressionError
+from compression.layers.separable import SeparableConv2d
 from compression.layers.structured_matrices import BlockCirculantLinear, ToeplitzLinear
 from compression.layers.transferred import TransferredConv2d
 
@@ -40,6 +41,8 @@ _LAYERS: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
     "Identity": (nn.Identity, ()),
     "BlockCirculantLinear": (BlockCirculantLinear, ("in_features", "out_features", "block_size", "bias", "conv1x1")),
     "ToeplitzLinear": (ToeplitzLinear, ("in_features", "out_features", "bias", "conv1x1")),
+    "SeparableConv2d": (SeparableConv2d, ("in_channels", "out_channels", "kernel_size", "rank", "stride", "padding",
+                                          "dilation", "bias")),
     "TransferredConv2d": (TransferredConv2d, ("in_channels", "out_channels", "kernel_size", "bases", "transforms",
                                               "stride", "padding", "dilation", "bias")),
 }

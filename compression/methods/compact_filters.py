@@ -1,9 +1,10 @@
 """Compact and transferred convolutional filters (ARCHITECTURE phase; the survey's "transferred/compact
 filters" family).
 
-separable: a k x k convolution becomes depthwise k x k (`multiplier` filters per input channel) then a
-pointwise 1x1 (MobileNet's form), fitted per input channel by a rank-`multiplier` SVD of the filters that
-read that channel: W[o, i] ~ sum_r P[o, i r] D[i r], the least-squares best such split.
+separable: a k x k convolution becomes `multiplier` depthwise k x k convolutions, each followed by its own
+pointwise 1x1, summed (compression.layers.separable; MobileNet's form at multiplier 1), fitted per input channel
+by a rank-`multiplier` SVD of the filters that read that channel: W[o, i] ~ sum_r P_r[o, i] D_r[i], the
+least-squares best such split.
 transferred: the layer's filters become transforms (negation, flips, rotations) of a bank of fewer base
 filters, fitted by transform-invariant k-means (compression.layers.transferred): unique filter parameters
 shrink by the number of transforms.
@@ -21,6 +22,7 @@ from torch import nn
 
 from compression.errors import CompressionError
 from compression.formats.structure import record_replacement
+from compression.layers.separable import SeparableConv2d
 from compression.layers.transferred import TransferredConv2d, fit_transferred
 from compression.stage import CompressionState, MethodSpec, Phase, check_finite, modules_to_replace, \
     pattern_matches, require_replaceable_layers
@@ -83,26 +85,25 @@ def _eligible(mod: nn.Module) -> bool:
         and tuple(mod.kernel_size) != (1, 1)
 
 
-def separable(conv: nn.Conv2d, multiplier: int) -> tuple[nn.Sequential, torch.Tensor]:
-    """(depthwise -> pointwise, the dense filters it computes). Per input channel i, the filters reading
-    it, M_i [out, kh*kw], are split by SVD: depthwise filter r of i = sqrt(s_r) v_r, pointwise column = sqrt(s_r) u_r."""
+def separable(conv: nn.Conv2d, multiplier: int) -> tuple[SeparableConv2d, torch.Tensor]:
+    """(the separable layer, the dense filters it computes). Per input channel i, the filters reading it,
+    M_i [out, kh*kw], are split by SVD: depthwise filter r of i = sqrt(s_r) v_r, pointwise column = sqrt(s_r) u_r."""
     w = conv.weight.detach()
     o, i, kh, kw = w.shape
     r = min(multiplier, o, kh * kw)
     u, s, vh = torch.linalg.svd(w.double().permute(1, 0, 2, 3).reshape(i, o, kh * kw), full_matrices=False)
     root = s[:, :r].sqrt()                                                     # [i, r]
-    depth = (root[:, :, None] * vh[:, :r]).reshape(i * r, 1, kh, kw)          # channel i*r + k: filter k of input i
-    point = (u[:, :, :r] * root[:, None, :]).permute(1, 0, 2).reshape(o, i * r, 1, 1)
-    dw = nn.Conv2d(i, i * r, (kh, kw), conv.stride, conv.padding, conv.dilation, groups=i, bias=False)
-    pw = nn.Conv2d(i * r, o, 1, bias=conv.bias is not None)
-    seq = nn.Sequential(dw, pw).to(device=w.device, dtype=w.dtype)
+    depth = root[:, :, None] * vh[:, :r]                                      # [i, r, kh*kw]
+    point = u[:, :, :r] * root[:, None, :]                                    # [i, o, r]
+    new = SeparableConv2d(i, o, (kh, kw), r, conv.stride, conv.padding, conv.dilation, conv.bias is not None)
+    new = new.to(device=w.device, dtype=w.dtype)
     with torch.no_grad():
-        dw.weight.copy_(depth)
-        pw.weight.copy_(point)
+        for k in range(r):
+            new.depthwise[k].weight.copy_(depth[:, k].reshape(i, 1, kh, kw))
+            new.pointwise[k].weight.copy_(point[:, :, k].t().reshape(o, i, 1, 1))
         if conv.bias is not None:
-            pw.bias.copy_(conv.bias.detach())
-    fitted = torch.einsum("oir,irk->oik", point.reshape(o, i, r), depth.reshape(i, r, kh * kw)).reshape(w.shape)
-    return seq, fitted.to(w.dtype)
+            new.pointwise[0].bias.copy_(conv.bias.detach())
+    return new, new.dense_weight().detach()
 
 
 def transferred(conv: nn.Conv2d, transforms: list[str], iterations: int, seed: int
