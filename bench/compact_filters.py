@@ -20,10 +20,10 @@ the jobs' model.onnx in onnxruntime vs onnxruntime; the fastest fp32 runtime of 
 
     python bench/compact_filters.py [--seeds 3] [--epochs 8]
 
-Measured 2026-12-01, seed 0 only (the 3-seed run was stopped after it: 37 min a seed on 2 cores shared with two
-other benchmarks; the multiplier-2 job alone took 19 min of it): multiplier 1 stayed 4.4-5.0 points below plain
-fine-tuning on the validation digits, so multiplier 2 was chosen: 3.16x fewer MACs, 1.08x faster in onnxruntime,
-0.29x in torch eager, test drop 0.8 points; transferred 2.00x fewer unique filter parameters at 0.8 points.
+Measured: see bench/results/compact_filters.json (about 3 min a seed on 2 idle cores). Separable filters of
+multiplier 2 run as two one-filter-per-channel depthwise convs whose pointwise outputs are summed
+(compression.layers.separable): as one depthwise conv with a channel multiplier they fell off onnxruntime's
+depthwise kernels (0.5x the dense model's speed) and took 19 of a seed's 37 minutes to fine-tune.
 """
 from __future__ import annotations
 
