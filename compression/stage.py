@@ -166,6 +166,7 @@ def sparse_node(w: torch.Tensor, mask: torch.Tensor, encode_entries: Callable[[t
     (a flat tensor of the kept values, zeros at filler entries). Gap width minimises the stored bits."""
     from mpclient.format import sparse_index
     from compression.coding.encoding import bitpacked, dtype_name
+    from mpclient.format.codecs import sparse
     m = mask.reshape(-1).numpy()
     if index_bits is None:
         index_bits, _ = sparse_index.choose_bits(m, value_bits, candidates=range(2, 13), estimator=_fixed_gap_bits)
@@ -174,8 +175,8 @@ def sparse_node(w: torch.Tensor, mask: torch.Tensor, encode_entries: Callable[[t
         flat = flat.float()
     gaps, entries = sparse_index.encode(flat.numpy(), m, index_bits)
     values = encode_entries(torch.from_numpy(entries.copy()))
-    return Encoded("sparse", tuple(w.shape), dtype_name(w.dtype), {"bits": int(index_bits)},
-                   {"gaps": bitpacked(gaps, index_bits, "uint8" if index_bits <= 8 else "int32"), "values": values})
+    return sparse.encode(tuple(w.shape), dtype_name(w.dtype), bits=index_bits, values=values,
+                         gaps=bitpacked(gaps, index_bits, "uint8" if index_bits <= 8 else "int32"))
 
 
 def encode_weight(state: CompressionState, target: WeightTarget, encode_values: Callable[[torch.Tensor], Encoded | Part],

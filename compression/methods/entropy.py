@@ -2,13 +2,13 @@
 (codebook indices, sparse gaps, affine codes) with canonical Huffman codes where that saves bytes."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 
-from mpclient.format import huffman
+from mpclient.format.codecs import huffman
 from compression.coding.encoding import Encoded, Part, decode, node_storage
 from compression.errors import CompressionError
 from compression.stage import CompressionState, MethodSpec, Phase
@@ -34,16 +34,11 @@ def _ints(part: Part | Encoded) -> torch.Tensor | None:
 
 
 def huffman_node(values: torch.Tensor, dtype: str) -> Encoded | None:
-    v = values.to(torch.int64).numpy()
-    if v.size == 0:
+    coded = huffman.code(values.to(torch.int64).numpy())
+    if coded is None:
         return None
-    offset = max(0, -int(v.min()))
-    alphabet = int(v.max()) + offset + 1
-    if alphabet > huffman.MAX_ALPHABET:
-        return None
-    stream = np.frombuffer(huffman.encode(v + offset, alphabet), dtype=np.uint8).copy()
-    return Encoded("huffman", (int(v.size),), dtype, {"offset": offset},
-                   {"stream": Part(torch.from_numpy(stream), "uint8")})
+    stream, offset = coded
+    return huffman.encode(values.numel(), dtype, stream=Part(torch.from_numpy(stream), "uint8"), offset=offset)
 
 
 def recode(node: Encoded, names: set[str]) -> Encoded:
@@ -57,7 +52,7 @@ def recode(node: Encoded, names: set[str]) -> Encoded:
             if candidate is not None and candidate.nbytes < part.nbytes:
                 part = candidate
         parts[key] = part
-    return Encoded(node.codec, node.shape, node.dtype, node.params, parts)
+    return replace(node, parts=parts)
 
 
 def huffman_stage(spec: HuffmanSpec, state: CompressionState) -> None:

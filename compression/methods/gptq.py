@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field
 
-from compression.coding.encoding import Encoded, bitpacked, decode, dtype_name, group_layout
+from compression.coding.encoding import bitpacked, decode, dtype_name, group_layout
+from mpclient.format.codecs import rows as rows_codec
 from compression.errors import CompressionError
 from compression.stage import (CompressionState, MethodSpec, Phase, WeightTarget, check_finite,
                                       pattern_matches, select_targets)
@@ -293,9 +294,8 @@ def _encode(spec: GPTQSpec, state: CompressionState, t: WeightTarget, h: torch.T
     if hot_rows is not None and bool(hot_rows.any()) and not bool(hot_rows.all()):
         rtn = lambda rows, b: round_to_nearest(rows, dtype_name(w.dtype), b, spec.symmetric, spec.group_size,  # noqa: E731
                                                spec.scale_dtype)
-        enc = Encoded("rows", tuple(w.shape), dtype_name(w.dtype), {},
-                      {"selected": bitpacked(hot_rows.to(torch.int64), 1, "uint8"),
-                       "a": rtn(w[hot_rows], spec.embedding_hot_bits), "b": rtn(w[~hot_rows], bits)})
+        enc = rows_codec.encode(tuple(w.shape), dtype_name(w.dtype), selected=bitpacked(hot_rows.to(torch.int64), 1, "uint8"),
+                          a=rtn(w[hot_rows], spec.embedding_hot_bits), b=rtn(w[~hot_rows], bits))
     elif h is None:
         enc = round_to_nearest(w, dtype_name(w.dtype), bits, spec.symmetric, spec.group_size, spec.scale_dtype)
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from compression.coding.encoding import Encoded, Part, bitpacked, group_layout
+from mpclient.format.codecs import affine
 
 
 def code_range(bits: int, symmetric: bool) -> tuple[int, int]:
@@ -85,15 +86,12 @@ def affine_node(shape: tuple[int, ...], out_dtype: str, codes: torch.Tensor, sca
                 zero: torch.Tensor | None, bits: int, symmetric: bool, group_size: int | None,
                 scale_storage: str) -> Encoded:
     """An `affine` node; `scales`/`zero` hold one value per row (group_size None) or per group, row-major."""
-    parts: dict = {"codes": codes_part(codes, bits, symmetric),
-                   "scales": Part(scales.reshape(-1).to(getattr(torch, scale_storage)), scale_storage)}
-    if zero is not None:
-        parts["zero_points"] = zero_part(zero, bits)
-    params = {"bits": bits, "axis": 0 if len(shape) > 1 else None, "symmetric": symmetric}
-    if group_size is not None:
-        params["group_size"] = int(group_size)
-        params["axis"] = 0
-    return Encoded("affine", tuple(shape), out_dtype, params, parts)
+    return affine.encode(
+        tuple(shape), out_dtype, codes=codes_part(codes, bits, symmetric),
+        scales=Part(scales.reshape(-1).to(getattr(torch, scale_storage)), scale_storage),
+        zero_points=None if zero is None else zero_part(zero, bits), bits=bits,
+        axis=0 if len(shape) > 1 or group_size is not None else None, symmetric=symmetric,
+        group_size=None if group_size is None else int(group_size))
 
 
 def round_to_nearest(w: torch.Tensor, out_dtype: str, bits: int, symmetric: bool, group_size: int | None,

@@ -7,12 +7,14 @@ runs unchanged); the encoding record carries the codes the container stores.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from compression.coding.encoding import Encoded, Part, bitpacked, decode, dtype_name
+from mpclient.format.codecs import affine, cast, sign
 from compression.errors import CompressionError
 from compression.methods.groupwise import round_to_nearest
 from compression.stage import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
@@ -82,7 +84,7 @@ def _cast(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
     values = w.to(getattr(torch, storage))
     if torch.isinf(values).any():
         raise CompressionError(f"weights exceed the {spec.dtype} range; use bf16 or int8")
-    return Encoded("cast", tuple(w.shape), out_dtype, {}, {"values": Part(values.reshape(-1), storage)})
+    return cast.encode(tuple(w.shape), out_dtype, Part(values.reshape(-1), storage))
 
 
 def _affine(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str, dtype: str | None = None) -> Encoded:
@@ -90,13 +92,13 @@ def _affine(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str, dtype: str | No
     if spec.group_size is not None or bits not in (8, 4) or spec.scale_dtype == "float16":
         if axis is None and w.ndim > 1:   # per_tensor: the whole tensor is one row
             enc = round_to_nearest(w.reshape(-1), out_dtype, bits, spec.symmetric, None, spec.scale_dtype or "float32")
-            return Encoded(enc.codec, tuple(w.shape), enc.dtype, enc.params, enc.parts)
+            return replace(enc, shape=tuple(w.shape))
         storage = spec.scale_dtype or ("float16" if spec.group_size is not None else "float32")
         return round_to_nearest(w, out_dtype, bits, spec.symmetric, spec.group_size, storage)
     w = w.float()
     rows = w.reshape(w.shape[0], -1) if axis == 0 else w.reshape(1, -1)
     view = (-1,) + (1,) * (w.ndim - 1) if axis == 0 else (1,) * w.ndim
-    parts = {}
+    zero_points = None
     if spec.symmetric:
         qmax = 2 ** (bits - 1) - 1
         scales = rows.abs().amax(dim=1) / qmax
@@ -111,11 +113,10 @@ def _affine(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str, dtype: str | No
         zero = torch.round(-lo / safe).clamp(0, qmax)
         codes = (torch.round(w / safe.reshape(view)) + zero.reshape(view)).clamp(0, qmax).to(torch.uint8)
         storage = "uint8" if bits == 8 else "uint4"
-        parts["zero_points"] = Part(zero.to(torch.uint8), storage)
-    parts["codes"] = Part(codes.reshape(-1), storage)
-    parts["scales"] = Part(scales, "float32")
-    params = {"bits": bits, "axis": axis, "symmetric": spec.symmetric}
-    return Encoded("affine", tuple(w.shape), out_dtype, params, parts)
+        zero_points = Part(zero.to(torch.uint8), storage)
+    return affine.encode(tuple(w.shape), out_dtype, codes=Part(codes.reshape(-1), storage),
+                         scales=Part(scales, "float32"), zero_points=zero_points, bits=bits, axis=axis,
+                         symmetric=spec.symmetric)
 
 
 def _rows(w: torch.Tensor) -> tuple[torch.Tensor, int | None, tuple]:
@@ -136,7 +137,7 @@ def _binary(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
     rows, axis, _ = _rows(w)
     scales = _nonzero_abs_mean(rows, rows != 0 if axis is None else torch.ones_like(rows, dtype=torch.bool))
     signs = bitpacked((w.reshape(-1) >= 0).to(torch.int64), 1, "uint8")
-    return Encoded("sign", tuple(w.shape), out_dtype, {"axis": axis}, {"signs": signs, "scales": Part(scales, "float32")})
+    return sign.encode(tuple(w.shape), out_dtype, signs=signs, scales=Part(scales, "float32"), axis=axis)
 
 
 def _ternary(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
@@ -148,9 +149,8 @@ def _ternary(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
     big = (rows.abs() > delta[:, None]) & nonzero
     scales = _nonzero_abs_mean(rows, big)
     codes = (torch.sign(rows) * big).to(torch.int64).reshape(-1)
-    params = {"bits": 2, "axis": axis, "symmetric": True, "ternary": True}
-    return Encoded("affine", tuple(w.shape), out_dtype, params,
-                   {"codes": bitpacked(codes, 2, "int8", offset=1), "scales": Part(scales, "float32")})
+    return affine.encode(tuple(w.shape), out_dtype, codes=bitpacked(codes, 2, "int8", offset=1),
+                         scales=Part(scales, "float32"), bits=2, axis=axis, ternary=True)
 
 
 def _fixed16(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
@@ -161,9 +161,8 @@ def _fixed16(w: torch.Tensor, spec: QuantizeSpec, out_dtype: str) -> Encoded:
     if n is None:
         n = 24 if peak == 0 else max(0, min(24, math.floor(math.log2(32767 / peak))))
     codes = torch.round(w * 2.0 ** n).clamp(-32768, 32767).to(torch.int16)
-    params = {"bits": 16, "axis": None, "symmetric": True, "frac_bits": n}
-    return Encoded("affine", tuple(w.shape), out_dtype, params,
-                   {"codes": Part(codes.reshape(-1), "int16"), "scales": Part(torch.tensor([2.0 ** -n]), "float32")})
+    return affine.encode(tuple(w.shape), out_dtype, codes=Part(codes.reshape(-1), "int16"),
+                         scales=Part(torch.tensor([2.0 ** -n]), "float32"), bits=16, axis=None, frac_bits=n)
 
 
 _ENCODERS = {"fp16": _cast, "bf16": _cast, "int8": _affine, "int4": _affine, "int3": _affine, "binary": _binary,

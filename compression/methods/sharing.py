@@ -10,6 +10,7 @@ from pydantic import Field
 
 from compression.coding import kmeans1d
 from compression.coding.encoding import Encoded, Part, bitpacked, decode, dtype_name
+from mpclient.format.codecs import cast, codebook
 from compression.stage import CompressionState, MethodSpec, Phase, encode_weight, pattern_matches, select_targets
 
 Pattern = Annotated[str, Field(min_length=1, max_length=256)]
@@ -49,8 +50,8 @@ def codebook_node(values: torch.Tensor, centroids: np.ndarray, indices: np.ndarr
     c = torch.from_numpy(np.asarray(centroids, dtype=np.float32).copy())
     c = c.to(getattr(torch, centroid_dtype))
     idx = bitpacked(torch.from_numpy(indices.astype(np.int64)), bits, "uint8")
-    return Encoded("codebook", (values.numel(),) if values.ndim == 1 else tuple(values.shape), dtype_name(values.dtype),
-                   {"bits": bits}, {"centroids": Part(c, centroid_dtype), "indices": idx})
+    return codebook.encode((values.numel(),) if values.ndim == 1 else tuple(values.shape), dtype_name(values.dtype),
+                           centroids=Part(c, centroid_dtype), indices=idx, bits=bits)
 
 
 def share(spec: ShareSpec, state: CompressionState) -> None:
@@ -82,7 +83,7 @@ def _cast_bias(state: CompressionState, module: str) -> None:
     name = f"{module}.bias"
     if bias is None or name in state.encodings or bias.dtype != torch.float32:
         return
-    enc = Encoded("cast", tuple(bias.shape), "float32", {}, {"values": Part(bias.detach().half().reshape(-1), "float16")})
+    enc = cast.encode(tuple(bias.shape), "float32", Part(bias.detach().half().reshape(-1), "float16"))
     with torch.no_grad():
         bias.copy_(decode(enc))   # the model holds exactly what the container decodes
     state.encodings[name] = enc

@@ -12,6 +12,7 @@ Encodings this module cannot rebuild (e.g. Huffman-coded nodes) stay frozen.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -38,10 +39,9 @@ def _with_centroids(enc: Encoded, centroids: torch.Tensor) -> Encoded:
     def swap(node: Encoded) -> Encoded:
         if node.codec == "codebook":
             storage = node.parts["centroids"].storage
-            return Encoded(node.codec, node.shape, node.dtype, node.params,
-                           {**node.parts, "centroids": Part(centroids.detach().to(getattr(torch, storage)).clone(), storage)})
-        return Encoded(node.codec, node.shape, node.dtype, node.params,
-                       {k: swap(p) if isinstance(p, Encoded) else p for k, p in node.parts.items()})
+            return replace(node, parts={**node.parts,
+                                        "centroids": Part(centroids.detach().to(getattr(torch, storage)).clone(), storage)})
+        return replace(node, parts={k: swap(p) if isinstance(p, Encoded) else p for k, p in node.parts.items()})
     return swap(enc)
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mpclient.format.codecs import CODECS, PACKED, STORAGE, decode_node, part_from_bytes, stored_nbytes
+from mpclient.format.codecs import CODECS, decode_node
+from mpclient.format.storage import PACKED, STORAGE, part_from_bytes, stored_nbytes
 
 FORMAT_NAME = "modelpress.container"
 READABLE_VERSIONS = (1, 2)

@@ -16,7 +16,7 @@ from compression.coding.container import read_container
 from compression.job.runner import run_compression_job
 from compression.pipeline import parse_pipeline
 from compression.registry import RECIPES
-from mpclient.format.codecs import round_bfloat16
+from mpclient.format.storage import round_bfloat16
 from tests.helpers import make_lenet_safetensors
 
 ROOT = Path(__file__).resolve().parents[2]
