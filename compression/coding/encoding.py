@@ -15,12 +15,12 @@ import torch
 from mpclient.format import codecs
 from mpclient.format.codecs import bitpacked as bitpacked_codec
 from mpclient.format.codecs import raw as raw_codec
-from mpclient.format.codecs.affine import group_layout
+from mpclient.format.codecs.affine import Grid, group_layout
 from mpclient.format.nodes import Encoded, Part, node_storage, walk
 from mpclient.format.storage import PACKED, stored_nbytes
 
-__all__ = ["Encoded", "PACKED", "Part", "STORAGE_DTYPES", "bitpacked", "decode", "dtype_name", "group_layout",
-           "node_storage", "part_to_bytes", "raw", "stored_nbytes", "walk"]
+__all__ = ["Encoded", "Grid", "PACKED", "Part", "STORAGE_DTYPES", "bitpacked", "decode", "dtype_name", "grid",
+           "group_layout", "node_storage", "numpy_parts", "part_to_bytes", "raw", "stored_nbytes", "walk"]
 
 # storage name -> torch dtype of the logical values; int4/uint4 are packed two per byte
 STORAGE_DTYPES: dict[str, torch.dtype] = {
@@ -53,9 +53,20 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return (t.float() if t.dtype == torch.bfloat16 else t).contiguous().numpy()
 
 
+def numpy_parts(enc: Encoded, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The node's parts (or those `names`) as the numpy codecs take them: flat arrays, nested nodes decoded."""
+    return {k: _numpy(decode(p)) if isinstance(p, Encoded) else _numpy(p.data) for k, p in enc.parts.items()
+            if names is None or k in names}
+
+
+def grid(enc: Encoded) -> Grid | None:
+    """The node as integer codes on a grid (affine, sign), or None for codecs without one."""
+    module = codecs.CODECS.get(enc.codec)
+    return module.grid(enc.shape, enc.params, numpy_parts(enc)) if hasattr(module, "grid") else None
+
+
 def decode(enc: Encoded) -> torch.Tensor:
-    parts = {k: _numpy(decode(p)) if isinstance(p, Encoded) else _numpy(p.data) for k, p in enc.parts.items()}
-    values = codecs.decode_node(enc.codec, enc.shape, enc.dtype, enc.params, parts)
+    values = codecs.decode_node(enc.codec, enc.shape, enc.dtype, enc.params, numpy_parts(enc))
     # bfloat16 comes back as float32 holding bfloat16 values: the cast below is exact
     return torch.from_numpy(np.array(values, copy=True)).to(STORAGE_DTYPES[enc.dtype])
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compression.coding.encoding import Encoded, decode
+from compression.coding.encoding import Encoded, grid
 
 MAX_TABLE = 256
 
@@ -54,19 +54,15 @@ def _affine_form(enc: Encoded | None, dims: tuple[int, ...], transposed: bool = 
     (`transposed`: the exporter stored the 2-D weight as [in, out])."""
     # a single-direction recurrent W/R ([1, gates*hidden, in]) is held as [gates*hidden, in]: one more axis
     lifted = len(dims) == 3 and dims[0] == 1 and tuple(enc.shape) == dims[1:] if enc is not None else False
-    if enc is None or enc.codec not in ("affine", "sign") or (tuple(enc.shape) != (dims[::-1] if transposed else dims)
-                                                              and not lifted):
+    if enc is None or (tuple(enc.shape) != (dims[::-1] if transposed else dims) and not lifted):
         return None
-    parts = {k: decode(p) if isinstance(p, Encoded) else p.data for k, p in enc.parts.items()}
-    if enc.codec == "sign":   # binary weights: code +-1 times the slice's scale
-        parts["codes"] = parts.pop("signs").long() * 2 - 1
-    codes = parts["codes"].reshape(enc.shape).numpy().astype(np.int64)
-    if transposed:
-        codes = codes.T
+    on_grid = grid(enc)   # affine codes, or binary weights as codes +-1
+    if on_grid is None:
+        return None
+    codes = on_grid.codes.T if transposed else on_grid.codes
     lo, hi = int(codes.min(initial=0)), int(codes.max(initial=0))
-    zero = parts.get("zero_points")
+    zero = on_grid.zero_points
     if zero is not None:
-        zero = zero.numpy()
         if not np.array_equal(zero, np.round(zero)):
             return None   # float zero points have no DequantizeLinear form
         zero = zero.astype(np.int64)
@@ -78,8 +74,7 @@ def _affine_form(enc: Encoded | None, dims: tuple[int, ...], transposed: bool = 
     bits = next((b for b in (4, 8, 16) if fits(b)), None)   # 16: fixed point (DequantizeLinear int16, opset 21)
     if bits is None:
         return None
-    scale = parts["scales"].float().numpy()
-    group = enc.params.get("group_size")
+    scale, group = on_grid.scales, on_grid.group_size
     if lifted:
         codes = codes.reshape(dims)
         scale, zero = scale.reshape((1, *scale.shape)), None if zero is None else zero.reshape((1, *zero.shape))
@@ -88,7 +83,7 @@ def _affine_form(enc: Encoded | None, dims: tuple[int, ...], transposed: bool = 
             shape = (1, rows, -(-cols // group))
             return _Form("dequantize", codes, bits, signed, scale.reshape(shape),
                          None if zero is None else zero.reshape(shape), axis=2, block_size=group)
-        axis = enc.params.get("axis")
+        axis = on_grid.axis
         return _Form("dequantize", codes, bits, signed, scale.reshape(-1) if axis is not None else scale.reshape(()),
                      None if zero is None else (zero.reshape(-1) if axis is not None else zero.reshape(())),
                      axis=None if axis is None else axis + 1)
@@ -103,7 +98,7 @@ def _affine_form(enc: Encoded | None, dims: tuple[int, ...], transposed: bool = 
 
         return _Form("dequantize", codes, bits, signed, lay(scale), lay(zero), axis=0 if transposed else 1,
                      block_size=group)
-    axis = enc.params.get("axis")
+    axis = on_grid.axis
     if transposed and axis is not None:
         axis = 1 - axis
     if axis is None and scale.size != 1:

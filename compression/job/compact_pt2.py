@@ -13,10 +13,12 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from compression.coding.encoding import Encoded, decode
+from compression.coding.encoding import Encoded, grid, group_layout, numpy_parts
+from mpclient.format.codecs import codebook
 
 COMPACT_PT2_NAME = "model.compact.pt2"
 
@@ -51,23 +53,23 @@ class CompactWeight(torch.nn.Module):
 
     def __init__(self, enc: Encoded, shape: tuple[int, ...]):
         super().__init__()
-        parts = {k: decode(p) if isinstance(p, Encoded) else p.data for k, p in enc.parts.items()}
         self.shape, self.kind = tuple(shape), enc.codec
         if enc.codec == "codebook":
-            indices = parts["indices"].to(torch.int64)
-            self.codes = _Codes(indices, signed=False)
-            self.register_buffer("table", parts["centroids"].float().reshape(-1))
+            indices, centroids = codebook.table(enc.shape, enc.params, numpy_parts(enc))
+            self.codes = _Codes(torch.from_numpy(indices), signed=False)
+            self.register_buffer("table", torch.from_numpy(centroids))
             return
-        self.group = enc.params.get("group_size")
-        codes = parts["codes"].to(torch.int64)
+        on_grid = grid(enc)
+        self.group = on_grid.group_size
+        codes = torch.from_numpy(on_grid.codes)
         self.codes = _Codes(codes, signed=int(codes.min()) < 0)
         rows = shape[0]
         # one scale (and zero point) per group of a row, per row (axis 0), or one for the tensor
-        layout = (rows, -(-(codes.numel() // rows) // self.group)) if self.group else \
-            (rows, 1) if enc.params.get("axis") == 0 else (1, 1)
-        self.register_buffer("scale", parts["scales"].float().reshape(layout))
-        zero = parts.get("zero_points")
-        self.register_buffer("zero", None if zero is None else zero.float().reshape(layout))
+        layout = (rows, group_layout(shape, self.group)[2]) if self.group else \
+            (rows, 1) if on_grid.axis == 0 else (1, 1)
+        self.register_buffer("scale", torch.from_numpy(on_grid.scales).reshape(layout))
+        zero = on_grid.zero_points
+        self.register_buffer("zero", None if zero is None else torch.from_numpy(zero).float().reshape(layout))
 
     def forward(self) -> torch.Tensor:
         if self.kind == "codebook":
@@ -108,14 +110,11 @@ def _expressible(enc: Encoded | None, shape: tuple) -> bool:
         return False
     if enc.codec == "codebook":
         return True
-    if enc.codec != "affine" or enc.params.get("axis") not in (None, 0):
+    if enc.codec != "affine":   # binary (sign) weights have no compact module here yet: they stay float
         return False
-    zero = enc.parts.get("zero_points")
-    if zero is not None:
-        z = decode(zero) if isinstance(zero, Encoded) else zero.data
-        if not torch.equal(z.float(), z.float().round()):
-            return False
-    return True
+    on_grid = grid(enc)
+    zero = on_grid.zero_points
+    return on_grid.axis in (None, 0) and (zero is None or bool(np.array_equal(zero, np.round(zero))))
 
 
 def compact_module(model: torch.nn.Module, encodings: dict[str, Encoded]) -> tuple[torch.nn.Module, list[str]]:

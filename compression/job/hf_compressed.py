@@ -20,15 +20,10 @@ from pathlib import Path
 
 import torch
 
-from compression.coding.encoding import Encoded, decode
+from compression.coding.encoding import Encoded, grid
 
 CT_FOLDER_NAME = "model-ct.zip"
 _WEIGHTS_DIR = "model"
-
-
-def _scales(enc: Encoded) -> torch.Tensor:
-    part = enc.parts["scales"]
-    return decode(part) if isinstance(part, Encoded) else part.data
 
 
 def linear_grids(model: torch.nn.Module, encodings: dict[str, Encoded]) -> dict[str, dict]:
@@ -36,15 +31,13 @@ def linear_grids(model: torch.nn.Module, encodings: dict[str, Encoded]) -> dict[
     found = {}
     for name, module in model.named_modules():
         enc = encodings.get(f"{name}.weight")
-        if not isinstance(module, torch.nn.Linear) or enc is None or enc.codec != "affine":
+        on_grid = grid(enc) if isinstance(module, torch.nn.Linear) and enc is not None else None
+        if on_grid is None or on_grid.bits not in (4, 8) or not on_grid.symmetric or on_grid.zero_points is not None:
             continue
-        params, cols = enc.params, module.weight.shape[1]
-        gs = params.get("group_size")
-        if params.get("bits") not in (4, 8) or not params.get("symmetric") or "zero_points" in enc.parts:
-            continue
-        if gs is None and params.get("axis") != 0 or gs is not None and (gs >= cols or cols % gs):
+        gs, cols = on_grid.group_size, module.weight.shape[1]
+        if gs is None and on_grid.axis != 0 or gs is not None and (gs >= cols or cols % gs):
             continue   # per-tensor, or a short last group: no compressed-tensors strategy says it
-        found[name] = {"bits": params["bits"], "group_size": gs, "scales": _scales(enc).float()}
+        found[name] = {"bits": on_grid.bits, "group_size": gs, "scales": torch.from_numpy(on_grid.scales)}
     return found
 
 

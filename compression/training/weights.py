@@ -17,8 +17,9 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from compression.coding.encoding import Encoded, Part, decode
+from compression.coding.encoding import Encoded, Part, decode, numpy_parts
 from compression.stage import CompressionState, sparse_node
+from mpclient.format.codecs import codebook, sparse
 
 Reencode = Callable[[torch.Tensor], Encoded]
 
@@ -28,9 +29,7 @@ def _codebook(enc: Encoded) -> tuple[Encoded, torch.Tensor | None] | None:
     if enc.codec == "codebook":
         return enc, None
     if enc.codec == "sparse" and isinstance(enc.parts["values"], Encoded) and enc.parts["values"].codec == "codebook":
-        from mpclient.format import sparse_index
-        gaps = decode(enc.parts["gaps"]) if isinstance(enc.parts["gaps"], Encoded) else enc.parts["gaps"].data
-        positions, filler = sparse_index.decode_gaps(gaps.to(torch.int64).numpy(), int(enc.params["bits"]))
+        positions, filler = sparse.entries(enc.params, numpy_parts(enc, ("gaps",)))
         return enc.parts["values"], torch.from_numpy(positions[~filler].copy())
     return None
 
@@ -39,16 +38,14 @@ def _with_centroids(enc: Encoded, centroids: torch.Tensor) -> Encoded:
     def swap(node: Encoded) -> Encoded:
         if node.codec == "codebook":
             storage = node.parts["centroids"].storage
-            return replace(node, parts={**node.parts,
-                                        "centroids": Part(centroids.detach().to(getattr(torch, storage)).clone(), storage)})
+            return codebook.encode(node.shape, node.dtype, indices=node.parts["indices"], bits=node.params["bits"],
+                                   centroids=Part(centroids.detach().to(getattr(torch, storage)).clone(), storage))
         return replace(node, parts={k: swap(p) if isinstance(p, Encoded) else p for k, p in node.parts.items()})
     return swap(enc)
 
 
 def _real_entries(enc: Encoded) -> torch.Tensor:
-    from mpclient.format import sparse_index
-    gaps = decode(enc.parts["gaps"]) if isinstance(enc.parts["gaps"], Encoded) else enc.parts["gaps"].data
-    _, filler = sparse_index.decode_gaps(gaps.to(torch.int64).numpy(), int(enc.params["bits"]))
+    _, filler = sparse.entries(enc.params, numpy_parts(enc, ("gaps",)))
     return torch.from_numpy(~filler)
 
 

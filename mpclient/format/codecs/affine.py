@@ -8,6 +8,7 @@ zero_points (asymmetric only).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,6 +44,28 @@ def group_layout(shape: tuple[int, ...], group_size: int) -> tuple[int, int, int
     rows = shape[0] if len(shape) > 1 else 1
     cols = numel // rows if rows else 0
     return rows, cols, -(-cols // group_size) if cols else 0
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A tensor as integers on a grid, value = (codes - zero_points) * scales: the form integer kernels take.
+    The runnable exports (ONNX DequantizeLinear, compressed-tensors, the compact torch program) translate a
+    grid and never read a codec's parts."""
+    codes: np.ndarray                # int64, in the tensor's shape
+    scales: np.ndarray               # float32, flat: one (per tensor), one per slice along `axis`, or one per
+    zero_points: np.ndarray | None   # group of each row (row-major); zero points likewise, as stored
+    axis: int | None
+    group_size: int | None
+    bits: int
+    symmetric: bool
+
+
+def grid(shape, params, parts) -> Grid:
+    """The node's grid, its parts already decoded (flat arrays)."""
+    zero = parts.get("zero_points")
+    return Grid(parts["codes"].reshape(shape).astype(np.int64), parts["scales"].astype(np.float32).reshape(-1),
+                None if zero is None else zero.reshape(-1), params.get("axis"), params.get("group_size"),
+                int(params["bits"]), bool(params.get("symmetric", True)))
 
 
 def decode(shape, dtype, params, parts):

@@ -15,12 +15,18 @@ def encode(shape: tuple[int, ...], dtype: str, *, centroids: Part, indices: Part
     return Encoded(NAME, tuple(shape), dtype, {"bits": int(bits)}, {"centroids": centroids, "indices": indices})
 
 
-def decode(shape, dtype, params, parts):
+def table(shape, params, parts) -> tuple[np.ndarray, np.ndarray]:
+    """(indices as int64 in the tensor's shape, centroids as flat float32): value = centroids[indices]."""
     centroids = parts["centroids"].astype(np.float32).reshape(-1)
     indices = parts["indices"].reshape(-1).astype(np.int64)
     if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= centroids.size):
         raise ValueError("codebook index out of range")
-    return as_dtype(centroids[indices], dtype).reshape(shape)
+    return indices.reshape(shape), centroids
+
+
+def decode(shape, dtype, params, parts):
+    indices, centroids = table(shape, params, parts)
+    return as_dtype(centroids[indices], dtype)
 
 
 def describe(node: Encoded) -> str:

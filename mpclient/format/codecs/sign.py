@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpclient.format.codecs._shared import per_slice
+from mpclient.format.codecs.affine import Grid
 from mpclient.format.nodes import Encoded, Part
 from mpclient.format.storage import as_dtype
 
@@ -13,6 +14,12 @@ NAME = "sign"
 
 def encode(shape: tuple[int, ...], dtype: str, *, signs: Part | Encoded, scales: Part, axis: int | None) -> Encoded:
     return Encoded(NAME, tuple(shape), dtype, {"axis": axis}, {"signs": signs, "scales": scales})
+
+
+def grid(shape, params, parts) -> Grid:
+    """Codes -1 / +1 on the slices' scales (see affine.Grid)."""
+    codes = parts["signs"].reshape(shape).astype(np.int64) * 2 - 1
+    return Grid(codes, parts["scales"].astype(np.float32).reshape(-1), None, params.get("axis"), None, 1, True)
 
 
 def decode(shape, dtype, params, parts):

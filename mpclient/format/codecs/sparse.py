@@ -18,6 +18,11 @@ def encode(shape: tuple[int, ...], dtype: str, *, gaps: Part | Encoded, values: 
     return Encoded(NAME, tuple(shape), dtype, {"bits": int(bits)}, {"gaps": gaps, "values": values})
 
 
+def entries(params, parts) -> tuple[np.ndarray, np.ndarray]:
+    """(each entry's position in the flattened tensor, whether it is a filler), from the decoded `gaps`."""
+    return sparse_index.decode_gaps(parts["gaps"].astype(np.int64), int(params["bits"]))
+
+
 def decode(shape, dtype, params, parts):
     values = parts["values"].reshape(-1)
     if values.dtype == np.float16:

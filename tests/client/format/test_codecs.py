@@ -78,3 +78,32 @@ def test_a_node_of_an_unknown_codec_is_named_not_decoded():
     assert codecs.describe(node) == "zstd"
     with pytest.raises(ValueError, match="unknown codec"):
         codecs.decode_node("zstd", (2,), "float32", {}, {})
+
+
+def test_binary_and_affine_nodes_read_as_the_same_kind_of_integer_grid():
+    from mpclient.format.codecs import sign
+    signs = sign.encode((2, 2), "float32", signs=_codes(np.array([1, 0, 0, 1], np.uint8), "uint8"),
+                        scales=_codes(np.array([0.5, 2.0], np.float32), "float32"), axis=0)
+    parts = {k: p.data for k, p in signs.parts.items()}
+    grid = sign.grid(signs.shape, signs.params, parts)
+    np.testing.assert_array_equal(grid.codes, [[1, -1], [-1, 1]])
+    # the grid's arithmetic is the decoder's: codes times the slice's scale
+    np.testing.assert_array_equal(grid.codes * grid.scales[:, None],
+                                  codecs.decode_node("sign", signs.shape, "float32", signs.params, parts))
+    asym = affine.encode((2, 2), "float32", codes=_codes(np.array([0, 3, 15, 8], np.uint8), "uint4"),
+                         scales=_codes(np.array([0.1, 0.2], np.float32), "float32"),
+                         zero_points=_codes(np.array([3, 8], np.uint8), "uint4"), bits=4, axis=0, symmetric=False)
+    grid = affine.grid(asym.shape, asym.params, {k: p.data for k, p in asym.parts.items()})
+    assert (grid.bits, grid.symmetric, grid.axis, grid.group_size) == (4, False, 0, None)
+    np.testing.assert_array_equal(grid.zero_points, [3, 8])
+
+
+def test_sparse_entries_name_the_kept_positions():
+    from mpclient.format import sparse_index
+    from mpclient.format.codecs import sparse
+    mask = np.zeros(40, bool)
+    mask[[2, 3, 30]] = True
+    gaps, values = sparse_index.encode(np.arange(40, dtype=np.float32), mask, 3)   # 3-bit gaps: a filler before 30
+    positions, filler = sparse.entries({"bits": 3}, {"gaps": gaps})
+    np.testing.assert_array_equal(positions[~filler], [2, 3, 30])
+    assert filler.any()
