@@ -37,26 +37,10 @@ def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalS
     loaded = load_model(model_path, model_format, options, seed=goal.seed, sample_inputs=sample_inputs)
     data = load_job_datasets(dataset_files, loaded)
     selection, selection_name, report, report_name = split_data(data, goal.seed)
-    origin = {"format": model_format, "architecture": loaded.architecture, "sha256": sha256_file(model_path),
-              "size_bytes": model_path.stat().st_size, **({"hf_config": loaded.hf.config} if loaded.hf else {})}
-
-    def container_bytes(path: Path, state, spec) -> int:   # the same container the job would write
-        _, encodings = stored_tensors(state)
-        return write_container(path, encodings, origin=origin, pipeline=spec.model_dump(mode="json"),
-                               structure=state.structure)
-
     # training inside the search only on data that neither selects nor reports (the train role, beside a
     # calibration or eval role)
     train = data.train if data.train is not None and (data.calibration is not None or data.eval is not None) else None
-    macs_before = _macs(loaded) if goal.target.macs_ratio is not None else None
-    if goal.target.macs_ratio is not None and macs_before is None:
-        raise CompressionError("torch's flop counter finds no multiply-accumulates in this model's forward pass: "
-                               "give a ratio or max_bytes target instead")
-    ctx = SearchContext(loaded.model, loaded.probe, loaded.sample_inputs,
-                        list(selection.take(slice(0, 512)).batches(32)), selection,
-                        evaluate(loaded.model, loaded.model, selection, loaded.probe),
-                        loaded.weights_bytes or origin["size_bytes"], container_bytes,
-                        data=JobData(train=train) if train is not None else None, macs_before=macs_before)
+    ctx = _search_context(model_path, model_format, loaded, goal, selection, train)
     deadline = time.monotonic() + goal.budget_minutes * 60
     rows = _search(goal, ctx, hooks, deadline, has_train=train is not None)
     sensitivity = None
@@ -78,7 +62,43 @@ def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalS
     output = run_compression_job(model_path, model_format, options, pipeline, out_dir, final_hooks,
                                  data=JobData(calibration=selection, eval=report, train=train),
                                  sample_inputs=sample_inputs, measure_latency=measure_latency)
-    metrics = output.metrics
+    result = _goal_result(output.metrics, chosen, goal, ctx.macs_before, report_name,
+                          lambda: _final_speedup(out_dir, model_path, loaded, goal))
+    output.metrics["goal"] = {
+        **result, "selected_on": selection_name, "reported_on": report_name, "candidates": rows,
+        "pareto": pareto(measured), **({"sensitivity": sensitivity} if sensitivity else {}),
+    }
+    report_file = out_dir / "report.json"
+    body = json.loads(report_file.read_text())
+    body["metrics"] = output.metrics
+    report_file.write_text(json.dumps(body, indent=1, sort_keys=True))
+    return output
+
+
+def _search_context(model_path: Path, model_format: str, loaded, goal: GoalSpec, selection, train) -> SearchContext:
+    """What every candidate is measured with: the selection split, the original's figures, the container sizer."""
+    origin = {"format": model_format, "architecture": loaded.architecture, "sha256": sha256_file(model_path),
+              "size_bytes": model_path.stat().st_size, **({"hf_config": loaded.hf.config} if loaded.hf else {})}
+
+    def container_bytes(path: Path, state, spec) -> int:   # the same container the job would write
+        _, encodings = stored_tensors(state)
+        return write_container(path, encodings, origin=origin, pipeline=spec.model_dump(mode="json"),
+                               structure=state.structure)
+
+    macs_before = _macs(loaded) if goal.target.macs_ratio is not None else None
+    if goal.target.macs_ratio is not None and macs_before is None:
+        raise CompressionError("torch's flop counter finds no multiply-accumulates in this model's forward pass: "
+                               "give a ratio or max_bytes target instead")
+    return SearchContext(loaded.model, loaded.probe, loaded.sample_inputs,
+                         list(selection.take(slice(0, 512)).batches(32)), selection,
+                         evaluate(loaded.model, loaded.model, selection, loaded.probe),
+                         loaded.weights_bytes or origin["size_bytes"], container_bytes,
+                         data=JobData(train=train) if train is not None else None, macs_before=macs_before)
+
+
+def _goal_result(metrics: dict, chosen: dict, goal: GoalSpec, macs_before: int | None, report_name: str,
+                 final_speedup) -> dict:
+    """The chosen pipeline's own figures (from its job, on the report data) and whether they meet the goal."""
     quality = metrics["quality"]
     if "inputs" in quality:   # the final job saw the report data as its eval role; name it as the user knows it
         quality["summary"] = quality.get("summary", "").replace(quality["inputs"], report_name)
@@ -89,20 +109,12 @@ def run_goal_job(model_path: Path, model_format: str, model_options, goal: GoalS
         if metrics.get("macs_before") and metrics.get("macs_after"):
             final["macs_ratio"] = round(metrics["macs_before"] / metrics["macs_after"], 3)
     if goal.target.speedup is not None:   # measured again apart from the search (its figures were selected on)
-        final["speedup"] = _final_speedup(out_dir, model_path, loaded, goal)
+        final["speedup"] = final_speedup()
     final["goal_met"] = meets_size(goal.target, final["ratio"], final["bytes"], final.get("macs_ratio"),
                                    final.get("speedup")) and bool(quality["passed"])
-    metrics["goal"] = {
-        "spec": goal.model_dump(mode="json", exclude_none=True), "goal_met": final["goal_met"],
-        "summary": summary_sentence(goal, final, quality, report_name), "chosen": chosen["name"], "result": final,
-        "selected_on": selection_name, "reported_on": report_name, "candidates": rows,
-        "pareto": pareto(measured), **({"sensitivity": sensitivity} if sensitivity else {}),
-    }
-    report = out_dir / "report.json"
-    body = json.loads(report.read_text())
-    body["metrics"] = metrics
-    report.write_text(json.dumps(body, indent=1, sort_keys=True))
-    return output
+    return {"spec": goal.model_dump(mode="json", exclude_none=True), "goal_met": final["goal_met"],
+            "summary": summary_sentence(goal, final, quality, report_name), "chosen": chosen["name"],
+            "result": final}
 
 
 def _allocated(goal: GoalSpec, ctx: SearchContext, loaded, selection, rows: list[dict],
