@@ -5,10 +5,13 @@ step (forward + backward), interleaved medians of 40.
 
     python bench/separable_forms.py      # ~1 min
 
-Measured 2026-12-01, 2 idle cores, 4 runs (onnxruntime ms at batch 32): dense 4.7-5.2, rank 1 1.7-2.6, rank 2
-as a channel multiplier 7.6-7.9 (0.6-0.7x the dense speed), rank 2 as SeparableConv2d 3.2-4.4 (about 2x the
-channel multiplier's speed); an eager training step: channel multiplier 45-50 ms, SeparableConv2d 29-38 ms.
-Eager inference of depthwise convs is slow in torch either way (21-36 ms vs dense 13-22).
+Measured 2026-12-01, 2 idle cores, 4 runs, onnxruntime sessions with the service's options (idle threads do not
+spin; with spinning on, as first measured, each session's spinning threads slowed whatever ran next and every
+figure came out 2-5x slower): onnxruntime ms at batch 32: dense 1.82-1.93, rank 1 0.82-0.87, rank 2 as a
+channel multiplier 3.37-4.10 (0.47-0.57x the dense speed), rank 2 as SeparableConv2d 1.39-1.83 (1.05-1.37x the
+dense speed, 2.2-2.4x the channel multiplier's); eager inference: dense 3.0-3.2, SeparableConv2d 3.8-4.5,
+channel multiplier 6.2-6.9; an eager training step: dense 10-11 ms, SeparableConv2d 14-19, channel
+multiplier 24-30.
 """
 import copy
 import statistics
@@ -17,12 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-import onnxruntime as ort
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from compression.formats import onnx_file  # noqa: E402
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.methods.compact_filters import separable  # noqa: E402
 
@@ -61,13 +64,12 @@ def main() -> None:
               "rank 2, channel multiplier": swap(dense, lambda c: old_form(c, 2)),
               "rank 2, SeparableConv2d": swap(dense, lambda c: separable(c, 2)[0])}
     x, y = torch.randn(BATCH, 1, 28, 28), torch.randint(0, 10, (BATCH,))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = THREADS
     sessions = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n, (name, model) in enumerate(models.items()):
             torch.onnx.export(model, (x,), f"{tmp}/{n}.onnx", dynamo=False)
-            sessions[name] = ort.InferenceSession(f"{tmp}/{n}.onnx", opts, providers=["CPUExecutionProvider"])
+            # the service's session options: idle threads do not spin (spinning ones steal the next call's cores)
+            sessions[name] = onnx_file.session(Path(f"{tmp}/{n}.onnx").read_bytes())
     feeds = {name: {s.get_inputs()[0].name: x.numpy()} for name, s in sessions.items()}
 
     def no_grad(model):
