@@ -23,7 +23,7 @@ the jobs' model.onnx in onnxruntime vs onnxruntime; the fastest fp32 runtime of 
 Measured: see bench/results/compact_filters.json (about 3 min a seed on 2 idle cores). Separable filters of
 multiplier 2 run as two one-filter-per-channel depthwise convs whose pointwise outputs are summed
 (compression.layers.separable): as one depthwise conv with a channel multiplier they fell off onnxruntime's
-depthwise kernels (0.5-0.6x the dense model's speed, bench/separable_forms.py) and trained slower.
+depthwise kernels (0.6x the dense model's speed, bench/separable_forms.py) and trained slower.
 """
 from __future__ import annotations
 

@@ -1,17 +1,17 @@
 """Why separable filters of rank r are r depthwise convs (compression.layers.separable) and not one depthwise
 conv with a channel multiplier: both forms of the same small-resnet side by side with the dense model and rank 1,
 random weights (speed only), batch 32, 2 threads: onnxruntime and torch eager inference and one eager training
-step (forward + backward), interleaved medians of 40.
+step (forward + backward), medians of alternating blocks.
 
     python bench/separable_forms.py      # ~1 min
 
-Measured 2026-12-01, 2 idle cores, 4 runs, onnxruntime sessions with the service's options (idle threads do not
-spin; with spinning on, as first measured, each session's spinning threads slowed whatever ran next and every
-figure came out 2-5x slower): onnxruntime ms at batch 32: dense 1.82-1.93, rank 1 0.82-0.87, rank 2 as a
-channel multiplier 3.37-4.10 (0.47-0.57x the dense speed), rank 2 as SeparableConv2d 1.39-1.83 (1.05-1.37x the
-dense speed, 2.2-2.4x the channel multiplier's); eager inference: dense 3.0-3.2, SeparableConv2d 3.8-4.5,
-channel multiplier 6.2-6.9; an eager training step: dense 10-11 ms, SeparableConv2d 14-19, channel
-multiplier 24-30.
+Measured 2026-12-01, 2 idle cores, 3 runs, timed as the service times (compression.job.metrics: alternating
+blocks of calls, sessions whose idle threads do not spin); onnxruntime ms at batch 32: dense 1.57-1.64, rank 1
+0.60-0.63, rank 2 as a channel multiplier 2.46-2.60 (0.63-0.64x the dense speed), rank 2 as SeparableConv2d
+1.23-1.29 (1.27-1.28x the dense speed, 2x the channel multiplier's); an eager training step: dense 10.5-11.6 ms,
+SeparableConv2d 15.5-18.3, channel multiplier 24.5-26.4. Eager inference varies run to run (dense 2.2-4.1 ms,
+SeparableConv2d 3.0-7.1, channel multiplier 9.4-11.6). The first measurement (4.7-5.2 ms dense, every call
+alternating, idle threads spinning) was 2-3x slower throughout.
 """
 import copy
 import statistics
@@ -25,11 +25,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compression.formats import onnx_file  # noqa: E402
+from compression.job.export import load_own_onnx  # noqa: E402
+from compression.job.metrics import latency  # noqa: E402
 from compression.formats.architectures import build_architecture  # noqa: E402
 from compression.methods.compact_filters import separable  # noqa: E402
 
-THREADS, BATCH, REPS = 2, 32, 40
+THREADS, BATCH, REPS = 2, 32, 10
 
 
 def old_form(conv: nn.Conv2d, r: int) -> nn.Sequential:
@@ -68,29 +69,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n, (name, model) in enumerate(models.items()):
             torch.onnx.export(model, (x,), f"{tmp}/{n}.onnx", dynamo=False)
-            # the service's session options: idle threads do not spin (spinning ones steal the next call's cores)
-            sessions[name] = onnx_file.session(Path(f"{tmp}/{n}.onnx").read_bytes())
-    feeds = {name: {s.get_inputs()[0].name: x.numpy()} for name, s in sessions.items()}
-
-    def no_grad(model):
-        with torch.no_grad():
-            model(x)
-
-    calls = {name: {"onnxruntime": lambda name=name: sessions[name].run(None, feeds[name]),
-                    "eager": lambda m=model: no_grad(m), "train step": lambda m=model: train_step(m, x, y)}
-             for name, model in models.items()}
-    times = {name: {what: [] for what in c} for name, c in calls.items()}
-    for c in calls.values():   # warm-up
-        for call in c.values():
-            call()
-    for _ in range(REPS):   # interleaved: drifts of the machine hit every form alike
-        for name, c in calls.items():
-            for what, call in c.items():
+            sessions[name] = load_own_onnx(Path(f"{tmp}/{n}.onnx"))   # the service's session options
+    # inference as the service times it (alternating blocks of calls); a training step needs gradients, so
+    # its own alternating loop
+    ms = {"onnxruntime": latency(sessions, (x,), batch_sizes=(BATCH,), threads=THREADS, budget_s=2.0, gpu=False),
+          "eager": latency(models, (x,), batch_sizes=(BATCH,), threads=THREADS, budget_s=2.0, gpu=False)}
+    ms = {what: {name: t["median_ms"] for name, t in m["cpu"][f"batch_{BATCH}"].items()} for what, m in ms.items()}
+    steps = {name: [] for name in models}
+    for _ in range(REPS):
+        for name, model in models.items():
+            for i in range(4):   # the first step of a block warms the caches the previous model's evicted
                 start = time.perf_counter()
-                call()
-                times[name][what].append(time.perf_counter() - start)
-    for name, t in times.items():
-        print(f"{name:28}" + "  ".join(f"{what} {statistics.median(v) * 1000:6.2f} ms" for what, v in t.items()))
+                train_step(model, x, y)
+                if i:
+                    steps[name].append(time.perf_counter() - start)
+    ms["train step"] = {name: statistics.median(t) * 1000 for name, t in steps.items()}
+    for name in models:
+        print(f"{name:28}" + "  ".join(f"{what} {m[name]:6.2f} ms" for what, m in ms.items()))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ pointwise 1 x 1, summed: y = sum_r P_r(D_r(x)).
 
 The same function as one depthwise conv with r filters per channel followed by one pointwise conv, but written
 as r plain depthwise convs: runtimes run those with their fast depthwise kernels, while a channel multiplier
-falls off them (onnxruntime, small-resnet, batch 32: rank 2 as a channel multiplier ran at 0.5-0.6x the
-dense model's speed, this form at 1.05-1.4x; bench/separable_forms.py). Hand-written: torch has no such layer.
+falls off them (onnxruntime, small-resnet, batch 32: rank 2 as a channel multiplier ran at 0.6x the
+dense model's speed, this form at 1.3x; bench/separable_forms.py). Hand-written: torch has no such layer.
 """
 from __future__ import annotations
 

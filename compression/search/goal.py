@@ -19,7 +19,7 @@ the search (and in the chosen job), so the pick accounts for what recovery train
 also adds depthwise-separable filters (structural targets) and block-circulant layers (size targets), which
 only recovery training makes usable.
 A speedup target ({"speedup": S, "batch": 32}) uses the same candidates, each timed beside the upload in the
-worker (CPU, interleaved medians); the reported speedup is measured again, apart from the search, on the
+worker (CPU, medians of alternating blocks of calls); the reported speedup is measured again, apart from the search, on the
 chosen job's model.
 """
 from __future__ import annotations
@@ -422,7 +422,7 @@ def measure(candidate: Candidate, ctx: SearchContext, goal: GoalSpec, evaluate_f
 
 def measured_speedup(original: torch.nn.Module, candidate: torch.nn.Module, inputs: tuple, batch: int, probe,
                      budget_s: float = 1.0) -> float:
-    """Median latency of the original / of the candidate at `batch`, interleaved in this process (CPU)."""
+    """Median latency of the original / of the candidate at `batch`, timed side by side in this process (CPU)."""
     from compression.job.metrics import latency
 
     with torch.no_grad():

@@ -101,7 +101,7 @@ def test_separable_fit_is_exact_for_separable_filters_and_records_rebuild():
 
 
 def test_separable_layers_of_higher_rank_export_only_one_filter_per_channel_depthwise_convs(tmp_path):
-    """A channel multiplier falls off runtimes' fast depthwise kernels (onnxruntime ran it at 0.5-0.6x the
+    """A channel multiplier falls off runtimes' fast depthwise kernels (onnxruntime ran it at 0.6x the
     dense model's speed, bench/separable_forms.py): every grouped conv exported has as many groups as filters."""
     import onnx
 
