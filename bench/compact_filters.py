@@ -14,7 +14,7 @@ else the most accurate), then its chosen job's model (rebuilt from the job's fil
   transferred: compact_filters transferred (each filter or its negation from a bank of half as many),
                finetune E, loss ce | kl
 Fine-tuning keeps its last epoch (patience null). MACs come from the jobs'
-metrics (torch's flop counter); latency at batch 32 is timed here, interleaved, in the same runtime class:
+metrics (torch's flop counter); latency at batch 32 is timed here (alternating blocks of calls), in the same runtime class:
 torch eager (each job's model rebuilt from its model.safetensors and structure record) vs torch eager, and
 the jobs' model.onnx in onnxruntime vs onnxruntime; the fastest fp32 runtime of the plain model is printed too.
 
@@ -164,7 +164,7 @@ def main() -> None:
         f"`compact_filters` + {args.epochs} fine-tune epochs beside {args.epochs} plain fine-tune epochs, through "
         "`run_compression_job`; each method's setting (loss ce/kl, separable multiplier 1/2) chosen on 500 validation "
         "digits (fewest MACs within 1 point of plain's validation top-1), top-1 on the 1,000 test digits nothing selects on; batch-32 latency of the jobs' models, eager vs "
-        "eager and onnxruntime vs onnxruntime, interleaved medians"), result=(
+        "eager and onnxruntime vs onnxruntime, medians of alternating blocks of calls"), result=(
         f"separable: **{spread([r['macs_ratio'] for r in rows], 2)}× fewer MACs**, "
         f"**{spread([r['speed_onnx'] for r in rows], 2)}× faster in onnxruntime**, "
         f"{spread([r['speed_eager'] for r in rows], 2)}× in torch eager; top-1 drop vs the same fine-tuning "

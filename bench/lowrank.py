@@ -12,7 +12,7 @@ Fine-tuning keeps its last epoch (patience null). The setting is chosen per seed
 only: the fewest parameters among the fine-tuned settings whose validation top-1 is within 1 point of plain
 fine-tuning's, else the best validation top-1. Top-1 on the 1,000 test digits (nothing selects on them) of
 each job's model rebuilt from its files (bench/job_model.py); parameters and MACs (per image) from the jobs'
-metrics; latency at batch 1 and 32, interleaved medians, 1 thread, in the same runtime class: torch eager
+metrics; latency at batch 1 and 32, medians of alternating blocks of calls, 1 thread, in the same runtime class: torch eager
 (plain vs factored job models) and the jobs' model.onnx in onnxruntime.
 
 MiniLM (all-MiniLM-L6-v2, nothing trained or selected): SVD of the encoder Linears at several energies, cosine
@@ -222,7 +222,7 @@ def cells(mnist_out: dict | None, minilm_out: dict | None) -> tuple[str, str]:
                     "fine-tuning, nothing selected, mean cosine to fp32 embeddings on the 200 `pang_lee_polarity` "
                     "sentences, eager batch 32")
     setup = ("`low_rank` (SVD / Tucker-2, global energy): " + "; ".join(done)
-             + f"; latency {THREADS} thread, interleaved medians")
+             + f"; latency {THREADS} thread, medians of alternating blocks of calls")
     parts = []
     for arch, rows in (mnist_out or {}).items():
         settings = list(rows[0]["settings"])

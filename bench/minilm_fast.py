@@ -8,7 +8,7 @@ job (`run_compression_job`, the worker's entry point) on the uploaded folder:
   `model.onnx` and both int8 programs.
 Each program is timed beside the fp32 teacher in the *same runtime class* (onnxruntime vs the int8 job's fp32
 `model.onnx`, TorchScript vs the teacher traced to TorchScript, eager vs eager); the fastest fp32 runtime is
-printed too and every speedup against it as well. Latency: median of interleaved rounds after warm-up, batch
+printed too and every speedup against it as well. Latency: the service's (medians of alternating blocks of calls) after warm-up, batch
 32, fixed threads; on a shared machine compare rows of one run only. Nothing is selected on the pang_lee
 sentences (early stopping uses held-out Lee sentences).
 
@@ -26,7 +26,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -43,13 +42,14 @@ from bench.goal_minilm import jsonl  # noqa: E402
 from compression.formats.hf_folder import sentence_embeddings  # noqa: E402
 from compression.job.export import _TextModel, load_own_onnx  # noqa: E402
 from compression.job.int8_torch import load_program  # noqa: E402
+from compression.job.metrics import latency  # noqa: E402
 from compression.job.runner import run_compression_job  # noqa: E402
 from compression.pipeline import parse_pipeline  # noqa: E402
 from record import record  # noqa: E402
 from tests.helpers import zip_minilm  # noqa: E402
 
 TARGET = (3.0, 0.97)   # speedup at batch 32 vs fp32 in the same runtime class, mean cosine to fp32
-ROUNDS = 9
+BUDGET_S = 3.0   # seconds of timed calls per program
 EAGER, TS, ORT = "torch eager", "TorchScript", "onnxruntime"
 FP32 = {EAGER: "fp32 teacher (torch eager)", TS: "fp32 teacher (TorchScript)", ORT: "fp32 teacher (onnxruntime)"}
 
@@ -81,24 +81,22 @@ def job(upload: Path, stages: list[dict], files: dict, out: Path) -> tuple[dict,
     return programs, seconds
 
 
-def timed(models: dict, batch: tuple, rounds: int = ROUNDS, warmup: int = 3) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in models}
+def timed(models: dict, batch: tuple, threads: int, warmup: int = 3) -> dict[str, float]:
+    """Seconds a batch, as the service times (compression.job.metrics: alternating blocks of calls, medians)."""
     for model in models.values():   # TorchScript's profiling executor optimizes after its first calls
         for _ in range(warmup):
             sentence_embeddings(model, batch)
-    for _ in range(rounds):   # interleaved, so machine noise hits every model alike
-        for name, model in models.items():
-            start = time.perf_counter()
-            sentence_embeddings(model, batch)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    ms = latency(models, batch, batch_sizes=(len(batch[0]),), threads=threads, budget_s=BUDGET_S, gpu=False,
+                 call=sentence_embeddings)
+    return {name: t["median_ms"] / 1000 for name, t in ms["cpu"][f"batch_{len(batch[0])}"].items()}
 
 
 def cells(rows: list[dict], fastest: str, args, n_train: int, n_test: int) -> tuple[str, str]:
     """(setup, result) markdown cells of the README row; `rows`: main's compressed programs (name, runtime,
     speedup vs the same runtime's fp32, vs the fastest fp32, cosine); `fastest`: the fastest fp32 runtime."""
     configs = ", ".join(f"heads −{float(h):.0%} FFN −{float(f):.0%}" for h, f in (c.split(":") for c in args.configs))
-    setup = (f"all-MiniLM-L6-v2 batch 32, {args.threads} threads, interleaved medians of {ROUNDS} rounds; every "
+    setup = (f"all-MiniLM-L6-v2 batch 32, {args.threads} threads, medians of alternating blocks of calls "
+             f"({BUDGET_S:g} s a program, the service's latency); every "
              "compressed program made by a job (`int8`; `structured_prune` → `finetune` → `int8` with "
              f"{configs or 'no config'}, {args.epochs} recovery epoch{'s' if args.epochs != 1 else ''} on {n_train:,} "
              "unlabeled Lee sentences + clauses, early stopping on 200 held-out Lee sentences); each speedup vs fp32 "
@@ -171,7 +169,7 @@ def main() -> None:
             for key, label, runtime in (("fp32 onnx", "model.onnx", ORT), ("int8 onnx", "model.int8.onnx", ORT),
                                         ("int8 ts", "model.int8.torchscript.pt", TS)):
                 models[f"{name}: {label}"], runtime_of[f"{name}: {label}"] = programs[key], runtime
-        ms = timed(models, batch)
+        ms = timed(models, batch, args.threads)
         cosine = {name: float((sentence_embeddings(m, test.inputs) * reference).sum(1).mean()) for name, m in models.items()}
     fastest = min((FP32[r] for r in (EAGER, TS, ORT)), key=ms.__getitem__)
     print(f"\nMiniLM batch 32 on {args.threads} threads; cosine on {len(reported)} pang_lee sentences; train "

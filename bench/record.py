@@ -28,11 +28,23 @@ def record(name: str, *, setup: str, result: str, data: dict | None = None) -> P
         "result": result,
         "measured": datetime.date.today().isoformat(),
         "provenance": "run",
-        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, torch threads {_torch_threads()}",
+        "machine": f"{os.cpu_count()} CPU cores ({_cpu_model()}), {platform.machine()}, torch threads {_torch_threads()}",
         "data": data or {},
     }, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return path
+
+
+def _cpu_model() -> str:
+    """The CPU's name: hosts differ between runs (the same row measured on an Intel and an AMD host differs by
+    up to 1.7x in torch fp32), so a row's speed is comparable only within the row."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _torch_threads() -> int | None:

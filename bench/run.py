@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -77,7 +78,8 @@ def row(bench: Bench) -> str:
     if result is None:
         return f"| `{bench.command()}` | not measured yet |"
     if result["provenance"] == "run":
-        when = f"measured {result['measured']}"
+        cpu = re.search(r"cores \((.+?)\),", result.get("machine", ""))   # hosts differ between runs
+        when = f"measured {result['measured']}" + (f" on {cpu.group(1)}" if cpu else "")
     else:
         when = f"figures of {result['measured'] or 'an earlier session'}, from before bench/run.py"
     setup = f"{result['setup']}; {when}" if result["setup"] else when

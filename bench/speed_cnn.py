@@ -9,7 +9,7 @@ are the validation split (seeded order, as compact_filters.py) and 3,500 train t
 Fine-tuning keeps its last epoch (patience null), so nothing is selected; the validation digits only report
 (top-1 of the pruned model before fine-tuning). Top-1 on the 1,000 test digits of each job's model, rebuilt
 from its files (bench/job_model.py); parameters and MACs (per image, torch's flop counter) from the jobs'
-metrics; latency at batch 1 and 32, interleaved medians (compression.job.metrics.latency), in the same
+metrics; latency at batch 1 and 32, medians of alternating blocks (compression.job.metrics.latency), in the same
 runtime class: torch eager (plain vs pruned job model) and the jobs' model.onnx in onnxruntime.
 
     python bench/speed_cnn.py [lenet-5] [small-resnet] [--seeds 3] [--ratio 0.6] [--threads 1]
@@ -92,7 +92,7 @@ def figures(j: dict) -> dict:
 
 def speed(jobs: dict[str, dict], x: torch.Tensor, batch_sizes: tuple = (1, 32), budget_s: float = 3.0) -> dict:
     """{"batch_N": {"<job> eager" | "<job> onnx": median ms}}: every job's programs timed together,
-    interleaved, with the threads torch has (onnxruntime sessions took the same count when loaded)."""
+    side by side (alternating blocks of calls), with the threads torch has (onnxruntime sessions took the same count when loaded)."""
     programs = {f"{name} {rt}": p for name, j in jobs.items() for rt, p in j["programs"].items()}
     times = latency(programs, (x,), batch_sizes=batch_sizes, threads=torch.get_num_threads(), budget_s=budget_s)
     return {bs: {name: t["median_ms"] for name, t in ms.items()} for bs, ms in times["cpu"].items()}
@@ -126,7 +126,7 @@ def cells(results: dict[str, list[dict]], args) -> tuple[str, str]:
              f"through `run_compression_job`; uploads trained ({trained}) on 3,500 of the 4,000 MNIST-subset training "
              f"digits, the other 500 the jobs' eval split (nothing selected: last epoch kept); top-1 on the 1,000 test "
              f"digits; MACs from the jobs' metrics; latency batch 1 / 32, eager vs eager and onnxruntime vs "
-             f"onnxruntime, interleaved medians, {args.threads} thread{'s' if args.threads != 1 else ''}; {n} "
+             f"onnxruntime, medians of alternating blocks of calls, {args.threads} thread{'s' if args.threads != 1 else ''}; {n} "
              f"seed{'s' if n != 1 else ''}, mean ± half-range")
     parts = []
     for arch, rows in results.items():
