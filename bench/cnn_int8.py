@@ -11,12 +11,12 @@ latency (the service's: medians of alternating blocks of calls, 2 threads) of mo
 
     python bench/cnn_int8.py [--seeds 3]     # ~1 min on 2 cores
 
-Measured 2026-12-01, 2 idle cores (AVX-512 VNNI), 3 seeds, the file slimmed (`int8_runtime._slim`: no all-zero
-zero-points, no value_info, short names; before: small-resnet 106,660 B, 2.99x):
-    mobilenet-mini: 562,416 -> 163,729 B (3.44x), top-1 drop -0.10 ± 0.10 points, 0.93 ± 0.01x the speed of
-        onnxruntime fp32 (2.52-2.56 ms vs 2.34-2.39 ms at batch 32), 2.1x eager fp32
-    small-resnet:   318,488 ->  91,650 B (3.48x), top-1 drop 0.10 ± 0.35 points, 1.15 ± 0.02x faster than
-        onnxruntime fp32 (1.43-1.46 ms vs 1.65-1.68 ms), 1.6x eager fp32
+Measured 2026-12-01, 2 idle cores of an AMD EPYC (AVX-512 VNNI), 3 seeds, the file slimmed (`int8_runtime._slim`:
+no all-zero zero-points, no value_info, short names; before: small-resnet 106,660 B, 2.99x):
+    mobilenet-mini: 562,416 -> 163,729 B (3.44x), top-1 drop -0.10 ± 0.10 points, 0.93 ± 0.01x and
+        0.91 ± 0.03x the speed of onnxruntime fp32 in two runs (2.52-2.56 ms vs 2.34-2.39 ms at batch 32)
+    small-resnet:   318,488 ->  91,650 B (3.48x), top-1 drop 0.10 ± 0.35 points, 1.15 ± 0.02x and
+        1.13 ± 0.02x faster than onnxruntime fp32 in two runs (1.43-1.46 ms vs 1.65-1.68 ms), 1.6x eager fp32
 How latency is timed decides these two: the int8 graphs only win with warm caches. Timed call by call
 alternating with the fp32 graph (a, b, a, b), as first done, int8 came out 0.72-0.88x, and with onnxruntime's
 idle threads spinning each session also slowed the one timed after it (the same fp32 model 2.8 ms on one seed,
