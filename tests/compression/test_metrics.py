@@ -40,6 +40,24 @@ def test_latency_reports_every_model_and_batch_size_and_restores_threads():
     assert set(seen) == {1, 4}
 
 
+def test_latency_times_each_model_with_its_caches_warm(monkeypatch):
+    """A model's call right after another model's is slow (its caches were evicted), later ones fast, as a
+    served model runs; the clock is simulated so the test is exact: every median is the warm time."""
+    from compression.job import metrics
+
+    clock = {"now": 0.0, "last": None}
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock["now"])
+
+    def call(model, inputs):
+        clock["now"] += 0.004 if clock["last"] is not model else 0.001   # cold after another model, else warm
+        clock["last"] = model
+
+    models = {"a": nn.Linear(2, 2), "b": nn.Linear(2, 2)}
+    out = latency(models, (torch.randn(1, 2),), batch_sizes=(1,), threads=1, budget_s=0.2, call=call, gpu=False)
+    assert {name: t["median_ms"] for name, t in out["cpu"]["batch_1"].items()} == {"a": 1.0, "b": 1.0}
+    assert all(t["repeats"] >= 50 for t in out["cpu"]["batch_1"].values())   # alternating blocks until the budget
+
+
 def test_job_metrics_skips_gracefully(monkeypatch):
     from compression.job.metrics import job_metrics
 
