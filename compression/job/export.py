@@ -55,6 +55,9 @@ class _TextModel(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        # the wrapper takes the model's mode: exporters that restore "the module's mode" afterwards would
+        # otherwise switch the wrapped model to training (dropout on)
+        self.train(model.training)
 
     def forward(self, input_ids, attention_mask):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)

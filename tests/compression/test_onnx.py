@@ -168,3 +168,26 @@ def test_stages_that_need_torch_are_refused_for_onnx(cnn_onnx, tmp_path):
     assert check_pipeline_against_model(parse_pipeline(INT8), summary) == []
     with pytest.raises(CompressionError, match="ONNX"):
         run_compression_job(cnn_onnx[0], "onnx", {}, saliency, tmp_path)
+
+
+def test_the_text_wrapper_keeps_the_models_mode_through_an_export_that_restores_modes(tmp_path):
+    """torch.onnx.export (TorchScript path) puts the module back in its own mode afterwards: a wrapper left in
+    training mode would switch the wrapped eval model to training (dropout on)."""
+    from torch import nn
+
+    from compression.job.export import _TextModel
+
+    class Text(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.drop = nn.Embedding(10, 4), nn.Dropout(0.5)
+
+        def forward(self, input_ids, attention_mask):
+            return (self.drop(self.embed(input_ids)) * attention_mask.unsqueeze(-1),)
+
+    model = Text().eval()
+    ids, mask = torch.tensor([[1, 2, 3]]), torch.ones(1, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_TextModel(model), (ids, mask), str(tmp_path / "t.onnx"), dynamo=False)
+    assert not model.training and not model.drop.training
