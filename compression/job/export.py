@@ -1,6 +1,8 @@
 """Dense artifacts of the compressed model: safetensors weights and runnable programs."""
 from __future__ import annotations
 
+import json
+import struct
 import warnings
 from pathlib import Path
 
@@ -11,6 +13,21 @@ from safetensors.torch import save_file
 def write_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     # clones: safetensors refuses tensors that share storage (tied weights)
     save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(path), metadata=metadata)
+    _sort_header(Path(path))
+
+
+def _sort_header(path: Path) -> None:
+    """The same weights and metadata give the same bytes: safetensors' writer puts `__metadata__` keys in a
+    random order (a Rust HashMap) and has no option against it, so the header is written again with sorted
+    keys, padded with spaces (as the format pads it) to its old length; the tensor bytes do not move."""
+    with open(path, "r+b") as f:
+        length = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(length))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(text) > length:   # cannot happen: the same JSON without whitespace; leave the file as written
+            return
+        f.seek(8)
+        f.write(text + b" " * (length - len(text)))
 
 
 def write_torchscript(model: torch.nn.Module, sample_inputs: tuple, path: Path) -> None:

@@ -182,3 +182,21 @@ def test_not_a_container(tmp_path, lenet_safetensors):
         zf.writestr("manifest.json", json.dumps({"format": "something-else"}))
     with pytest.raises(ContainerError, match="not a modelpress container"):
         read_container(zipped)
+
+
+def test_the_dense_weights_file_is_byte_reproducible_and_still_loads(tmp_path):
+    """safetensors orders its metadata at random; the job's model.safetensors must not change with it."""
+    from safetensors import safe_open
+
+    from compression.job.export import write_safetensors
+
+    state = {"b.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.ones(3)}
+    meta = {"format": "pt", "modelpress.architecture": "x", "modelpress.origin_format": "safetensors",
+            "modelpress.structure": "[]"}
+    files = [tmp_path / f"{i}.safetensors" for i in range(6)]
+    for path in files:
+        write_safetensors(state, path, meta)
+    assert len({p.read_bytes() for p in files}) == 1
+    with safe_open(str(files[0]), "pt") as f:
+        assert f.metadata() == meta
+        assert torch.equal(f.get_tensor("b.weight"), state["b.weight"])
