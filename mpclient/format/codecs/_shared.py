@@ -21,7 +21,7 @@ def symbols(values: np.ndarray, dtype: str, shape: tuple) -> np.ndarray:
 
 
 def coded_suffix(node) -> str:
-    """" +huffman" where one of the node's parts is entropy-coded, for `describe`."""
+    """The suffix " +huffman" where one of the node's parts is entropy-coded, for `describe`."""
     return " +huffman" if any(getattr(p, "codec", None) == "huffman" for p in node.parts.values()) else ""
 
 
